@@ -1,0 +1,133 @@
+//! End-to-end throughput of word count, against native Rust in the same run.
+//!
+//! Runs the real `sluice` binary on a pipeline `generator → word-split →
+//! word-count → null` and, in this process, the same logic in plain Rust
+//! (the same generated lines, cut into batches, split on whitespace and
+//! counted per batch in a hash map). Prints lines/s for both and the ratio.
+//!
+//! Run: `cargo bench -p sluice --bench throughput` (set `SLUICE_BENCH_LINES`
+//! to change the 2,000,000 lines, `SLUICE_BENCH_INTERVAL` for the batch
+//! interval, default `100ms`).
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use sluice::source::LineMaker;
+
+const WORDS_PER_LINE: u32 = 10;
+
+fn guests() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--quiet", "--target", "wasm32-wasip2", "--workspace", "--manifest-path"])
+        .arg(root.join("plugins/Cargo.toml"))
+        .status()
+        .expect("running cargo for the guests");
+    assert!(status.success(), "building the guest plugins failed");
+    root.join("plugins/target/wasm32-wasip2/release")
+}
+
+/// The same work in plain Rust: generate, split, count per batch.
+fn native(lines: u64, batch: u64) -> f64 {
+    let started = Instant::now();
+    let mut maker = LineMaker::new(1, WORDS_PER_LINE);
+    let mut done = 0;
+    let mut distinct = 0;
+    while done < lines {
+        let n = batch.min(lines - done);
+        let mut counts: HashMap<String, u64> = HashMap::new();
+        for _ in 0..n {
+            for word in maker.next_line().split_whitespace() {
+                match counts.get_mut(word) {
+                    Some(c) => *c += 1,
+                    None => {
+                        counts.insert(word.to_string(), 1);
+                    }
+                }
+            }
+        }
+        // Emit as the plugin does: key = word, value = count as text.
+        let out: Vec<(String, String)> = counts.into_iter().map(|(w, c)| (w, c.to_string())).collect();
+        distinct += black_box(out).len();
+        done += n;
+    }
+    black_box(distinct);
+    started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; this is not a criterion harness.
+    let lines: u64 = std::env::var("SLUICE_BENCH_LINES").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000_000);
+    let interval = std::env::var("SLUICE_BENCH_INTERVAL").unwrap_or_else(|_| "100ms".into());
+    let dir = guests();
+    let scratch = std::env::temp_dir().join(format!("sluice-throughput-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let pipeline = scratch.join("wordcount.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            r#"
+name = "throughput"
+batch_interval = "{interval}"
+
+[[sources]]
+type = "generator"
+rate = 0
+count = {lines}
+words_per_line = {WORDS_PER_LINE}
+
+[[stages]]
+name = "split"
+plugin = '{}'
+
+[[stages]]
+name = "count"
+plugin = '{}'
+
+[[sinks]]
+type = "null"
+"#,
+            dir.join("word_split.wasm").display(),
+            dir.join("word_count.wasm").display()
+        ),
+    )
+    .unwrap();
+
+    // Warm the page cache and the binary once, then measure.
+    let sluice_run = || {
+        let started = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["run", pipeline.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("running sluice");
+        let secs = started.elapsed().as_secs_f64();
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "sluice failed:\n{log}");
+        let expected = format!("{lines} records in");
+        assert!(log.contains(&expected), "sluice did not see every line:\n{log}");
+        (secs, log)
+    };
+    let _ = sluice_run();
+    let (wasm_secs, log) = sluice_run();
+    // Native batches as large as the engine's average batch.
+    let batches: u64 = log
+        .lines()
+        .find_map(|l| l.split("finished: ").nth(1)?.split(" batches (").nth(1)?.split(' ').next()?.parse().ok())
+        .unwrap_or(1);
+    let batch = (lines / batches.max(1)).max(1);
+    let native_secs = native(lines, batch);
+
+    let native_rate = lines as f64 / native_secs;
+    let wasm_rate = lines as f64 / wasm_secs;
+    println!("word count, {lines} lines of {WORDS_PER_LINE} words, batch interval {interval} (~{batch} lines per batch)");
+    println!("  native Rust        {:>12.0} lines/s  ({native_secs:.3} s)", native_rate);
+    println!("  sluice (Wasm)      {:>12.0} lines/s  ({wasm_secs:.3} s, whole process incl. start-up)", wasm_rate);
+    println!("  ratio sluice/native {:>10.2}", wasm_rate / native_rate);
+    let _ = std::fs::remove_dir_all(&scratch);
+}

@@ -1,0 +1,255 @@
+//! The `sluice` command: parses the command line and calls the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+
+use sluice::config::PipelineFile;
+use sluice::pipeline::{Pipeline, build_stages};
+use sluice::plugin::{PluginHost, WORLD, inspect};
+
+/// Sluice: a stream engine whose processing stages are WebAssembly components.
+///
+/// A pipeline file (TOML) declares sources, a batch interval, a chain of
+/// stages (each a Wasm component) and sinks. `sluice run` processes the stream
+/// in micro-batches until every source ends or it is interrupted.
+#[derive(Parser)]
+#[command(name = "sluice", version, propagate_version = true)]
+struct Cli {
+    /// Log filter, e.g. `info`, `debug`, `sluice=debug` (overrides RUST_LOG).
+    #[arg(long, global = true, value_name = "FILTER")]
+    log: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one or more pipelines until their sources end or Ctrl-C.
+    ///
+    /// On SIGINT or SIGTERM the sources stop reading, what they had read is
+    /// processed and written, and sluice exits 0; a second signal exits at
+    /// once. Exits 1 if a pipeline fails, 2 if a file is invalid.
+    Run {
+        /// Pipeline files (TOML).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Check pipeline files without running them.
+    ///
+    /// Validates each file, compiles every plugin, checks it implements the
+    /// `sluice:plugin/stage` world and that its `init` accepts the stage's
+    /// config. Exits non-zero on the first problem in each file.
+    Check {
+        /// Pipeline files (TOML).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Work with plugin components.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Show a component's imports, exports and size, and whether sluice can
+    /// run it as a stage.
+    Inspect {
+        /// A WebAssembly component (`.wasm`).
+        #[arg(value_name = "FILE.wasm")]
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log.as_deref());
+    let result = match cli.command {
+        Command::Run { files } => run(files),
+        Command::Check { files } => check(files),
+        Command::Plugin {
+            command: PluginCommand::Inspect { file },
+        } => inspect_plugin(file),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(filter: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match filter {
+        Some(f) => EnvFilter::new(f),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn run(files: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("sluice-io")
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let host = PluginHost::new()?;
+    let mut pipelines = Vec::new();
+    for path in &files {
+        let built = PipelineFile::load(path).map_err(anyhow::Error::from).and_then(|file| {
+            let _guard = runtime.enter();
+            Pipeline::build(&file, &host).map_err(anyhow::Error::from)
+        });
+        match built {
+            Ok(p) => pipelines.push(p),
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    runtime.spawn(watch_signals(shutdown_tx));
+    let handle = runtime.handle().clone();
+    let host = Arc::new(host);
+    let threads: Vec<_> = pipelines
+        .into_iter()
+        .map(|pipeline| {
+            let handle = handle.clone();
+            let shutdown = shutdown_rx.clone();
+            let _host = host.clone();
+            std::thread::Builder::new()
+                .name("sluice-pipeline".into())
+                .spawn(move || pipeline.run(&handle, shutdown))
+                .expect("spawning a pipeline thread")
+        })
+        .collect();
+    let mut failed = false;
+    for thread in threads {
+        match thread.join() {
+            Ok(Ok(_summary)) => {}
+            Ok(Err(err)) => {
+                tracing::error!("{err}");
+                eprintln!("error: {err}");
+                failed = true;
+            }
+            Err(_) => {
+                eprintln!("error: a pipeline thread panicked");
+                failed = true;
+            }
+        }
+    }
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// First SIGINT/SIGTERM: finish gracefully. Second: exit now.
+async fn watch_signals(shutdown: watch::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        tracing::warn!("cannot install signal handlers; Ctrl-C will stop sluice abruptly");
+        return;
+    };
+    for round in 0.. {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        if round == 0 {
+            tracing::info!("stopping: finishing the records already read (signal again to exit at once)");
+            let _ = shutdown.send(true);
+        } else {
+            eprintln!("sluice: interrupted again, exiting now");
+            std::process::exit(130);
+        }
+    }
+}
+
+fn check(files: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
+    let host = PluginHost::new()?;
+    let mut ok = true;
+    for path in &files {
+        let result = PipelineFile::load(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|file| {
+                build_stages(&file, &host).map_err(anyhow::Error::from)?;
+                for source in &file.config.sources {
+                    if let sluice::source::SourceConfig::Directory(d) = source.get_ref() {
+                        let dir = file.resolve(&d.path);
+                        if !dir.is_dir() {
+                            return Err(file
+                                .error_at(source.span(), format!("source folder {} does not exist", dir.display()))
+                                .into());
+                        }
+                    }
+                }
+                Ok(file)
+            });
+        match result {
+            Ok(file) => {
+                let c = &file.config;
+                println!(
+                    "ok: {} — pipeline `{}`: {} source(s), {} stage(s), {} sink(s), batch interval {}",
+                    path.display(),
+                    c.name.get_ref(),
+                    c.sources.len(),
+                    c.stages.len(),
+                    c.sinks.len(),
+                    c.batch_interval.get_ref()
+                );
+            }
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                ok = false;
+            }
+        }
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn inspect_plugin(file: PathBuf) -> anyhow::Result<ExitCode> {
+    let host = PluginHost::new()?;
+    let info = match inspect(&host, &file) {
+        Ok(info) => info,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    println!("file:    {}", file.display());
+    println!("size:    {} bytes", info.size);
+    println!("hash:    {}", info.hash);
+    println!("imports:");
+    for import in &info.imports {
+        println!("  {import}");
+    }
+    println!("exports:");
+    for export in &info.exports {
+        println!("  {export}");
+    }
+    match info.verdict {
+        Ok(()) => {
+            println!("world:   {WORLD} (runs as a sluice stage)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(why) => {
+            println!("world:   not runnable as a sluice stage: {why}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}

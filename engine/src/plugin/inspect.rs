@@ -1,0 +1,47 @@
+//! `sluice plugin inspect`: what a component file imports and exports, and
+//! whether it implements the Sluice world, without running it.
+
+use std::path::Path;
+
+use wasmtime::component::Component;
+
+use super::{LoadError, PluginHost, check_header, content_hash};
+
+/// What a component declares.
+#[derive(Debug)]
+pub struct Inspection {
+    /// File size in bytes.
+    pub size: u64,
+    /// Content hash.
+    pub hash: String,
+    /// Imported interfaces and functions.
+    pub imports: Vec<String>,
+    /// Exported interfaces and functions.
+    pub exports: Vec<String>,
+    /// `Ok` when the engine can run it as a stage; otherwise why not.
+    pub verdict: Result<(), String>,
+}
+
+/// Reads a component and lists its imports and exports.
+pub fn inspect(host: &PluginHost, path: &Path) -> Result<Inspection, LoadError> {
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    check_header(path, &bytes)?;
+    let component = Component::new(host.engine(), &bytes).map_err(|e| LoadError::Compile {
+        path: path.to_path_buf(),
+        message: format!("{e:#}"),
+    })?;
+    let ty = component.component_type();
+    let imports = ty.imports(host.engine()).map(|(n, _)| n.to_string()).collect();
+    let exports: Vec<String> = ty.exports(host.engine()).map(|(n, _)| n.to_string()).collect();
+    let verdict = host.link(path, &bytes, component).map(|_| ()).map_err(|e| e.to_string());
+    Ok(Inspection {
+        size: bytes.len() as u64,
+        hash: content_hash(&bytes),
+        imports,
+        exports,
+        verdict,
+    })
+}

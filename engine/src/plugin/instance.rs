@@ -1,0 +1,348 @@
+//! One live instance of a plugin: its `Store` with memory and CPU limits, its
+//! sandboxed WASI context, and the calls into `init` and `process`. A trap
+//! (the plugin broke) is kept apart from an error the plugin returned, and
+//! both from an output that breaks the batch layout.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::bindings::{self, Stage, log::Level, types};
+use super::stdio::{LogStream, Stream};
+use super::{EPOCH_TICK, LogTag, Plugin};
+use crate::batch::{Column, Records};
+
+/// Resource limits of one instance.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest size of each linear memory, in bytes.
+    pub memory: u64,
+    /// Longest one call (`init` or `process`) may run.
+    pub time: Duration,
+}
+
+/// Capabilities a pipeline grants a stage beyond the sandbox's defaults.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Grants {
+    /// The real wall clock instead of the batch time.
+    pub clock: bool,
+    /// Real randomness instead of a deterministic, seeded sequence.
+    pub random: bool,
+}
+
+/// What the engine tells the plugin about a batch.
+#[derive(Debug, Clone, Copy)]
+pub struct CallInfo<'a> {
+    /// Pipeline name.
+    pub pipeline: &'a str,
+    /// Stage name.
+    pub stage: &'a str,
+    /// Batch id.
+    pub id: u64,
+    /// Batch time, ms since the epoch.
+    pub time_ms: u64,
+    /// Batch interval, ms.
+    pub interval_ms: u64,
+}
+
+/// A successful `process` call.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// The records the stage emitted.
+    pub records: Records,
+    /// Input records that failed on their own: (index, message).
+    pub failures: Vec<(u32, String)>,
+}
+
+/// Why a call into a plugin did not produce an output.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// The plugin trapped (panic, bad memory access, unreachable…).
+    #[error("trapped: {0}")]
+    Trap(String),
+    /// The call ran past the stage's time limit.
+    #[error("exceeded its time limit of {}ms per call", .0.as_millis())]
+    Timeout(Duration),
+    /// The plugin asked for more memory than the stage allows.
+    #[error("exceeded its memory limit of {0} bytes")]
+    OutOfMemory(u64),
+    /// `init` rejected the stage's config.
+    #[error("rejected its config: {0}")]
+    InvalidConfig(String),
+    /// The plugin returned an error for the whole batch.
+    #[error("failed the batch: {0}")]
+    Failed(String),
+    /// The plugin returned an output that breaks the batch layout.
+    #[error("returned a malformed batch: {0}")]
+    BadOutput(String),
+}
+
+impl CallError {
+    /// Whether the instance must be thrown away after this error.
+    pub fn kills_instance(&self) -> bool {
+        matches!(
+            self,
+            CallError::Trap(_) | CallError::Timeout(_) | CallError::OutOfMemory(_) | CallError::BadOutput(_)
+        )
+    }
+}
+
+/// Per-store state: the sandbox's WASI context, limits and log tag.
+pub struct InstanceState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: Limiter,
+    tag: Arc<LogTag>,
+}
+
+impl WasiView for InstanceState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for InstanceState {}
+
+impl bindings::log::Host for InstanceState {
+    fn log(&mut self, level: Level, message: String) {
+        const MAX: usize = 4096;
+        let message = if message.len() > MAX {
+            let mut end = MAX;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!("{} […]", &message[..end])
+        } else {
+            message
+        };
+        let t = &self.tag;
+        match level {
+            Level::Trace => tracing::trace!(pipeline = %t.pipeline, stage = %t.stage, plugin = %t.plugin, "{message}"),
+            Level::Debug => tracing::debug!(pipeline = %t.pipeline, stage = %t.stage, plugin = %t.plugin, "{message}"),
+            Level::Info => tracing::info!(pipeline = %t.pipeline, stage = %t.stage, plugin = %t.plugin, "{message}"),
+            Level::Warn => tracing::warn!(pipeline = %t.pipeline, stage = %t.stage, plugin = %t.plugin, "{message}"),
+            Level::Error => tracing::error!(pipeline = %t.pipeline, stage = %t.stage, plugin = %t.plugin, "{message}"),
+        }
+    }
+}
+
+/// Enforces the memory limit and remembers that it was hit, so the trap
+/// that follows can be reported as what it is.
+struct Limiter {
+    memory: u64,
+    hit: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired as u64 > self.memory {
+            self.hit = true;
+            return Err(wasmtime::format_err!(
+                "memory limit of {} bytes exceeded (asked for {desired})",
+                self.memory
+            ));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
+}
+
+/// The wall clock a plugin sees unless granted the real one: the batch time.
+struct BatchClock(Arc<AtomicU64>);
+
+impl HostWallClock for BatchClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+
+    fn now(&self) -> Duration {
+        Duration::from_millis(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// A live plugin instance.
+pub struct Instance {
+    store: Store<InstanceState>,
+    stage: Stage,
+    limits: Limits,
+    batch_time: Arc<AtomicU64>,
+}
+
+impl Instance {
+    /// Instantiates `plugin` and calls its `init` with `config`.
+    pub fn new(
+        plugin: &Plugin,
+        tag: Arc<LogTag>,
+        limits: Limits,
+        grants: Grants,
+        config: &[(String, String)],
+    ) -> Result<Self, CallError> {
+        let batch_time = Arc::new(AtomicU64::new(crate::batch::now_ms()));
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(LogStream { tag: tag.clone(), stream: Stream::Stdout })
+            .stderr(LogStream { tag: tag.clone(), stream: Stream::Stderr })
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        if !grants.clock {
+            wasi.wall_clock(BatchClock(batch_time.clone()));
+        }
+        if !grants.random {
+            let seed = seed_for(&tag);
+            wasi.secure_random(wasmtime_wasi::Deterministic::new(seed.clone()))
+                .insecure_random(wasmtime_wasi::Deterministic::new(seed))
+                .insecure_random_seed(0x5eed_5eed_5eed_5eed);
+        }
+        let state = InstanceState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limiter: Limiter { memory: limits.memory, hit: false },
+            tag,
+        };
+        let mut store = Store::new(plugin.pre.engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(deadline_ticks(limits.time));
+        let stage = plugin
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| classify(&store, limits, e))?;
+        let mut instance = Instance {
+            store,
+            stage,
+            limits,
+            batch_time,
+        };
+        instance.store.set_epoch_deadline(deadline_ticks(limits.time));
+        let result = instance
+            .stage
+            .sluice_plugin_processor()
+            .call_init(&mut instance.store, config);
+        match result {
+            Ok(Ok(())) => Ok(instance),
+            Ok(Err(types::Error::InvalidConfig(m))) => Err(CallError::InvalidConfig(m)),
+            Ok(Err(types::Error::Failed(m))) => Err(CallError::InvalidConfig(m)),
+            Err(e) => Err(classify(&instance.store, limits, e)),
+        }
+    }
+
+    /// Runs one batch through the plugin. The input is handed back whatever
+    /// happens, so the caller can retry or dead-letter it.
+    pub fn process(&mut self, info: CallInfo<'_>, input: Records) -> (Records, Result<Output, CallError>) {
+        self.batch_time.store(info.time_ms, Ordering::Relaxed);
+        self.store.set_epoch_deadline(deadline_ticks(self.limits.time));
+        let wit_info = types::BatchInfo {
+            pipeline: info.pipeline.to_string(),
+            stage: info.stage.to_string(),
+            id: info.id,
+            time: info.time_ms,
+            interval: info.interval_ms,
+        };
+        let wit_input = to_wit(input);
+        let result = self
+            .stage
+            .sluice_plugin_processor()
+            .call_process(&mut self.store, &wit_info, &wit_input);
+        let input = from_wit(wit_input);
+        let outcome = match result {
+            Ok(Ok(output)) => {
+                let records = from_wit(output.batch);
+                match records.check() {
+                    Ok(()) => Ok(Output {
+                        records,
+                        failures: output
+                            .failures
+                            .into_iter()
+                            .map(|f| (f.index, f.message))
+                            .collect(),
+                    }),
+                    Err(problem) => Err(CallError::BadOutput(problem)),
+                }
+            }
+            Ok(Err(types::Error::Failed(m) | types::Error::InvalidConfig(m))) => Err(CallError::Failed(m)),
+            Err(e) => Err(classify(&self.store, self.limits, e)),
+        };
+        (input, outcome)
+    }
+}
+
+fn deadline_ticks(time: Duration) -> u64 {
+    (time.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64).max(1) + 1
+}
+
+fn classify(store: &Store<InstanceState>, limits: Limits, error: wasmtime::Error) -> CallError {
+    if store.data().limiter.hit {
+        return CallError::OutOfMemory(limits.memory);
+    }
+    if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
+        return CallError::Timeout(limits.time);
+    }
+    CallError::Trap(format!("{error:?}").lines().take(12).collect::<Vec<_>>().join("\n"))
+}
+
+/// 1 KiB of pseudo-random bytes seeded by the stage's identity (SplitMix64),
+/// so replays of a batch see the same "random" numbers.
+fn seed_for(tag: &LogTag) -> Vec<u8> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in tag.pipeline.bytes().chain([0]).chain(tag.stage.bytes()) {
+        state = (state ^ u64::from(b)).wrapping_mul(0x1000_0000_01b3);
+    }
+    let mut bytes = Vec::with_capacity(1024);
+    for _ in 0..128 {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        bytes.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    bytes
+}
+
+fn column_to_wit(c: Column) -> types::Column {
+    types::Column {
+        data: c.data,
+        offsets: c.offsets,
+    }
+}
+
+fn column_from_wit(c: types::Column) -> Column {
+    Column {
+        data: c.data,
+        offsets: c.offsets,
+    }
+}
+
+/// Moves the columns into the generated type: no copy.
+fn to_wit(r: Records) -> types::Batch {
+    types::Batch {
+        timestamps: r.timestamps,
+        values: column_to_wit(r.values),
+        keys: column_to_wit(r.keys),
+        keys_absent: r.keys_absent,
+        header_offsets: r.header_offsets,
+        header_names: column_to_wit(r.header_names),
+        header_values: column_to_wit(r.header_values),
+    }
+}
+
+fn from_wit(b: types::Batch) -> Records {
+    Records {
+        timestamps: b.timestamps,
+        values: column_from_wit(b.values),
+        keys: column_from_wit(b.keys),
+        keys_absent: b.keys_absent,
+        header_offsets: b.header_offsets,
+        header_names: column_from_wit(b.header_names),
+        header_values: column_from_wit(b.header_values),
+    }
+}

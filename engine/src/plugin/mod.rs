@@ -1,0 +1,294 @@
+//! The Wasm host: one process-wide [`PluginHost`] (a wasmtime `Engine` with
+//! the pooling allocator and epoch interruption, a `Linker` with exactly the
+//! imports plugins may use, an epoch ticker), plugins compiled once per file
+//! into a [`Plugin`] (a pre-linked `InstancePre`), and [`Instance`]s with
+//! their own memory and CPU limits. Which batches go through an instance, and
+//! what happens when one fails, is the business of `stage`.
+
+mod bindings;
+mod inspect;
+mod instance;
+mod stdio;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+pub use inspect::{Inspection, inspect};
+pub use instance::{CallError, CallInfo, Grants, Instance, Limits, Output};
+
+use bindings::{Stage, StagePre};
+use instance::InstanceState;
+
+/// The WIT world every plugin must implement, as shown to users.
+pub const WORLD: &str = "sluice:plugin/stage@0.1.0";
+
+/// How often the epoch advances; CPU limits are rounded up to this.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Most instances alive at once in one process (pooling allocator slots).
+const MAX_INSTANCES: u32 = 256;
+
+/// Largest linear memory any instance may have; per-stage limits are lower.
+const MAX_MEMORY: u64 = 4 << 30;
+
+/// Who a log line from a plugin belongs to.
+#[derive(Debug, Clone)]
+pub struct LogTag {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// The stage's name.
+    pub stage: String,
+    /// The plugin, as `file.wasm@hash`.
+    pub plugin: String,
+}
+
+/// The Wasm runtime could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the WebAssembly engine: {0}")]
+pub struct HostError(String);
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read plugin {}: {source}", path.display())]
+    Read {
+        /// The plugin file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not WebAssembly at all.
+    #[error("plugin {} is not a WebAssembly file (it does not start with `\\0asm`)", path.display())]
+    NotWasm {
+        /// The plugin file.
+        path: PathBuf,
+    },
+    /// The file is a core module, not a component.
+    #[error(
+        "plugin {} is a core WebAssembly module, not a component: build it for the \
+         `wasm32-wasip2` target (or wrap it with `wasm-tools component new`)",
+        path.display()
+    )]
+    NotComponent {
+        /// The plugin file.
+        path: PathBuf,
+    },
+    /// wasmtime rejected the component.
+    #[error("plugin {} does not compile: {message}", path.display())]
+    Compile {
+        /// The plugin file.
+        path: PathBuf,
+        /// wasmtime's reason.
+        message: String,
+    },
+    /// The component imports something the engine does not grant.
+    #[error("plugin {} cannot be linked: {message}", path.display())]
+    Link {
+        /// The plugin file.
+        path: PathBuf,
+        /// wasmtime's reason, naming the import.
+        message: String,
+    },
+    /// The component does not export the Sluice processor.
+    #[error(
+        "plugin {} is not a `{WORLD}` component: {message} (its exports: {exports})",
+        path.display()
+    )]
+    WrongWorld {
+        /// The plugin file.
+        path: PathBuf,
+        /// What is missing or mistyped.
+        message: String,
+        /// What it exports instead.
+        exports: String,
+    },
+}
+
+/// A compiled, pre-linked plugin version, ready to instantiate.
+pub struct Plugin {
+    /// The file it was loaded from.
+    pub path: PathBuf,
+    /// Short content hash (16 hex digits) identifying this version.
+    pub hash: String,
+    /// Size of the file in bytes.
+    pub size: u64,
+    pre: StagePre<InstanceState>,
+}
+
+impl Plugin {
+    /// `file.wasm@hash`, for logs and errors.
+    pub fn label(&self) -> String {
+        let name = self
+            .path
+            .file_name()
+            .map_or_else(|| self.path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        format!("{name}@{}", &self.hash[..8])
+    }
+}
+
+/// The process-wide Wasm runtime.
+pub struct PluginHost {
+    engine: Engine,
+    linker: Linker<InstanceState>,
+    ticker_stop: Arc<AtomicBool>,
+    /// Compiled plugins by file and content hash: each version compiles once.
+    loaded: Mutex<HashMap<(PathBuf, String), Arc<Plugin>>>,
+}
+
+impl PluginHost {
+    /// Creates the engine, the linker and the epoch ticker.
+    pub fn new() -> Result<Self, HostError> {
+        Self::start().map_err(|e| HostError(format!("{e:#}")))
+    }
+
+    fn start() -> Result<Self, wasmtime::Error> {
+        let engine = match Engine::new(&engine_config(true)) {
+            Ok(engine) => engine,
+            Err(err) => {
+                tracing::warn!(
+                    "pooling allocator unavailable ({err}); falling back to on-demand instance allocation"
+                );
+                Engine::new(&engine_config(false))?
+            }
+        };
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        Stage::add_to_linker::<_, wasmtime::component::HasSelf<InstanceState>>(&mut linker, |s| s)?;
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let stop = ticker_stop.clone();
+        let ticking = engine.clone();
+        std::thread::Builder::new()
+            .name("sluice-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticking.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch ticker thread");
+        Ok(PluginHost {
+            engine,
+            linker,
+            ticker_stop,
+            loaded: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Reads, compiles and links a plugin, checking it implements the world.
+    /// Slow the first time (it compiles): call it off the batch path. The
+    /// same file with the same content is compiled once.
+    pub fn load(&self, path: &Path) -> Result<Arc<Plugin>, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let key = (path.to_path_buf(), content_hash(&bytes));
+        if let Some(plugin) = self.loaded.lock().unwrap().get(&key) {
+            return Ok(plugin.clone());
+        }
+        let plugin = self.load_bytes(path, &bytes)?;
+        self.loaded.lock().unwrap().insert(key, plugin.clone());
+        Ok(plugin)
+    }
+
+    /// Compiles and links plugin bytes that came from `path`.
+    pub fn load_bytes(&self, path: &Path, bytes: &[u8]) -> Result<Arc<Plugin>, LoadError> {
+        check_header(path, bytes)?;
+        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile {
+            path: path.to_path_buf(),
+            message: format!("{e:#}"),
+        })?;
+        self.link(path, bytes, component)
+    }
+
+    /// Links a compiled component and checks it implements the world.
+    fn link(&self, path: &Path, bytes: &[u8], component: Component) -> Result<Arc<Plugin>, LoadError> {
+        let path_buf = path.to_path_buf();
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Link {
+            path: path_buf.clone(),
+            message: format!("{e:#}"),
+        })?;
+        let pre = StagePre::new(instance_pre).map_err(|e| LoadError::WrongWorld {
+            path: path_buf.clone(),
+            message: format!("{e:#}"),
+            exports: export_names(&self.engine, &component),
+        })?;
+        Ok(Arc::new(Plugin {
+            path: path_buf,
+            hash: content_hash(bytes),
+            size: bytes.len() as u64,
+            pre,
+        }))
+    }
+
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+impl Drop for PluginHost {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn engine_config(pooling: bool) -> Config {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.concurrency_support(false);
+    if pooling {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(MAX_INSTANCES);
+        pool.total_core_instances(MAX_INSTANCES * 4);
+        pool.total_memories(MAX_INSTANCES * 2);
+        pool.total_tables(MAX_INSTANCES * 4);
+        pool.max_memories_per_component(4);
+        pool.max_tables_per_component(8);
+        pool.max_memory_size(MAX_MEMORY as usize);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+/// Tells core modules and other files apart from components by the header.
+fn check_header(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(LoadError::NotWasm {
+            path: path.to_path_buf(),
+        });
+    }
+    // Core modules have version 1 and layer 0; components have layer 1.
+    if bytes[4..8] == [1, 0, 0, 0] {
+        return Err(LoadError::NotComponent {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+fn export_names(engine: &Engine, component: &Component) -> String {
+    let names: Vec<String> = component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| format!("`{name}`"))
+        .collect();
+    if names.is_empty() { "none".to_string() } else { names.join(", ") }
+}
+
+/// A stable 64-bit FNV-1a hash of the file, as 16 hex digits.
+fn content_hash(bytes: &[u8]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}

@@ -1,0 +1,113 @@
+//! Sinks: where each batch's output goes. A sink writes a batch and returns
+//! once it is durable (for the ones that can say so), which is when the
+//! pipeline may commit the batch's source positions. Built-in sinks are
+//! listed in [`SinkConfig`].
+
+mod console;
+mod directory;
+pub mod format;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use console::{ConsoleConfig, ConsoleSink};
+pub use directory::{DirectoryConfig, DirectorySink};
+pub use format::Format;
+
+use crate::batch::Records;
+use crate::config::PipelineFile;
+
+/// Which batch a sink is writing.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchMeta<'a> {
+    /// Pipeline name.
+    pub pipeline: &'a str,
+    /// Batch id.
+    pub id: u64,
+    /// Batch time, ms since the epoch.
+    pub time_ms: u64,
+}
+
+/// A sink could not take a batch.
+#[derive(Debug, thiserror::Error)]
+#[error("sink `{sink}`: {message}")]
+pub struct SinkError {
+    /// Which sink (its type and target).
+    pub sink: String,
+    /// What failed.
+    pub message: String,
+}
+
+/// Where output goes.
+pub trait Sink: Send {
+    /// Writes one batch's records; returns when they are as durable as this
+    /// sink can make them. Called for non-empty batches only.
+    fn write(&mut self, batch: BatchMeta<'_>, records: &Records) -> Result<(), SinkError>;
+
+    /// Called once when the pipeline ends.
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// `[[sinks]]` in a pipeline file, by `type`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum SinkConfig {
+    /// Prints records to standard output, like Spark's `print()`.
+    Console(ConsoleConfig),
+    /// One file per batch in a folder, like Spark's `saveAsTextFiles`.
+    Directory(DirectoryConfig),
+    /// Discards everything (for benchmarks and tests).
+    Null(NullConfig),
+}
+
+/// `type = "null"`: no settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NullConfig {}
+
+impl SinkConfig {
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            SinkConfig::Directory(c) if c.path.as_os_str().is_empty() => {
+                Err("invalid directory sink: `path` is empty".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Creates the running sink.
+    pub fn build(&self, file: &PipelineFile) -> Result<Box<dyn Sink>, SinkError> {
+        Ok(match self {
+            SinkConfig::Console(c) => Box::new(ConsoleSink::new(c)),
+            SinkConfig::Directory(c) => Box::new(DirectorySink::new(c, file)?),
+            SinkConfig::Null(_) => Box::new(NullSink),
+        })
+    }
+}
+
+struct NullSink;
+
+impl Sink for NullSink {
+    fn write(&mut self, _: BatchMeta<'_>, _: &Records) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// Writes `bytes` to `dir/name` through a dot-prefixed temporary file and a
+/// rename, so readers of the folder never see a partial file. Creates `dir`.
+pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let path = dir.join(name);
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_data()?;
+    drop(file);
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}

@@ -1,0 +1,134 @@
+//! Sources: where records come from. Each source runs as a task that reads
+//! its input, turns it into [`Records`] and hands them to the batcher
+//! through an [`Emitter`] (a bounded queue: a full queue makes the source
+//! wait). A source stops reading when asked to, and ends by returning. What
+//! happens to the records next belongs to `batch` and `pipeline`.
+
+mod directory;
+mod generator;
+mod lines;
+mod socket;
+mod stdin;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::Deserialize;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+pub use directory::DirectoryConfig;
+pub use generator::{GeneratorConfig, LineMaker};
+pub use lines::LineSplitter;
+pub use socket::SocketConfig;
+pub use stdin::StdinConfig;
+
+use crate::batch::{Chunk, Records};
+use crate::config::PipelineFile;
+
+/// Most records in one chunk handed to the batcher.
+pub const CHUNK_RECORDS: usize = 1024;
+/// Most value bytes in one chunk handed to the batcher.
+pub const CHUNK_BYTES: usize = 64 * 1024;
+
+/// A source failed for good.
+#[derive(Debug, thiserror::Error)]
+#[error("source {source_name}: {message}")]
+pub struct SourceError {
+    /// Which source (its type and target).
+    pub source_name: String,
+    /// What failed.
+    pub message: String,
+}
+
+/// The future a running source is.
+pub type SourceTask = Pin<Box<dyn Future<Output = Result<(), SourceError>> + Send>>;
+
+/// A source of records.
+pub trait Source: Send {
+    /// A short description for logs, e.g. `directory input/`.
+    fn describe(&self) -> String;
+
+    /// Reads until the input ends or `emitter` says to stop.
+    fn run(self: Box<Self>, emitter: Emitter) -> SourceTask;
+}
+
+/// A source's way to the batcher, and its stop signal.
+pub struct Emitter {
+    source: usize,
+    tx: mpsc::Sender<Chunk>,
+    stop: watch::Receiver<bool>,
+}
+
+/// The pipeline is gone: nothing will read what a source emits.
+#[derive(Debug)]
+pub struct Closed;
+
+impl Emitter {
+    /// An emitter for source number `source`.
+    pub fn new(source: usize, tx: mpsc::Sender<Chunk>, stop: watch::Receiver<bool>) -> Self {
+        Emitter { source, tx, stop }
+    }
+
+    /// Hands records to the batcher, waiting while the queue is full. Records
+    /// already read are always handed over, even while stopping.
+    pub async fn emit(&self, records: Records, position: Option<String>) -> Result<(), Closed> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let chunk = Chunk {
+            source: self.source,
+            received: Instant::now(),
+            records,
+            position,
+        };
+        self.tx.send(chunk).await.map_err(|_| Closed)
+    }
+
+    /// Whether the source has been asked to stop reading.
+    pub fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Resolves when the source is asked to stop reading.
+    pub async fn stopped(&self) {
+        let mut stop = self.stop.clone();
+        let _ = stop.wait_for(|s| *s).await;
+    }
+}
+
+/// `[[sources]]` in a pipeline file, by `type`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum SourceConfig {
+    /// New files in a folder, one record per line (`textFileStream`).
+    Directory(DirectoryConfig),
+    /// Lines from a TCP server (`socketTextStream`).
+    Socket(SocketConfig),
+    /// Lines from standard input, until it ends.
+    Stdin(StdinConfig),
+    /// Synthetic lines at a set rate, for demos and benchmarks.
+    Generator(GeneratorConfig),
+}
+
+impl SourceConfig {
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            SourceConfig::Directory(c) => c.validate(),
+            SourceConfig::Socket(c) => c.validate(),
+            SourceConfig::Stdin(_) => Ok(()),
+            SourceConfig::Generator(c) => c.validate(),
+        }
+    }
+
+    /// Creates the running source.
+    pub fn build(&self, file: &PipelineFile) -> Result<Box<dyn Source>, SourceError> {
+        Ok(match self {
+            SourceConfig::Directory(c) => Box::new(c.build(file)?),
+            SourceConfig::Socket(c) => Box::new(c.build()),
+            SourceConfig::Stdin(c) => Box::new(c.build()),
+            SourceConfig::Generator(c) => Box::new(c.build()),
+        })
+    }
+}

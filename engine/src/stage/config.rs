@@ -1,0 +1,164 @@
+//! `[[stages]]` in a pipeline file.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+use toml::Spanned;
+
+use crate::config::{ByteSize, HumanDuration};
+
+/// One processing stage: a plugin and how to run it.
+///
+/// ```toml
+/// [[stages]]
+/// name = "split"
+/// plugin = "plugins/word_split.wasm"
+/// config = { lowercase = "true" }
+/// on_error = "dead-letter"
+/// memory_limit = "64MiB"
+/// time_limit = "2s"
+/// ```
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    /// The stage's name, unique in the pipeline; shown in logs and metrics.
+    /// Letters, digits, `-`, `_` and `.` only.
+    pub name: Spanned<String>,
+    /// The plugin: a WebAssembly component file implementing
+    /// `sluice:plugin/stage`, relative to the pipeline file.
+    pub plugin: Spanned<PathBuf>,
+    /// Settings handed to the plugin's `init` as (key, value) text pairs,
+    /// sorted by key. Values may be strings, numbers or booleans.
+    #[serde(default)]
+    pub config: BTreeMap<String, ConfigText>,
+    /// What happens to a batch the plugin cannot process (it traps, runs out
+    /// of time or memory, or returns an error), once `retries` fresh
+    /// instances have failed too: `"fail"` stops the pipeline with an error
+    /// (the default); `"dead-letter"` writes the batch to `dead_letter` and
+    /// goes on. Records a plugin rejects one by one are always dead-lettered.
+    #[serde(default)]
+    pub on_error: OnError,
+    /// How many times a failed batch is retried, each time on a fresh
+    /// instance, before `on_error` applies. Default 1.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Folder for dead-lettered records, relative to the pipeline file: one
+    /// JSON-lines file per batch, each record with the error. Default
+    /// `dead-letter/<pipeline>/<stage>`.
+    pub dead_letter: Option<PathBuf>,
+    /// Largest size of each of the instance's linear memories. Default
+    /// `256MiB`, at most `4GiB`.
+    #[serde(default = "default_memory_limit")]
+    pub memory_limit: ByteSize,
+    /// Longest one call into the plugin may run before it is stopped (CPU
+    /// time per batch). Default `10s`.
+    #[serde(default = "default_time_limit")]
+    pub time_limit: HumanDuration,
+    /// Capabilities beyond the sandbox: `"clock"` (the real wall clock
+    /// instead of the batch time) and `"random"` (real randomness instead of
+    /// a deterministic sequence). Default none.
+    #[serde(default)]
+    pub grants: Vec<Grant>,
+}
+
+/// What to do with a batch a plugin cannot process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    /// Stop the pipeline with an error naming the stage, plugin and batch.
+    #[default]
+    Fail,
+    /// Write the batch's records to the dead-letter folder and go on.
+    DeadLetter,
+}
+
+/// A capability a stage may be granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Grant {
+    /// The real wall clock.
+    Clock,
+    /// Real randomness.
+    Random,
+}
+
+fn default_retries() -> u32 {
+    1
+}
+
+fn default_memory_limit() -> ByteSize {
+    ByteSize(256 << 20)
+}
+
+fn default_time_limit() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+
+/// A `config` value, as the text the plugin receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigText(pub String);
+
+impl<'de> Deserialize<'de> for ConfigText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ConfigText;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, a number or a boolean")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ConfigText, E> {
+                Ok(ConfigText(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ConfigText, E> {
+                Ok(ConfigText(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ConfigText, E> {
+                Ok(ConfigText(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ConfigText, E> {
+                Ok(ConfigText(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<ConfigText, E> {
+                Ok(ConfigText(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+impl StageConfig {
+    /// Checks what serde cannot.
+    pub fn validate(&self, _batch_interval: Duration) -> Result<(), String> {
+        let name = self.name.get_ref();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(format!(
+                "invalid stage `name` `{name}`: use letters, digits, `-`, `_` and `.` only"
+            ));
+        }
+        let memory = self.memory_limit.0;
+        if !(1 << 20..=4 << 30).contains(&memory) {
+            return Err(format!(
+                "invalid `memory_limit` `{}` in stage `{name}`: must be between 1MiB and 4GiB",
+                self.memory_limit
+            ));
+        }
+        if self.time_limit.0.is_zero() {
+            return Err(format!("invalid `time_limit` `0ms` in stage `{name}`: must be at least 1ms"));
+        }
+        if self.retries > 100 {
+            return Err(format!(
+                "invalid `retries` `{}` in stage `{name}`: at most 100",
+                self.retries
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,74 @@
+//! Malformed pipeline files, data-driven: each `tests/ui/invalid/NAME.toml`
+//! must make `sluice check` (and `sluice run`) fail with every line of
+//! `NAME.err` in its message. `${PLUGINS}` in a file stands for the folder
+//! of built plugins.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+#[test]
+fn every_invalid_pipeline_fails_with_its_expected_message() {
+    let cases = root().join("tests/ui/invalid");
+    let plugins = plugin("word_split").parent().unwrap().to_path_buf();
+    let mut names: Vec<_> = std::fs::read_dir(&cases)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 10, "expected the invalid cases in {}", cases.display());
+    let mut failures = Vec::new();
+    for case in &names {
+        let file_name = case.file_name().unwrap().to_string_lossy().into_owned();
+        let expected_path = case.with_extension("err");
+        let expected = std::fs::read_to_string(&expected_path)
+            .unwrap_or_else(|_| panic!("{} has no {}", case.display(), expected_path.display()));
+        let s = Scratch::new();
+        let text = std::fs::read_to_string(case)
+            .unwrap()
+            .replace("${PLUGINS}", &plugins.display().to_string());
+        s.write(&file_name, &text);
+        let out = s.sluice(&["check", &file_name]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            failures.push(format!("{file_name}: `sluice check` succeeded"));
+            continue;
+        }
+        for line in expected.lines().filter(|l| !l.is_empty()) {
+            if !stderr.contains(line) {
+                failures.push(format!("{file_name}: expected `{line}` in:\n{stderr}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn run_refuses_an_invalid_file_with_exit_code_2() {
+    let s = Scratch::new();
+    s.write("p.toml", "name = \"p\"\nbatch_interval = \"soon\"\n");
+    let finished = run_with_input(s.sluice(&["run", "p.toml"]), "", Duration::from_secs(20));
+    assert_eq!(finished.status.code(), Some(2));
+    assert!(finished.stderr.contains("p.toml:2:18: invalid duration `soon`"), "{}", finished.stderr);
+}
+
+#[test]
+fn check_accepts_a_valid_pipeline() {
+    let s = Scratch::new();
+    s.mkdir("input");
+    s.write(
+        "p.toml",
+        &format!(
+            "name = \"ok\"\nbatch_interval = \"200ms\"\n[[sources]]\ntype = \"directory\"\npath = \"input\"\n\
+             [[stages]]\nname = \"split\"\nplugin = '{}'\nconfig = {{ lowercase = true }}\n\
+             [[sinks]]\ntype = \"console\"\n",
+            plugin("word_split").display()
+        ),
+    );
+    let out = s.sluice(&["check", "p.toml"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("ok: p.toml") && stdout.contains("1 stage(s)"), "{stdout}");
+}

@@ -1,0 +1,117 @@
+//! A plugin that traps, loops forever or allocates without bound is
+//! contained: the engine survives, reports the failure with pipeline, stage,
+//! plugin and batch, and either dead-letters the batch and goes on, or
+//! fails the pipeline cleanly — never losing a record silently.
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::support::*;
+
+fn misbehaving_pipeline(mode: &str, on_error: &str) -> String {
+    format!(
+        r#"
+name = "contained"
+batch_interval = "50ms"
+
+[[sources]]
+type = "stdin"
+
+[[stages]]
+name = "risky"
+plugin = '{}'
+config = {{ mode = "{mode}", when = "boom" }}
+on_error = "{on_error}"
+retries = 1
+time_limit = "300ms"
+memory_limit = "32MiB"
+
+[[sinks]]
+type = "directory"
+path = "output"
+format = "jsonl"
+"#,
+        plugin("misbehave").display()
+    )
+}
+
+/// Feeds `a b`, then (in a later batch) `boom`, then `c d`, to a pipeline
+/// whose stage misbehaves on `boom`.
+fn run_three_batches(s: &Scratch) -> Finished {
+    let mut child = s
+        .sluice(&["run", "p.toml"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        for chunk in ["a\nb\n", "boom\n", "c\nd\n"] {
+            // Ignore errors: a pipeline that fails stops reading.
+            let _ = stdin.write_all(chunk.as_bytes());
+            let _ = stdin.flush();
+            std::thread::sleep(Duration::from_millis(800));
+        }
+    });
+    let finished = wait_output(child, Duration::from_secs(60));
+    feeder.join().unwrap();
+    finished
+}
+
+fn values(records: &[serde_json::Value]) -> Vec<String> {
+    records.iter().map(|r| r["value"].as_str().unwrap().to_string()).collect()
+}
+
+fn check_dead_lettered(mode: &str, reason: &str) {
+    let s = Scratch::new();
+    s.write("p.toml", &misbehaving_pipeline(mode, "dead-letter"));
+    let finished = run_three_batches(&s);
+    assert!(finished.status.success(), "mode {mode}: {}", finished.stderr);
+    // Every other record went through, in order.
+    assert_eq!(values(&read_jsonl_dir(&s.path("output"))), ["a", "b", "c", "d"]);
+    // The batch with `boom` is in the dead-letter folder, with the reason.
+    let dead = read_jsonl_dir(&s.path("dead-letter/contained/risky"));
+    assert_eq!(values(&dead), ["boom"], "mode {mode}");
+    let error = dead[0]["error"].as_str().unwrap();
+    assert!(error.contains(reason), "mode {mode}: error {error:?} lacks {reason:?}");
+    assert!(error.contains("misbehave.wasm@"), "the error names the plugin: {error}");
+    // The log names pipeline, stage and batch, and says it retried.
+    assert!(finished.stderr.contains("retrying on a fresh instance"), "{}", finished.stderr);
+    assert!(finished.stderr.contains("dead-lettered"), "{}", finished.stderr);
+}
+
+#[test]
+fn a_trapping_plugin_is_contained_and_its_batch_dead_lettered() {
+    check_dead_lettered("trap", "trapped");
+}
+
+#[test]
+fn a_plugin_that_loops_forever_is_stopped_by_its_time_limit() {
+    check_dead_lettered("loop", "time limit of 300ms");
+}
+
+#[test]
+fn a_plugin_that_allocates_without_bound_is_stopped_by_its_memory_limit() {
+    check_dead_lettered("grow", "memory limit of 33554432 bytes");
+}
+
+#[test]
+fn a_plugin_error_for_the_whole_batch_is_dead_lettered_too() {
+    check_dead_lettered("fail", "asked to fail");
+}
+
+#[test]
+fn with_on_error_fail_the_pipeline_stops_with_a_clear_error() {
+    let s = Scratch::new();
+    s.write("p.toml", &misbehaving_pipeline("trap", "fail"));
+    let finished = run_three_batches(&s);
+    assert_eq!(finished.status.code(), Some(1), "{}", finished.stderr);
+    let stderr = &finished.stderr;
+    assert!(stderr.contains("error: pipeline `contained`, stage `risky`, plugin misbehave.wasm@"), "{stderr}");
+    assert!(stderr.contains(", batch "), "{stderr}");
+    assert!(stderr.contains("trapped"), "{stderr}");
+    // What came before the failure was written.
+    assert_eq!(values(&read_jsonl_dir(&s.path("output"))), ["a", "b"]);
+}

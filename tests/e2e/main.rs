@@ -1,0 +1,14 @@
+//! End-to-end tests: each drives the real `sluice` binary (built with
+//! `cargo build --release --bin sluice`) over real files, pipes and sockets,
+//! with the real plugins built by this package's build step, and checks the
+//! output against results computed independently here.
+
+mod support;
+
+mod backpressure;
+mod config_errors;
+mod containment;
+mod example_plugins;
+mod plugin_files;
+mod shutdown;
+mod wordcount;

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need, builds the engine and the
+# guest plugins, and runs every test (unit, end-to-end) in release mode, so
+# wasmtime is compiled once for the binary, the tests and the benchmarks.
+#
+#   bash tests/run.sh            # everything
+#   bash tests/run.sh e2e::wordcount   # extra arguments filter the tests
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain: wasm32-wasip2 target"
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+  rustup target add wasm32-wasip2
+fi
+
+step "build: sluice (release)"
+cargo build --release --locked --bin sluice
+
+step "test: unit and end-to-end (the build step compiles the plugins)"
+cargo test --release --locked --workspace -- "$@"
+
+step "benchmarks compile"
+cargo bench --locked -p sluice --no-run
