@@ -1,0 +1,116 @@
+//! `misbehave`: a test plugin that proves the engine contains a broken stage.
+//!
+//! It passes every record through unchanged (value, key, headers,
+//! timestamp), except when some input record's value equals `when` (default
+//! `boom`); then, by `mode`:
+//!
+//! - `trap`: panics, which traps the instance;
+//! - `loop`: loops forever (the engine's CPU limit must stop it);
+//! - `grow`: allocates 1 MiB chunks, touched, without bound (the memory
+//!   limit must stop it);
+//! - `fail`: returns a `failed` error for the whole batch.
+//!
+//! `mode = "slow"` instead busy-spins `spin` iterations (default 200000) for
+//! every record before passing it through: a slow stage, for backpressure
+//! tests (the guest has no clock, so this is pure CPU).
+
+use std::hint::black_box;
+
+use sluice_sdk::{Batch, Config, Error, Output, Processor};
+
+enum Mode {
+    Trap,
+    Loop,
+    Grow,
+    Fail,
+    Slow,
+}
+
+struct Misbehave {
+    mode: Mode,
+    when: String,
+    spin: u64,
+}
+
+impl Processor for Misbehave {
+    fn init(config: &Config) -> Result<Self, Error> {
+        config.allow_only(&["mode", "when", "spin"])?;
+        let mode = match config.require("mode")? {
+            "trap" => Mode::Trap,
+            "loop" => Mode::Loop,
+            "grow" => Mode::Grow,
+            "fail" => Mode::Fail,
+            "slow" => Mode::Slow,
+            other => {
+                return Err(Error::invalid_config(format!(
+                    "`mode`: `{other}` is not one of `trap`, `loop`, `grow`, `fail`, `slow`"
+                )));
+            }
+        };
+        let when = config.get_or("when", "boom").to_owned();
+        let spin = config.parse_or("spin", 200_000)?;
+        Ok(Misbehave { mode, when, spin })
+    }
+
+    fn process(&mut self, batch: &Batch, out: &mut Output) -> Result<(), Error> {
+        if let Mode::Slow = self.mode {
+            for rec in batch.records() {
+                spin(self.spin);
+                out.forward(&rec);
+            }
+            return Ok(());
+        }
+        let trigger = batch
+            .records()
+            .find(|rec| rec.value() == self.when.as_bytes());
+        if let Some(rec) = trigger {
+            let index = rec.index();
+            match self.mode {
+                Mode::Trap => panic!(
+                    "misbehave: asked to trap on record {index} (`{}`)",
+                    self.when
+                ),
+                Mode::Loop => loop_forever(),
+                Mode::Grow => grow_forever(),
+                Mode::Fail => {
+                    return Err(Error::failed(format!(
+                        "misbehave: asked to fail on `{}`",
+                        self.when
+                    )));
+                }
+                Mode::Slow => unreachable!("handled above"),
+            }
+        }
+        batch.records().for_each(|rec| out.forward(&rec));
+        Ok(())
+    }
+}
+
+sluice_sdk::export!(Misbehave);
+
+/// `iterations` steps of an LCG the optimiser cannot see through.
+fn spin(iterations: u64) {
+    let mut x = 1u64;
+    for i in 0..iterations {
+        x = black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i));
+    }
+    black_box(x);
+}
+
+fn loop_forever() -> ! {
+    let mut x = 0u64;
+    loop {
+        x = black_box(x.wrapping_add(1));
+    }
+}
+
+fn grow_forever() -> ! {
+    const CHUNK: usize = 1 << 20;
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    loop {
+        // Filled, so every page is really written, not just reserved.
+        let mut chunk = Vec::with_capacity(CHUNK);
+        chunk.resize(CHUNK, chunks.len() as u8 | 1);
+        chunks.push(black_box(chunk));
+    }
+}
