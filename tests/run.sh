@@ -18,7 +18,10 @@ fi
 step "build: sluice (release)"
 cargo build --release --locked --bin sluice
 
-step "test: unit and end-to-end (the build step compiles the plugins)"
+step "test: the SDK and the plugins' own unit tests (host target)"
+cargo test --locked --manifest-path plugins/Cargo.toml --workspace
+
+step "test: engine unit tests and end-to-end (the build step compiles the plugins)"
 cargo test --release --locked --workspace -- "$@"
 
 step "benchmarks compile"

@@ -31,7 +31,7 @@ path = "output"
             plugin("word_split").display()
         ),
     );
-    let mut child = s
+    let child = s
         .sluice(&["run", "p.toml"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -113,7 +113,7 @@ fn socket_source_counts_lines_across_reconnects() {
         DIR_SINK,
     );
     s.write("p.toml", &pipeline);
-    let mut child = s
+    let child = s
         .sluice(&["run", "p.toml"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -25,7 +25,7 @@ pub struct ConsoleConfig {
     /// Most records printed per batch, like Spark's `print(n)`; the rest is
     /// summarised in one line. Default: all.
     pub limit: Option<usize>,
-    /// Print a header line (`-- batch 3 at 1700000000000 ms: 12 records`)
+    /// Print a header line (`-- batch 3 at 09:30:02.182 UTC: 12 records`)
     /// before each batch. Default false.
     #[serde(default)]
     pub header: bool,
@@ -60,7 +60,13 @@ impl Sink for ConsoleSink {
         self.buffer.clear();
         if self.header {
             self.buffer.extend_from_slice(
-                format!("-- batch {} at {} ms: {} records\n", batch.id, batch.time_ms, records.len()).as_bytes(),
+                format!(
+                    "-- batch {} at {} UTC: {} records\n",
+                    batch.id,
+                    clock_time(batch.time_ms),
+                    records.len()
+                )
+                .as_bytes(),
             );
         }
         let shown = self.limit.unwrap_or(usize::MAX).min(records.len());
@@ -78,5 +84,26 @@ impl Sink for ConsoleSink {
                 sink: "console".into(),
                 message: format!("cannot write to standard output: {e}"),
             })
+    }
+}
+
+/// `HH:MM:SS.mmm` of a Unix time in milliseconds (UTC).
+fn clock_time(ms: u64) -> String {
+    let day_ms = ms % 86_400_000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        day_ms / 3_600_000,
+        day_ms / 60_000 % 60,
+        day_ms / 1000 % 60,
+        day_ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clock_time_is_utc_time_of_day() {
+        // 2023-11-14T22:13:20.123Z
+        assert_eq!(super::clock_time(1_700_000_000_123), "22:13:20.123");
     }
 }
