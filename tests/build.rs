@@ -19,13 +19,29 @@ fn main() {
     // flags, jobserver…): keep only what locates the toolchain.
     let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cargo.env_clear();
-    for key in ["PATH", "HOME", "RUSTUP_HOME", "CARGO_HOME", "RUSTUP_TOOLCHAIN", "TMPDIR", "LANG"] {
+    for key in [
+        "PATH",
+        "HOME",
+        "RUSTUP_HOME",
+        "CARGO_HOME",
+        "RUSTUP_TOOLCHAIN",
+        "TMPDIR",
+        "LANG",
+    ] {
         if let Ok(value) = std::env::var(key) {
             cargo.env(key, value);
         }
     }
     let output = cargo
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--workspace", "--quiet", "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--workspace",
+            "--quiet",
+            "--manifest-path",
+        ])
         .arg(&guest_manifest)
         .output()
         .expect("running cargo to build the guest plugins");
@@ -41,14 +57,19 @@ fn main() {
     // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out.
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     let profile_dir = out_dir.ancestors().nth(3).unwrap();
-    println!("cargo:rustc-env=SLUICE_BIN={}", profile_dir.join("sluice").display());
+    println!(
+        "cargo:rustc-env=SLUICE_BIN={}",
+        profile_dir.join("sluice").display()
+    );
     println!("cargo:rustc-env=SLUICE_ROOT={}", root.display());
 }
 
 /// Asks cargo to rerun this script when anything under `dir` changes,
 /// except build output.
 fn watch(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     println!("cargo:rerun-if-changed={}", dir.display());
     for entry in entries.flatten() {
         let path = entry.path();

@@ -41,7 +41,15 @@ use layouts::exports::bench::layouts::split::{Columns, Row};
 fn guests() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--quiet", "--target", "wasm32-wasip2", "--workspace", "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--target",
+            "wasm32-wasip2",
+            "--workspace",
+            "--manifest-path",
+        ])
         .arg(root.join("plugins/Cargo.toml"))
         .status()
         .expect("running cargo for the guests");
@@ -169,9 +177,11 @@ fn boundary(c: &mut Criterion) {
                 b.iter(|| black_box(split.call_split_rows(&mut store, rows).unwrap()))
             });
             let columns = to_columns(&input);
-            group.bench_with_input(BenchmarkId::new("wasm-columns", batch), &columns, |b, cols| {
-                b.iter(|| black_box(split.call_split_columns(&mut store, cols).unwrap()))
-            });
+            group.bench_with_input(
+                BenchmarkId::new("wasm-columns", batch),
+                &columns,
+                |b, cols| b.iter(|| black_box(split.call_split_columns(&mut store, cols).unwrap())),
+            );
             let mut records = Some(to_records(&input));
             group.bench_function(BenchmarkId::new("sluice-word-split", batch), |b| {
                 b.iter(|| {

@@ -22,7 +22,15 @@ const WORDS_PER_LINE: u32 = 10;
 fn guests() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--quiet", "--target", "wasm32-wasip2", "--workspace", "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--target",
+            "wasm32-wasip2",
+            "--workspace",
+            "--manifest-path",
+        ])
         .arg(root.join("plugins/Cargo.toml"))
         .status()
         .expect("running cargo for the guests");
@@ -50,7 +58,10 @@ fn native(lines: u64, batch: u64) -> f64 {
             }
         }
         // Emit as the plugin does: key = word, value = count as text.
-        let out: Vec<(String, String)> = counts.into_iter().map(|(w, c)| (w, c.to_string())).collect();
+        let out: Vec<(String, String)> = counts
+            .into_iter()
+            .map(|(w, c)| (w, c.to_string()))
+            .collect();
         distinct += black_box(out).len();
         done += n;
     }
@@ -60,7 +71,10 @@ fn native(lines: u64, batch: u64) -> f64 {
 
 fn main() {
     // `cargo bench` passes `--bench`; this is not a criterion harness.
-    let lines: u64 = std::env::var("SLUICE_BENCH_LINES").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000_000);
+    let lines: u64 = std::env::var("SLUICE_BENCH_LINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000_000);
     let interval = std::env::var("SLUICE_BENCH_INTERVAL").unwrap_or_else(|_| "100ms".into());
     let dir = guests();
     let scratch = std::env::temp_dir().join(format!("sluice-throughput-{}", std::process::id()));
@@ -110,7 +124,10 @@ type = "null"
         let log = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(out.status.success(), "sluice failed:\n{log}");
         let expected = format!("{lines} records in");
-        assert!(log.contains(&expected), "sluice did not see every line:\n{log}");
+        assert!(
+            log.contains(&expected),
+            "sluice did not see every line:\n{log}"
+        );
         (secs, log)
     };
     let _ = sluice_run();
@@ -118,16 +135,33 @@ type = "null"
     // Native batches as large as the engine's average batch.
     let batches: u64 = log
         .lines()
-        .find_map(|l| l.split("finished: ").nth(1)?.split(" batches (").nth(1)?.split(' ').next()?.parse().ok())
+        .find_map(|l| {
+            l.split("finished: ")
+                .nth(1)?
+                .split(" batches (")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
         .unwrap_or(1);
     let batch = (lines / batches.max(1)).max(1);
     let native_secs = native(lines, batch);
 
     let native_rate = lines as f64 / native_secs;
     let wasm_rate = lines as f64 / wasm_secs;
-    println!("word count, {lines} lines of {WORDS_PER_LINE} words, batch interval {interval} (~{batch} lines per batch)");
-    println!("  native Rust        {:>12.0} lines/s  ({native_secs:.3} s)", native_rate);
-    println!("  sluice (Wasm)      {:>12.0} lines/s  ({wasm_secs:.3} s, whole process incl. start-up)", wasm_rate);
+    println!(
+        "word count, {lines} lines of {WORDS_PER_LINE} words, batch interval {interval} (~{batch} lines per batch)"
+    );
+    println!(
+        "  native Rust        {:>12.0} lines/s  ({native_secs:.3} s)",
+        native_rate
+    );
+    println!(
+        "  sluice (Wasm)      {:>12.0} lines/s  ({wasm_secs:.3} s, whole process incl. start-up)",
+        wasm_rate
+    );
     println!("  ratio sluice/native {:>10.2}", wasm_rate / native_rate);
     let _ = std::fs::remove_dir_all(&scratch);
 }

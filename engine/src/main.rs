@@ -111,10 +111,12 @@ fn run(files: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
     let host = PluginHost::new()?;
     let mut pipelines = Vec::new();
     for path in &files {
-        let built = PipelineFile::load(path).map_err(anyhow::Error::from).and_then(|file| {
-            let _guard = runtime.enter();
-            Pipeline::build(&file, &host).map_err(anyhow::Error::from)
-        });
+        let built = PipelineFile::load(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|file| {
+                let _guard = runtime.enter();
+                Pipeline::build(&file, &host).map_err(anyhow::Error::from)
+            });
         match built {
             Ok(p) => pipelines.push(p),
             Err(err) => {
@@ -155,13 +157,20 @@ fn run(files: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
         }
     }
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// First SIGINT/SIGTERM: finish gracefully. Second: exit now.
 async fn watch_signals(shutdown: watch::Sender<bool>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         tracing::warn!("cannot install signal handlers; Ctrl-C will stop sluice abruptly");
         return;
     };
@@ -171,7 +180,9 @@ async fn watch_signals(shutdown: watch::Sender<bool>) {
             _ = term.recv() => {}
         }
         if round == 0 {
-            tracing::info!("stopping: finishing the records already read (signal again to exit at once)");
+            tracing::info!(
+                "stopping: finishing the records already read (signal again to exit at once)"
+            );
             let _ = shutdown.send(true);
         } else {
             eprintln!("sluice: interrupted again, exiting now");
@@ -193,7 +204,10 @@ fn check(files: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
                         let dir = file.resolve(&d.path);
                         if !dir.is_dir() {
                             return Err(file
-                                .error_at(source.span(), format!("source folder {} does not exist", dir.display()))
+                                .error_at(
+                                    source.span(),
+                                    format!("source folder {} does not exist", dir.display()),
+                                )
                                 .into());
                         }
                     }
@@ -219,7 +233,11 @@ fn check(files: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn inspect_plugin(file: PathBuf) -> anyhow::Result<ExitCode> {

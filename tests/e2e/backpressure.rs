@@ -73,5 +73,9 @@ path = "output"
     let total: u64 = totals(&read_jsonl_dir(&s.path("output"))).values().sum();
     assert_eq!(total, LINES * WORDS, "every generated word is counted once");
     assert!(peak > 0, "could not read the process's memory");
-    assert!(peak < 100 << 20, "peak RSS {} MiB: memory is not bounded", peak >> 20);
+    assert!(
+        peak < 100 << 20,
+        "peak RSS {} MiB: memory is not bounded",
+        peak >> 20
+    );
 }

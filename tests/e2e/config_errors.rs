@@ -18,7 +18,11 @@ fn every_invalid_pipeline_fails_with_its_expected_message() {
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     names.sort();
-    assert!(names.len() >= 10, "expected the invalid cases in {}", cases.display());
+    assert!(
+        names.len() >= 10,
+        "expected the invalid cases in {}",
+        cases.display()
+    );
     let mut failures = Vec::new();
     for case in &names {
         let file_name = case.file_name().unwrap().to_string_lossy().into_owned();
@@ -51,7 +55,13 @@ fn run_refuses_an_invalid_file_with_exit_code_2() {
     s.write("p.toml", "name = \"p\"\nbatch_interval = \"soon\"\n");
     let finished = run_with_input(s.sluice(&["run", "p.toml"]), "", Duration::from_secs(20));
     assert_eq!(finished.status.code(), Some(2));
-    assert!(finished.stderr.contains("p.toml:2:18: invalid duration `soon`"), "{}", finished.stderr);
+    assert!(
+        finished
+            .stderr
+            .contains("p.toml:2:18: invalid duration `soon`"),
+        "{}",
+        finished.stderr
+    );
 }
 
 #[test]
@@ -68,7 +78,14 @@ fn check_accepts_a_valid_pipeline() {
         ),
     );
     let out = s.sluice(&["check", "p.toml"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("ok: p.toml") && stdout.contains("1 stage(s)"), "{stdout}");
+    assert!(
+        stdout.contains("ok: p.toml") && stdout.contains("1 stage(s)"),
+        "{stdout}"
+    );
 }

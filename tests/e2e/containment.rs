@@ -61,25 +61,49 @@ fn run_three_batches(s: &Scratch) -> Finished {
 }
 
 fn values(records: &[serde_json::Value]) -> Vec<String> {
-    records.iter().map(|r| r["value"].as_str().unwrap().to_string()).collect()
+    records
+        .iter()
+        .map(|r| r["value"].as_str().unwrap().to_string())
+        .collect()
 }
 
 fn check_dead_lettered(mode: &str, reason: &str) {
     let s = Scratch::new();
     s.write("p.toml", &misbehaving_pipeline(mode, "dead-letter"));
     let finished = run_three_batches(&s);
-    assert!(finished.status.success(), "mode {mode}: {}", finished.stderr);
+    assert!(
+        finished.status.success(),
+        "mode {mode}: {}",
+        finished.stderr
+    );
     // Every other record went through, in order.
-    assert_eq!(values(&read_jsonl_dir(&s.path("output"))), ["a", "b", "c", "d"]);
+    assert_eq!(
+        values(&read_jsonl_dir(&s.path("output"))),
+        ["a", "b", "c", "d"]
+    );
     // The batch with `boom` is in the dead-letter folder, with the reason.
     let dead = read_jsonl_dir(&s.path("dead-letter/contained/risky"));
     assert_eq!(values(&dead), ["boom"], "mode {mode}");
     let error = dead[0]["error"].as_str().unwrap();
-    assert!(error.contains(reason), "mode {mode}: error {error:?} lacks {reason:?}");
-    assert!(error.contains("misbehave.wasm@"), "the error names the plugin: {error}");
+    assert!(
+        error.contains(reason),
+        "mode {mode}: error {error:?} lacks {reason:?}"
+    );
+    assert!(
+        error.contains("misbehave.wasm@"),
+        "the error names the plugin: {error}"
+    );
     // The log names pipeline, stage and batch, and says it retried.
-    assert!(finished.stderr.contains("retrying on a fresh instance"), "{}", finished.stderr);
-    assert!(finished.stderr.contains("dead-lettered"), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("retrying on a fresh instance"),
+        "{}",
+        finished.stderr
+    );
+    assert!(
+        finished.stderr.contains("dead-lettered"),
+        "{}",
+        finished.stderr
+    );
 }
 
 #[test]
@@ -109,7 +133,10 @@ fn with_on_error_fail_the_pipeline_stops_with_a_clear_error() {
     let finished = run_three_batches(&s);
     assert_eq!(finished.status.code(), Some(1), "{}", finished.stderr);
     let stderr = &finished.stderr;
-    assert!(stderr.contains("error: pipeline `contained`, stage `risky`, plugin misbehave.wasm@"), "{stderr}");
+    assert!(
+        stderr.contains("error: pipeline `contained`, stage `risky`, plugin misbehave.wasm@"),
+        "{stderr}"
+    );
     assert!(stderr.contains(", batch "), "{stderr}");
     assert!(stderr.contains("trapped"), "{stderr}");
     // What came before the failure was written.

@@ -7,7 +7,11 @@ use crate::support::*;
 
 /// Runs `stdin → <plugin with config> → console (jsonl)` and returns the
 /// output records and the dead-lettered ones.
-fn run_plugin(name: &str, config: &str, input: &str) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+fn run_plugin(
+    name: &str,
+    config: &str,
+    input: &str,
+) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
     let s = Scratch::new();
     s.write(
         "p.toml",
@@ -29,7 +33,10 @@ fn run_plugin(name: &str, config: &str, input: &str) -> (Vec<serde_json::Value>,
 }
 
 fn values(records: &[serde_json::Value]) -> Vec<&str> {
-    records.iter().map(|r| r["value"].as_str().unwrap()).collect()
+    records
+        .iter()
+        .map(|r| r["value"].as_str().unwrap())
+        .collect()
 }
 
 #[test]
@@ -53,15 +60,31 @@ fn word_split_dead_letters_values_that_are_not_utf8() {
         ),
     );
     s.mkdir("in");
-    std::fs::write(s.path("in/data.txt"), b"good words\nbad \xff\xfe bytes\nmore\n").unwrap();
+    std::fs::write(
+        s.path("in/data.txt"),
+        b"good words\nbad \xff\xfe bytes\nmore\n",
+    )
+    .unwrap();
     let finished = run_with_input(s.sluice(&["run", "p.toml"]), "", Duration::from_secs(30));
     assert!(finished.status.success(), "{}", finished.stderr);
-    let out: Vec<serde_json::Value> = finished.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let out: Vec<serde_json::Value> = finished
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(values(&out), ["good", "words", "more"]);
     let dead = read_jsonl_dir(&s.path("dead-letter/ex/stage"));
     assert_eq!(dead.len(), 1);
-    assert!(dead[0]["value_base64"].is_string(), "the bad bytes are kept: {}", dead[0]);
-    assert!(dead[0]["error"].as_str().unwrap().contains("UTF-8"), "{}", dead[0]);
+    assert!(
+        dead[0]["value_base64"].is_string(),
+        "the bad bytes are kept: {}",
+        dead[0]
+    );
+    assert!(
+        dead[0]["error"].as_str().unwrap().contains("UTF-8"),
+        "{}",
+        dead[0]
+    );
 }
 
 #[test]
@@ -83,13 +106,21 @@ fn average_averages_numbers_and_rejects_the_rest() {
     assert_eq!(values(&dead), ["oops"]);
     assert!(dead[0]["error"].as_str().unwrap().contains("oops"));
 
-    let (out, _) = run_plugin("average", "{ field = \"t\" }", "{\"t\": 4}\n{\"t\": \"6\"}\n");
+    let (out, _) = run_plugin(
+        "average",
+        "{ field = \"t\" }",
+        "{\"t\": 4}\n{\"t\": \"6\"}\n",
+    );
     assert_eq!(values(&out), ["5"]);
 }
 
 #[test]
 fn threshold_alert_emits_an_alert_per_crossing() {
-    let (out, dead) = run_plugin("threshold_alert", "{ threshold = 10 }", "5\n11\n10\n20.5\nhot\n");
+    let (out, dead) = run_plugin(
+        "threshold_alert",
+        "{ threshold = 10 }",
+        "5\n11\n10\n20.5\nhot\n",
+    );
     let alerts: Vec<serde_json::Value> = out
         .iter()
         .map(|r| serde_json::from_str(r["value"].as_str().unwrap()).unwrap())
@@ -101,17 +132,28 @@ fn threshold_alert_emits_an_alert_per_crossing() {
     assert_eq!(alerts[0]["direction"], "above");
     assert_eq!(values(&dead), ["hot"]);
 
-    let (out, _) = run_plugin("threshold_alert", "{ threshold = 10, direction = \"below\" }", "5\n11\n");
+    let (out, _) = run_plugin(
+        "threshold_alert",
+        "{ threshold = 10, direction = \"below\" }",
+        "5\n11\n",
+    );
     assert_eq!(out.len(), 1);
 }
 
 #[test]
 fn json_filter_keeps_matching_records_unchanged() {
     let input = "{\"user\":{\"country\":\"NL\"},\"id\":1}\n{\"user\":{\"country\":\"DE\"},\"id\":2}\n{\"id\":3}\nnot json\n{\"user\":{\"country\":\"NL\"},\"id\":5}\n";
-    let (out, dead) = run_plugin("json_filter", "{ field = \"user.country\", equals = \"NL\" }", input);
+    let (out, dead) = run_plugin(
+        "json_filter",
+        "{ field = \"user.country\", equals = \"NL\" }",
+        input,
+    );
     assert_eq!(
         values(&out),
-        ["{\"user\":{\"country\":\"NL\"},\"id\":1}", "{\"user\":{\"country\":\"NL\"},\"id\":5}"]
+        [
+            "{\"user\":{\"country\":\"NL\"},\"id\":1}",
+            "{\"user\":{\"country\":\"NL\"},\"id\":5}"
+        ]
     );
     assert_eq!(values(&dead), ["not json"]);
 }

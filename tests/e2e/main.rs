@@ -10,5 +10,6 @@ mod config_errors;
 mod containment;
 mod example_plugins;
 mod plugin_files;
+mod sandbox;
 mod shutdown;
 mod wordcount;

@@ -13,7 +13,10 @@ fn check_with_plugin(s: &Scratch, plugin_path: &std::path::Path) -> (bool, Strin
         ),
     );
     let out = s.sluice(&["check", "p.toml"]).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -34,7 +37,10 @@ fn a_core_module_is_not_a_component() {
     std::fs::write(&path, b"\0asm\x01\0\0\0").unwrap();
     let (ok, stderr) = check_with_plugin(&s, &path);
     assert!(!ok);
-    assert!(stderr.contains("is a core WebAssembly module, not a component"), "{stderr}");
+    assert!(
+        stderr.contains("is a core WebAssembly module, not a component"),
+        "{stderr}"
+    );
     assert!(stderr.contains("wasm32-wasip2"), "{stderr}");
 }
 
@@ -43,8 +49,14 @@ fn a_component_of_another_world_is_refused() {
     let s = Scratch::new();
     let (ok, stderr) = check_with_plugin(&s, &plugin("wrong_world"));
     assert!(!ok);
-    assert!(stderr.contains("is not a `sluice:plugin/stage@0.1.0` component"), "{stderr}");
-    assert!(stderr.contains("`run`"), "the message lists what it exports: {stderr}");
+    assert!(
+        stderr.contains("is not a `sluice:plugin/stage@0.1.0` component"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("`run`"),
+        "the message lists what it exports: {stderr}"
+    );
 }
 
 #[test]
@@ -62,17 +74,28 @@ fn a_truncated_component_does_not_compile() {
 fn inspect_describes_a_plugin_and_refuses_the_wrong_world() {
     let s = Scratch::new();
     let out = s
-        .sluice(&["plugin", "inspect", &plugin("word_split").display().to_string()])
+        .sluice(&[
+            "plugin",
+            "inspect",
+            &plugin("word_split").display().to_string(),
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("sluice:plugin/processor@0.1.0"), "{stdout}");
-    assert!(stdout.contains("imports:") && stdout.contains("size:"), "{stdout}");
+    assert!(
+        stdout.contains("imports:") && stdout.contains("size:"),
+        "{stdout}"
+    );
     assert!(stdout.contains("runs as a sluice stage"), "{stdout}");
 
     let out = s
-        .sluice(&["plugin", "inspect", &plugin("wrong_world").display().to_string()])
+        .sluice(&[
+            "plugin",
+            "inspect",
+            &plugin("wrong_world").display().to_string(),
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

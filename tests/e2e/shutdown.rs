@@ -38,12 +38,18 @@ path = "output"
         .spawn()
         .unwrap();
     let output = s.path("output");
-    eventually(Duration::from_secs(20), "output files", || read_jsonl_dir(&output).len() > 1000);
+    eventually(Duration::from_secs(20), "output files", || {
+        read_jsonl_dir(&output).len() > 1000
+    });
     let asked = Instant::now();
     terminate(&child);
     let finished = wait_output(child, Duration::from_secs(10));
     assert!(finished.status.success(), "{}", finished.stderr);
-    assert!(asked.elapsed() < Duration::from_secs(5), "took {:?} to stop", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "took {:?} to stop",
+        asked.elapsed()
+    );
     assert!(finished.stderr.contains("stopping"), "{}", finished.stderr);
     // No temporary file is left, and every file parses whole.
     for entry in std::fs::read_dir(&output).unwrap() {

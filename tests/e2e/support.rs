@@ -39,7 +39,10 @@ pub struct Scratch {
 impl Scratch {
     pub fn new() -> Self {
         Scratch {
-            dir: tempfile::Builder::new().prefix("sluice-e2e-").tempdir().unwrap(),
+            dir: tempfile::Builder::new()
+                .prefix("sluice-e2e-")
+                .tempdir()
+                .unwrap(),
         }
     }
 
@@ -64,7 +67,9 @@ impl Scratch {
     /// A `sluice` command run in this folder.
     pub fn sluice(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(sluice_bin());
-        cmd.args(args).current_dir(self.dir.path()).env("RUST_LOG", "info");
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env("RUST_LOG", "info");
         cmd
     }
 }
@@ -151,7 +156,10 @@ pub fn terminate(child: &Child) {
 pub fn eventually(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -185,7 +193,10 @@ pub fn read_jsonl_dir(dir: &Path) -> Vec<serde_json::Value> {
 pub fn totals(records: &[serde_json::Value]) -> BTreeMap<String, u64> {
     let mut totals = BTreeMap::new();
     for r in records {
-        let word = r["key"].as_str().expect("word-count output has a key").to_string();
+        let word = r["key"]
+            .as_str()
+            .expect("word-count output has a key")
+            .to_string();
         let n: u64 = r["value"].as_str().unwrap().parse().unwrap();
         *totals.entry(word).or_insert(0) += n;
     }
@@ -204,16 +215,22 @@ pub fn count_words(text: &str) -> BTreeMap<String, u64> {
 /// Some text with repeated words of varied frequency.
 pub fn sample_text(lines: usize, seed: u64) -> String {
     const WORDS: &[&str] = &[
-        "alpha", "beta", "gamma", "delta", "river", "stream", "sluice", "gate", "water", "flow", "Spark", "wasm",
-        "über", "naïve", "日本", "x",
+        "alpha", "beta", "gamma", "delta", "river", "stream", "sluice", "gate", "water", "flow",
+        "Spark", "wasm", "über", "naïve", "日本", "x",
     ];
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut text = String::new();
     for _ in 0..lines {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let n = (state >> 60) as usize + 1;
         for i in 0..n {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             if i > 0 {
                 text.push_str(if state & 1 == 0 { " " } else { "  \t" });
             }

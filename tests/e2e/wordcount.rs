@@ -128,7 +128,11 @@ fn socket_source_counts_lines_across_reconnects() {
     terminate(&child);
     let finished = wait_output(child, Duration::from_secs(10));
     assert!(finished.status.success(), "{}", finished.stderr);
-    assert!(finished.stderr.contains("reconnecting"), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("reconnecting"),
+        "{}",
+        finished.stderr
+    );
 }
 
 #[test]
@@ -144,12 +148,23 @@ fn stdin_pipeline_runs_as_a_batch_job_and_exits_zero() {
     assert!(finished.status.success(), "{}", finished.stderr);
     let mut counted = std::collections::BTreeMap::new();
     for line in finished.stdout.lines() {
-        let (word, n) = line.split_once('\t').expect("text output is word<TAB>count");
+        let (word, n) = line
+            .split_once('\t')
+            .expect("text output is word<TAB>count");
         *counted.entry(word.to_string()).or_insert(0) += n.parse::<u64>().unwrap();
     }
     assert_eq!(counted, count_words(&text));
     // The figures Spark users know are logged.
-    for figure in ["input rate", "processing", "scheduling delay", "total delay"] {
-        assert!(finished.stderr.contains(figure), "no `{figure}` in the log:\n{}", finished.stderr);
+    for figure in [
+        "input rate",
+        "processing",
+        "scheduling delay",
+        "total delay",
+    ] {
+        assert!(
+            finished.stderr.contains(figure),
+            "no `{figure}` in the log:\n{}",
+            finished.stderr
+        );
     }
 }

@@ -66,7 +66,10 @@ impl Column {
     fn check(&self, name: &str, expected: usize, optional: bool) -> Result<(), String> {
         if self.offsets.is_empty() || (self.offsets.len() == 1 && expected == 0) {
             if !self.data.is_empty() {
-                return Err(format!("`{name}` has {} bytes of data but no offsets", self.data.len()));
+                return Err(format!(
+                    "`{name}` has {} bytes of data but no offsets",
+                    self.data.len()
+                ));
             }
             if expected > 0 && !optional {
                 return Err(format!("`{name}` has no entries, expected {expected}"));
@@ -74,10 +77,16 @@ impl Column {
             return Ok(());
         }
         if self.len() != expected {
-            return Err(format!("`{name}` has {} entries, expected {expected}", self.len()));
+            return Err(format!(
+                "`{name}` has {} entries, expected {expected}",
+                self.len()
+            ));
         }
         if self.offsets[0] != 0 {
-            return Err(format!("`{name}` offsets start at {}, not 0", self.offsets[0]));
+            return Err(format!(
+                "`{name}` offsets start at {}, not 0",
+                self.offsets[0]
+            ));
         }
         if let Some(i) = self.offsets.windows(2).position(|w| w[0] > w[1]) {
             return Err(format!(
@@ -167,7 +176,9 @@ impl<'a> RecordRef<'a> {
 }
 
 fn bit(bitmap: &[u8], i: usize) -> bool {
-    bitmap.get(i / 8).is_some_and(|byte| byte & (1 << (i % 8)) != 0)
+    bitmap
+        .get(i / 8)
+        .is_some_and(|byte| byte & (1 << (i % 8)) != 0)
 }
 
 impl Records {
@@ -184,12 +195,18 @@ impl Records {
     /// Record `i`.
     pub fn get(&self, index: usize) -> RecordRef<'_> {
         assert!(index < self.len(), "record {index} out of {}", self.len());
-        RecordRef { records: self, index }
+        RecordRef {
+            records: self,
+            index,
+        }
     }
 
     /// Every record in order.
     pub fn iter(&self) -> impl Iterator<Item = RecordRef<'_>> {
-        (0..self.len()).map(move |index| RecordRef { records: self, index })
+        (0..self.len()).map(move |index| RecordRef {
+            records: self,
+            index,
+        })
     }
 
     /// Approximate heap size in bytes.
@@ -270,7 +287,9 @@ impl Records {
             *self = other.clone();
             return;
         }
-        if other.keys.is_empty() && other.header_offsets.is_empty() && self.keys.is_empty()
+        if other.keys.is_empty()
+            && other.header_offsets.is_empty()
+            && self.keys.is_empty()
             && self.header_offsets.is_empty()
         {
             self.timestamps.extend_from_slice(&other.timestamps);
@@ -360,7 +379,10 @@ mod tests {
         r.push_value(b"v4", 4);
         r.check().unwrap();
         let keys: Vec<_> = r.iter().map(|x| x.key()).collect();
-        assert_eq!(keys, vec![None, Some(&b"k1"[..]), None, Some(&b""[..]), None]);
+        assert_eq!(
+            keys,
+            vec![None, Some(&b"k1"[..]), None, Some(&b""[..]), None]
+        );
         let headers: Vec<usize> = r.iter().map(|x| x.headers().count()).collect();
         assert_eq!(headers, vec![0, 1, 0, 2, 0]);
         assert_eq!(r.get(3).headers().nth(1), Some((&b"b"[..], &b"2"[..])));
@@ -377,7 +399,16 @@ mod tests {
         a.append(&b);
         a.check().unwrap();
         let values: Vec<_> = a.iter().map(|r| r.value().to_vec()).collect();
-        assert_eq!(values, vec![b"1".to_vec(), b"2".to_vec(), b"3".to_vec(), b"2".to_vec(), b"3".to_vec()]);
+        assert_eq!(
+            values,
+            vec![
+                b"1".to_vec(),
+                b"2".to_vec(),
+                b"3".to_vec(),
+                b"2".to_vec(),
+                b"3".to_vec()
+            ]
+        );
         assert_eq!(a.get(2).key(), Some(&b"k"[..]));
         assert_eq!(a.get(3).key(), None);
     }
@@ -390,7 +421,10 @@ mod tests {
         assert!(r.check().unwrap_err().contains("values"));
         let r = Records {
             timestamps: vec![1, 2],
-            values: Column { data: b"ab".to_vec(), offsets: vec![0, 2, 1] },
+            values: Column {
+                data: b"ab".to_vec(),
+                offsets: vec![0, 2, 1],
+            },
             ..Records::default()
         };
         assert!(r.check().unwrap_err().contains("decrease"));

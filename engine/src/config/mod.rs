@@ -156,7 +156,11 @@ impl PipelineFile {
     }
 
     /// An error located at `span` of this file.
-    pub fn error_at(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> ConfigError {
+    pub fn error_at(
+        &self,
+        span: std::ops::Range<usize>,
+        message: impl Into<String>,
+    ) -> ConfigError {
         locate(&self.path, &self.text, span, message.into())
     }
 
@@ -193,7 +197,10 @@ impl PipelineFile {
             ));
         }
         if c.sources.is_empty() {
-            return Err(self.error_at(0..0, "no `[[sources]]`: a pipeline needs at least one source"));
+            return Err(self.error_at(
+                0..0,
+                "no `[[sources]]`: a pipeline needs at least one source",
+            ));
         }
         if c.sinks.is_empty() {
             return Err(self.error_at(0..0, "no `[[sinks]]`: a pipeline needs at least one sink"));
@@ -212,7 +219,10 @@ impl PipelineFile {
             if !seen.insert(s.name.get_ref().as_str()) {
                 return Err(self.error_at(
                     s.name.span(),
-                    format!("duplicate stage name `{}`: stage names must be unique", s.name.get_ref()),
+                    format!(
+                        "duplicate stage name `{}`: stage names must be unique",
+                        s.name.get_ref()
+                    ),
                 ));
             }
         }
@@ -259,7 +269,9 @@ mod tests {
 
     #[test]
     fn unknown_key_names_line_and_key() {
-        let err = parse(&format!("{MINIMAL}bogus = 1\n")).unwrap_err().to_string();
+        let err = parse(&format!("{MINIMAL}bogus = 1\n"))
+            .unwrap_err()
+            .to_string();
         // `bogus` sits after the [[sinks]] table, so TOML reads it as a sink key.
         assert!(err.starts_with("p.toml:"), "{err}");
         assert!(err.contains("bogus"), "{err}");
@@ -267,7 +279,9 @@ mod tests {
 
     #[test]
     fn bad_interval_is_located() {
-        let err = parse("name = \"p\"\nbatch_interval = \"soon\"\n").unwrap_err().to_string();
+        let err = parse("name = \"p\"\nbatch_interval = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("p.toml:2:18:"), "{err}");
         assert!(err.contains("`soon`"), "{err}");
     }

@@ -5,8 +5,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 
 /// A duration written as a whole number and a unit: `ms`, `s`, `m` or `h`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +33,9 @@ impl HumanDuration {
 }
 
 fn duration_help(text: &str) -> String {
-    format!("invalid duration `{text}`: expected a whole number and a unit (ms, s, m or h), like `200ms` or `2s`")
+    format!(
+        "invalid duration `{text}`: expected a whole number and a unit (ms, s, m or h), like `200ms` or `2s`"
+    )
 }
 
 impl fmt::Display for HumanDuration {
@@ -100,7 +102,9 @@ impl ByteSize {
 }
 
 fn size_help(text: &str) -> String {
-    format!("invalid size `{text}`: expected a whole number and a unit (B, KiB, MiB, GiB, KB, MB or GB), like `64MiB`")
+    format!(
+        "invalid size `{text}`: expected a whole number and a unit (B, KiB, MiB, GiB, KB, MB or GB), like `64MiB`"
+    )
 }
 
 impl fmt::Display for ByteSize {
@@ -145,9 +149,18 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(HumanDuration::parse("200ms").unwrap().0, Duration::from_millis(200));
-        assert_eq!(HumanDuration::parse("2s").unwrap().0, Duration::from_secs(2));
-        assert_eq!(HumanDuration::parse("3m").unwrap().0, Duration::from_secs(180));
+        assert_eq!(
+            HumanDuration::parse("200ms").unwrap().0,
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            HumanDuration::parse("2s").unwrap().0,
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            HumanDuration::parse("3m").unwrap().0,
+            Duration::from_secs(180)
+        );
         assert!(HumanDuration::parse("2").unwrap_err().contains("`2`"));
         assert!(HumanDuration::parse("fast").is_err());
         assert!(HumanDuration::parse("1.5s").is_err());
@@ -158,7 +171,11 @@ mod tests {
         assert_eq!(ByteSize::parse("64MiB").unwrap().0, 64 << 20);
         assert_eq!(ByteSize::parse("10MB").unwrap().0, 10_000_000);
         assert_eq!(ByteSize::parse("4096").unwrap().0, 4096);
-        assert!(ByteSize::parse("64 parsecs").unwrap_err().contains("64 parsecs"));
+        assert!(
+            ByteSize::parse("64 parsecs")
+                .unwrap_err()
+                .contains("64 parsecs")
+        );
         assert_eq!(ByteSize(64 << 20).to_string(), "64MiB");
     }
 }

@@ -129,12 +129,21 @@ pub fn build_stages(file: &PipelineFile, host: &PluginHost) -> Result<Vec<Stage>
             .dead_letter
             .as_ref()
             .map(|d| file.resolve(d))
-            .unwrap_or_else(|| file.base_dir().join("dead-letter").join(&pipeline).join(&name));
+            .unwrap_or_else(|| {
+                file.base_dir()
+                    .join("dead-letter")
+                    .join(&pipeline)
+                    .join(&name)
+            });
         let settings = StageSettings {
             pipeline: pipeline.clone(),
             name,
             interval_ms: config.batch_interval.get_ref().0.as_millis() as u64,
-            config: s.config.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect(),
+            config: s
+                .config
+                .iter()
+                .map(|(k, v)| (k.clone(), v.0.clone()))
+                .collect(),
             limits: crate::plugin::Limits {
                 memory: s.memory_limit.0,
                 time: s.time_limit.0,
@@ -147,7 +156,12 @@ pub fn build_stages(file: &PipelineFile, host: &PluginHost) -> Result<Vec<Stage>
             retries: s.retries,
             dead_letter: DeadLetter { dir: dead_letter },
         };
-        stages.push(Stage::new(settings, plugin).map_err(|error| BuildError::Init { error, file: file.path.clone() })?);
+        stages.push(
+            Stage::new(settings, plugin).map_err(|error| BuildError::Init {
+                error,
+                file: file.path.clone(),
+            })?,
+        );
     }
     Ok(stages)
 }
@@ -175,13 +189,19 @@ impl Pipeline {
             .iter()
             .map(|s| s.get_ref().build(file))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| BuildError::Source { error, file: file.path.clone() })?;
+            .map_err(|error| BuildError::Source {
+                error,
+                file: file.path.clone(),
+            })?;
         let sinks = config
             .sinks
             .iter()
             .map(|s| s.get_ref().build(file))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| BuildError::Sink { error, file: file.path.clone() })?;
+            .map_err(|error| BuildError::Sink {
+                error,
+                file: file.path.clone(),
+            })?;
         Ok(Pipeline {
             name: config.name.get_ref().clone(),
             interval: config.batch_interval.get_ref().0,
@@ -203,7 +223,11 @@ impl Pipeline {
     /// and the sinks flushed) or `shutdown` turns true (then the sources stop
     /// reading, and what they had read is processed). Blocks the calling
     /// thread, which must not be one of `runtime`'s.
-    pub fn run(mut self, runtime: &Handle, shutdown: watch::Receiver<bool>) -> Result<RunSummary, RunError> {
+    pub fn run(
+        mut self,
+        runtime: &Handle,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<RunSummary, RunError> {
         let (tx, rx) = mpsc::channel(self.queue_capacity);
         let (stop_tx, stop_rx) = watch::channel(false);
         let stop_tx = Arc::new(stop_tx);
@@ -226,7 +250,9 @@ impl Pipeline {
         let tasks: Vec<_> = std::mem::take(&mut self.sources)
             .into_iter()
             .enumerate()
-            .map(|(i, source)| runtime.spawn(source.run(Emitter::new(i, tx.clone(), stop_rx.clone()))))
+            .map(|(i, source)| {
+                runtime.spawn(source.run(Emitter::new(i, tx.clone(), stop_rx.clone())))
+            })
             .collect();
         drop(tx);
         let mut batcher = Batcher::new(rx, self.interval, self.max_batch_records);
@@ -320,11 +346,12 @@ impl Pipeline {
                     time_ms: batch.time_ms,
                 };
                 for sink in &mut self.sinks {
-                    sink.write(meta, &records).map_err(|source| RunError::Sink {
-                        pipeline: self.name.clone(),
-                        batch: batch.id,
-                        source,
-                    })?;
+                    sink.write(meta, &records)
+                        .map_err(|source| RunError::Sink {
+                            pipeline: self.name.clone(),
+                            batch: batch.id,
+                            source,
+                        })?;
                 }
             }
             // Every sink has the batch: its positions are safe to commit.

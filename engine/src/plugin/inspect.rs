@@ -34,9 +34,18 @@ pub fn inspect(host: &PluginHost, path: &Path) -> Result<Inspection, LoadError> 
         message: format!("{e:#}"),
     })?;
     let ty = component.component_type();
-    let imports = ty.imports(host.engine()).map(|(n, _)| n.to_string()).collect();
-    let exports: Vec<String> = ty.exports(host.engine()).map(|(n, _)| n.to_string()).collect();
-    let verdict = host.link(path, &bytes, component).map(|_| ()).map_err(|e| e.to_string());
+    let imports = ty
+        .imports(host.engine())
+        .map(|(n, _)| n.to_string())
+        .collect();
+    let exports: Vec<String> = ty
+        .exports(host.engine())
+        .map(|(n, _)| n.to_string())
+        .collect();
+    let verdict = host
+        .link(path, &bytes, component)
+        .map(|_| ())
+        .map_err(|e| e.to_string());
     Ok(Inspection {
         size: bytes.len() as u64,
         hash: content_hash(&bytes),

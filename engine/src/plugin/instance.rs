@@ -86,7 +86,10 @@ impl CallError {
     pub fn kills_instance(&self) -> bool {
         matches!(
             self,
-            CallError::Trap(_) | CallError::Timeout(_) | CallError::OutOfMemory(_) | CallError::BadOutput(_)
+            CallError::Trap(_)
+                | CallError::Timeout(_)
+                | CallError::OutOfMemory(_)
+                | CallError::BadOutput(_)
         )
     }
 }
@@ -124,11 +127,21 @@ impl bindings::log::Host for InstanceState {
         };
         let t = &self.tag;
         match level {
-            Level::Trace => tracing::trace!(pipeline = %t.pipeline, stage = %t.stage, plugin = %t.plugin, "{message}"),
-            Level::Debug => tracing::debug!(pipeline = %t.pipeline, stage = %t.stage, plugin = %t.plugin, "{message}"),
-            Level::Info => tracing::info!(pipeline = %t.pipeline, stage = %t.stage, plugin = %t.plugin, "{message}"),
-            Level::Warn => tracing::warn!(pipeline = %t.pipeline, stage = %t.stage, plugin = %t.plugin, "{message}"),
-            Level::Error => tracing::error!(pipeline = %t.pipeline, stage = %t.stage, plugin = %t.plugin, "{message}"),
+            Level::Trace => {
+                tracing::trace!(pipeline = %t.pipeline, stage = %t.stage, plugin = %t.plugin, "{message}")
+            }
+            Level::Debug => {
+                tracing::debug!(pipeline = %t.pipeline, stage = %t.stage, plugin = %t.plugin, "{message}")
+            }
+            Level::Info => {
+                tracing::info!(pipeline = %t.pipeline, stage = %t.stage, plugin = %t.plugin, "{message}")
+            }
+            Level::Warn => {
+                tracing::warn!(pipeline = %t.pipeline, stage = %t.stage, plugin = %t.plugin, "{message}")
+            }
+            Level::Error => {
+                tracing::error!(pipeline = %t.pipeline, stage = %t.stage, plugin = %t.plugin, "{message}")
+            }
         }
     }
 }
@@ -141,7 +154,12 @@ struct Limiter {
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired as u64 > self.memory {
             self.hit = true;
             return Err(wasmtime::format_err!(
@@ -152,7 +170,12 @@ impl ResourceLimiter for Limiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 1 << 20)
     }
 }
@@ -189,11 +212,17 @@ impl Instance {
     ) -> Result<Self, CallError> {
         let batch_time = Arc::new(AtomicU64::new(crate::batch::now_ms()));
         let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(LogStream { tag: tag.clone(), stream: Stream::Stdout })
-            .stderr(LogStream { tag: tag.clone(), stream: Stream::Stderr })
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false);
+        wasi.stdout(LogStream {
+            tag: tag.clone(),
+            stream: Stream::Stdout,
+        })
+        .stderr(LogStream {
+            tag: tag.clone(),
+            stream: Stream::Stderr,
+        })
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
         if !grants.clock {
             wasi.wall_clock(BatchClock(batch_time.clone()));
         }
@@ -206,7 +235,10 @@ impl Instance {
         let state = InstanceState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limiter: Limiter { memory: limits.memory, hit: false },
+            limiter: Limiter {
+                memory: limits.memory,
+                hit: false,
+            },
             tag,
         };
         let mut store = Store::new(plugin.pre.engine(), state);
@@ -223,7 +255,9 @@ impl Instance {
             limits,
             batch_time,
         };
-        instance.store.set_epoch_deadline(deadline_ticks(limits.time));
+        instance
+            .store
+            .set_epoch_deadline(deadline_ticks(limits.time));
         let result = instance
             .stage
             .sluice_plugin_processor()
@@ -238,9 +272,14 @@ impl Instance {
 
     /// Runs one batch through the plugin. The input is handed back whatever
     /// happens, so the caller can retry or dead-letter it.
-    pub fn process(&mut self, info: CallInfo<'_>, input: Records) -> (Records, Result<Output, CallError>) {
+    pub fn process(
+        &mut self,
+        info: CallInfo<'_>,
+        input: Records,
+    ) -> (Records, Result<Output, CallError>) {
         self.batch_time.store(info.time_ms, Ordering::Relaxed);
-        self.store.set_epoch_deadline(deadline_ticks(self.limits.time));
+        self.store
+            .set_epoch_deadline(deadline_ticks(self.limits.time));
         let wit_info = types::BatchInfo {
             pipeline: info.pipeline.to_string(),
             stage: info.stage.to_string(),
@@ -249,10 +288,11 @@ impl Instance {
             interval: info.interval_ms,
         };
         let wit_input = to_wit(input);
-        let result = self
-            .stage
-            .sluice_plugin_processor()
-            .call_process(&mut self.store, &wit_info, &wit_input);
+        let result = self.stage.sluice_plugin_processor().call_process(
+            &mut self.store,
+            &wit_info,
+            &wit_input,
+        );
         let input = from_wit(wit_input);
         let outcome = match result {
             Ok(Ok(output)) => {
@@ -269,7 +309,9 @@ impl Instance {
                     Err(problem) => Err(CallError::BadOutput(problem)),
                 }
             }
-            Ok(Err(types::Error::Failed(m) | types::Error::InvalidConfig(m))) => Err(CallError::Failed(m)),
+            Ok(Err(types::Error::Failed(m) | types::Error::InvalidConfig(m))) => {
+                Err(CallError::Failed(m))
+            }
             Err(e) => Err(classify(&self.store, self.limits, e)),
         };
         (input, outcome)
@@ -287,7 +329,13 @@ fn classify(store: &Store<InstanceState>, limits: Limits, error: wasmtime::Error
     if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
         return CallError::Timeout(limits.time);
     }
-    CallError::Trap(format!("{error:?}").lines().take(12).collect::<Vec<_>>().join("\n"))
+    CallError::Trap(
+        format!("{error:?}")
+            .lines()
+            .take(12)
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
 }
 
 /// 1 KiB of pseudo-random bytes seeded by the stage's identity (SplitMix64),

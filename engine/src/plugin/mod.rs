@@ -12,8 +12,8 @@ mod stdio;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime::component::{Component, Linker};
@@ -125,10 +125,10 @@ pub struct Plugin {
 impl Plugin {
     /// `file.wasm@hash`, for logs and errors.
     pub fn label(&self) -> String {
-        let name = self
-            .path
-            .file_name()
-            .map_or_else(|| self.path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let name = self.path.file_name().map_or_else(
+            || self.path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         format!("{name}@{}", &self.hash[..8])
     }
 }
@@ -209,12 +209,20 @@ impl PluginHost {
     }
 
     /// Links a compiled component and checks it implements the world.
-    fn link(&self, path: &Path, bytes: &[u8], component: Component) -> Result<Arc<Plugin>, LoadError> {
+    fn link(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        component: Component,
+    ) -> Result<Arc<Plugin>, LoadError> {
         let path_buf = path.to_path_buf();
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Link {
-            path: path_buf.clone(),
-            message: format!("{e:#}"),
-        })?;
+        let instance_pre =
+            self.linker
+                .instantiate_pre(&component)
+                .map_err(|e| LoadError::Link {
+                    path: path_buf.clone(),
+                    message: format!("{e:#}"),
+                })?;
         let pre = StagePre::new(instance_pre).map_err(|e| LoadError::WrongWorld {
             path: path_buf.clone(),
             message: format!("{e:#}"),
@@ -280,7 +288,11 @@ fn export_names(engine: &Engine, component: &Component) -> String {
         .exports(engine)
         .map(|(name, _)| format!("`{name}`"))
         .collect();
-    if names.is_empty() { "none".to_string() } else { names.join(", ") }
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    }
 }
 
 /// A stable 64-bit FNV-1a hash of the file, as 16 hex digits.

@@ -66,7 +66,10 @@ impl Sink for DirectorySink {
             Format::Jsonl => "jsonl",
             Format::Text => "txt",
         };
-        let name = format!("{}-{}-{:06}.{extension}", batch.pipeline, batch.time_ms, batch.id);
+        let name = format!(
+            "{}-{}-{:06}.{extension}",
+            batch.pipeline, batch.time_ms, batch.id
+        );
         write_atomically(&self.dir, &name, &self.buffer)
             .map(|_| ())
             .map_err(|e| SinkError {

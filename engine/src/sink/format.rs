@@ -135,15 +135,22 @@ mod tests {
     #[test]
     fn jsonl_is_valid_json_with_escapes_and_base64() {
         let mut r = Records::default();
-        r.push(Some(b"k\"1"), b"line\twith \\ and \x01", 42, &[(b"h", b"v")]);
+        r.push(
+            Some(b"k\"1"),
+            b"line\twith \\ and \x01",
+            42,
+            &[(b"h", b"v")],
+        );
         r.push(None, &[0xff, 0xfe, 0x00], 7, &[]);
         let mut out = Vec::new();
         for rec in r.iter() {
             jsonl(&mut out, rec, None);
         }
         let text = String::from_utf8(out).unwrap();
-        let lines: Vec<serde_json::Value> =
-            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines[0]["key"], "k\"1");
         assert_eq!(lines[0]["value"], "line\twith \\ and \u{1}");
         assert_eq!(lines[0]["timestamp"], 42);

@@ -148,7 +148,9 @@ impl Source for DirectorySource {
                     if read.contains(&file) {
                         continue;
                     }
-                    let Ok(meta) = std::fs::metadata(self.dir.join(&file)) else { continue };
+                    let Ok(meta) = std::fs::metadata(self.dir.join(&file)) else {
+                        continue;
+                    };
                     if !meta.is_file() {
                         continue;
                     }
@@ -176,14 +178,19 @@ impl Source for DirectorySource {
                     read.insert(file.clone());
                     let path = self.dir.join(&file);
                     match read_file(&path, &emitter).await {
-                        Ok(lines) => tracing::info!(source = %name, "read {} ({lines} lines)", file.to_string_lossy()),
+                        Ok(lines) => {
+                            tracing::info!(source = %name, "read {} ({lines} lines)", file.to_string_lossy())
+                        }
                         Err(ReadError::Closed) => return Ok(()),
                         Err(ReadError::Io(e)) => {
                             tracing::error!(source = %name, "cannot read {}: {e}; skipped", path.display())
                         }
                     }
                 }
-                if !self.watch && (candidates.is_empty() || first_pass && candidates.values().all(|c| c.complete)) {
+                if !self.watch
+                    && (candidates.is_empty()
+                        || first_pass && candidates.values().all(|c| c.complete))
+                {
                     return Ok(());
                 }
                 first_pass = false;
@@ -197,7 +204,10 @@ impl Source for DirectorySource {
     }
 }
 
-fn start_watcher(dir: &Path, tx: mpsc::UnboundedSender<notify::Event>) -> notify::Result<notify::RecommendedWatcher> {
+fn start_watcher(
+    dir: &Path,
+    tx: mpsc::UnboundedSender<notify::Event>,
+) -> notify::Result<notify::RecommendedWatcher> {
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event {
             let _ = tx.send(event);
@@ -220,7 +230,9 @@ fn note_event(event: &notify::Event, candidates: &mut HashMap<OsString, Candidat
         EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => event.paths.last(),
         _ => event.paths.first(),
     };
-    let Some(name) = target.and_then(|p| p.file_name()) else { return };
+    let Some(name) = target.and_then(|p| p.file_name()) else {
+        return;
+    };
     if !wanted(name) {
         return;
     }
@@ -246,7 +258,9 @@ fn note_event(event: &notify::Event, candidates: &mut HashMap<OsString, Candidat
 
 /// File names in the folder that are not hidden or temporary.
 fn list(dir: &Path) -> Vec<OsString> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
     entries
         .filter_map(|e| e.ok())
         .map(|e| e.file_name())
@@ -256,7 +270,10 @@ fn list(dir: &Path) -> Vec<OsString> {
 
 fn wanted(name: &std::ffi::OsStr) -> bool {
     let name = name.to_string_lossy();
-    !(name.starts_with('.') || name.ends_with(".tmp") || name.ends_with(".part") || name.ends_with('~'))
+    !(name.starts_with('.')
+        || name.ends_with(".tmp")
+        || name.ends_with(".part")
+        || name.ends_with('~'))
 }
 
 enum ReadError {
@@ -268,7 +285,10 @@ enum ReadError {
 /// file never sits in memory whole.
 async fn read_file(path: &Path, emitter: &Emitter) -> Result<u64, ReadError> {
     let mut file = std::fs::File::open(path).map_err(ReadError::Io)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mut splitter = LineSplitter::default();
     let mut buf = vec![0u8; CHUNK_BYTES];
     let mut lines: u64 = 0;

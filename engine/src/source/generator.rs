@@ -76,11 +76,64 @@ pub struct LineMaker {
 
 /// The generator's vocabulary.
 const WORDS: &[&str] = &[
-    "the", "stream", "flows", "through", "a", "sluice", "gate", "and", "every", "batch", "carries", "records",
-    "from", "kafka", "files", "sockets", "into", "wasm", "stages", "that", "split", "count", "filter", "join",
-    "window", "state", "checkpoint", "sink", "latency", "throughput", "river", "water", "lock", "canal", "boat",
-    "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "spark", "flink", "micro", "event", "time", "key",
-    "value", "offset", "partition", "topic", "commit", "replay", "plugin", "sandbox", "memory", "limit",
+    "the",
+    "stream",
+    "flows",
+    "through",
+    "a",
+    "sluice",
+    "gate",
+    "and",
+    "every",
+    "batch",
+    "carries",
+    "records",
+    "from",
+    "kafka",
+    "files",
+    "sockets",
+    "into",
+    "wasm",
+    "stages",
+    "that",
+    "split",
+    "count",
+    "filter",
+    "join",
+    "window",
+    "state",
+    "checkpoint",
+    "sink",
+    "latency",
+    "throughput",
+    "river",
+    "water",
+    "lock",
+    "canal",
+    "boat",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+    "spark",
+    "flink",
+    "micro",
+    "event",
+    "time",
+    "key",
+    "value",
+    "offset",
+    "partition",
+    "topic",
+    "commit",
+    "replay",
+    "plugin",
+    "sandbox",
+    "memory",
+    "limit",
 ];
 
 impl LineMaker {
@@ -160,7 +213,11 @@ impl Source for GeneratorSource {
                     }
                 }
                 made += records.len() as u64;
-                if emitter.emit(records, Some(format!("line {made}"))).await.is_err() {
+                if emitter
+                    .emit(records, Some(format!("line {made}")))
+                    .await
+                    .is_err()
+                {
                     return Ok(());
                 }
             }

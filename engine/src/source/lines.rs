@@ -37,7 +37,10 @@ impl LineSplitter {
             out.push_value(&piece, ts);
             self.cut_lines += 1;
             if self.cut_lines.is_power_of_two() {
-                tracing::warn!("a line longer than {MAX_LINE} bytes was cut into pieces ({} so far)", self.cut_lines);
+                tracing::warn!(
+                    "a line longer than {MAX_LINE} bytes was cut into pieces ({} so far)",
+                    self.cut_lines
+                );
             }
         }
     }
@@ -72,6 +75,14 @@ mod tests {
         s.feed(b"o\n\nthr", &mut out);
         s.finish(&mut out);
         let lines: Vec<_> = out.iter().map(|r| r.value().to_vec()).collect();
-        assert_eq!(lines, vec![b"one".to_vec(), b"two".to_vec(), b"".to_vec(), b"thr".to_vec()]);
+        assert_eq!(
+            lines,
+            vec![
+                b"one".to_vec(),
+                b"two".to_vec(),
+                b"".to_vec(),
+                b"thr".to_vec()
+            ]
+        );
     }
 }

@@ -106,7 +106,11 @@ impl Source for SocketSource {
                                 }
                             };
                             lines += records.len() as u64;
-                            if emitter.emit(records, Some(format!("line {lines}"))).await.is_err() {
+                            if emitter
+                                .emit(records, Some(format!("line {lines}")))
+                                .await
+                                .is_err()
+                            {
                                 return Ok(());
                             }
                             if outcome.is_some() {
@@ -119,7 +123,9 @@ impl Source for SocketSource {
                                 tracing::info!(source = %name, "{why}; source finished");
                                 return Ok(());
                             }
-                            Some(why) => tracing::warn!(source = %name, "{why}; reconnecting in {}ms", backoff.as_millis()),
+                            Some(why) => {
+                                tracing::warn!(source = %name, "{why}; reconnecting in {}ms", backoff.as_millis())
+                            }
                         }
                     }
                     Err(e) if !self.reconnect => {

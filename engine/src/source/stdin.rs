@@ -54,7 +54,12 @@ impl Source for StdinSource {
                     splitter.feed(&buf[..n], &mut records);
                 }
                 lines += records.len() as u64;
-                if emitter.emit(records, Some(format!("line {lines}"))).await.is_err() || n == 0 {
+                if emitter
+                    .emit(records, Some(format!("line {lines}")))
+                    .await
+                    .is_err()
+                    || n == 0
+                {
                     break;
                 }
             }

@@ -151,7 +151,9 @@ impl StageConfig {
             ));
         }
         if self.time_limit.0.is_zero() {
-            return Err(format!("invalid `time_limit` `0ms` in stage `{name}`: must be at least 1ms"));
+            return Err(format!(
+                "invalid `time_limit` `0ms` in stage `{name}`: must be at least 1ms"
+            ));
         }
         if self.retries > 100 {
             return Err(format!(

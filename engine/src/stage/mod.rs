@@ -20,7 +20,9 @@ use crate::plugin::{CallError, CallInfo, Grants, Instance, Limits, LogTag, Plugi
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
     /// The plugin failed the batch (after retries) and the policy is `fail`.
-    #[error("pipeline `{pipeline}`, stage `{stage}`, plugin {plugin}, batch {batch}: the plugin {error}")]
+    #[error(
+        "pipeline `{pipeline}`, stage `{stage}`, plugin {plugin}, batch {batch}: the plugin {error}"
+    )]
     Plugin {
         /// Pipeline name.
         pipeline: String,
@@ -140,11 +142,22 @@ impl Stage {
 
     fn instantiate(&self) -> Result<Instance, CallError> {
         let s = &self.settings;
-        Instance::new(&self.plugin, self.tag.clone(), s.limits, s.grants, &s.config)
+        Instance::new(
+            &self.plugin,
+            self.tag.clone(),
+            s.limits,
+            s.grants,
+            &s.config,
+        )
     }
 
     /// Runs one batch through the plugin, applying the failure policy.
-    pub fn process(&mut self, batch_id: u64, time_ms: u64, input: Records) -> Result<StageOutput, StageError> {
+    pub fn process(
+        &mut self,
+        batch_id: u64,
+        time_ms: u64,
+        input: Records,
+    ) -> Result<StageOutput, StageError> {
         let started = Instant::now();
         let info = CallInfo {
             pipeline: &self.settings.pipeline,
@@ -173,7 +186,8 @@ impl Stage {
             match outcome {
                 Ok(output) => {
                     self.instance = Some(instance);
-                    let failed = self.dead_letter_failures(batch_id, time_ms, &input, &output.failures)?;
+                    let failed =
+                        self.dead_letter_failures(batch_id, time_ms, &input, &output.failures)?;
                     return Ok(StageOutput {
                         records: output.records,
                         failed,
@@ -201,7 +215,8 @@ impl Stage {
             }),
             OnError::DeadLetter => {
                 let reason = format!("plugin {} {error}", self.plugin.label());
-                let all: Vec<(usize, &str)> = (0..input.len()).map(|i| (i, reason.as_str())).collect();
+                let all: Vec<(usize, &str)> =
+                    (0..input.len()).map(|i| (i, reason.as_str())).collect();
                 self.write_dead_letters(batch_id, time_ms, &input, &all)?;
                 Ok(StageOutput {
                     records: Records::default(),
@@ -215,7 +230,11 @@ impl Stage {
 
     fn report(&self, batch_id: u64, attempt: u32, error: &CallError) {
         let s = &self.settings;
-        let retry = if attempt < s.retries { "; retrying on a fresh instance" } else { "" };
+        let retry = if attempt < s.retries {
+            "; retrying on a fresh instance"
+        } else {
+            ""
+        };
         tracing::warn!(
             pipeline = %s.pipeline, stage = %s.name, plugin = %self.tag.plugin, batch = batch_id,
             attempt = attempt + 1,

@@ -231,7 +231,14 @@ pub fn describe(m: &BatchMetrics) -> String {
             if i > 0 {
                 line.push_str(", ");
             }
-            let _ = write!(line, "{} {}→{} {}", s.name, s.records_in, s.records_out, ms(s.busy));
+            let _ = write!(
+                line,
+                "{} {}→{} {}",
+                s.name,
+                s.records_in,
+                s.records_out,
+                ms(s.busy)
+            );
             if s.failed > 0 {
                 let _ = write!(line, " ({} dead-lettered)", s.failed);
             }

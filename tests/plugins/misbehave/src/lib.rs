@@ -13,6 +13,12 @@
 //! `mode = "slow"` instead busy-spins `spin` iterations (default 200000) for
 //! every record before passing it through: a slow stage, for backpressure
 //! tests (the guest has no clock, so this is pure CPU).
+//!
+//! `mode = "probe"` reaches for what the sandbox should withhold and emits,
+//! per batch, one record per finding with no timestamp of its own (so the
+//! engine stamps it with the batch time): `fs:<outcome of listing />`,
+//! `env:<number of environment variables>`, `clock:<wall clock in ms>`,
+//! `random:<first u64 from the OS random source>`.
 
 use std::hint::black_box;
 
@@ -24,6 +30,7 @@ enum Mode {
     Grow,
     Fail,
     Slow,
+    Probe,
 }
 
 struct Misbehave {
@@ -41,9 +48,10 @@ impl Processor for Misbehave {
             "grow" => Mode::Grow,
             "fail" => Mode::Fail,
             "slow" => Mode::Slow,
+            "probe" => Mode::Probe,
             other => {
                 return Err(Error::invalid_config(format!(
-                    "`mode`: `{other}` is not one of `trap`, `loop`, `grow`, `fail`, `slow`"
+                    "`mode`: `{other}` is not one of `trap`, `loop`, `grow`, `fail`, `slow`, `probe`"
                 )));
             }
         };
@@ -58,6 +66,10 @@ impl Processor for Misbehave {
                 spin(self.spin);
                 out.forward(&rec);
             }
+            return Ok(());
+        }
+        if let Mode::Probe = self.mode {
+            probe(out);
             return Ok(());
         }
         let trigger = batch
@@ -78,7 +90,7 @@ impl Processor for Misbehave {
                         self.when
                     )));
                 }
-                Mode::Slow => unreachable!("handled above"),
+                Mode::Slow | Mode::Probe => unreachable!("handled above"),
             }
         }
         batch.records().for_each(|rec| out.forward(&rec));
@@ -112,5 +124,29 @@ fn grow_forever() -> ! {
         let mut chunk = Vec::with_capacity(CHUNK);
         chunk.resize(CHUNK, chunks.len() as u8 | 1);
         chunks.push(black_box(chunk));
+    }
+}
+
+/// What the sandbox lets a plugin see of the world.
+fn probe(out: &mut Output) {
+    let fs = match std::fs::read_dir("/") {
+        Ok(entries) => format!("fs:listed {} entries", entries.count()),
+        Err(e) => format!("fs:denied ({e})"),
+    };
+    let env = format!("env:{}", std::env::vars().count());
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let mut bytes = [0u8; 8];
+    // std's HashMap keys come from the same WASI random source.
+    let random = {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u8(0);
+        bytes.copy_from_slice(&h.finish().to_le_bytes());
+        u64::from_le_bytes(bytes)
+    };
+    for finding in [fs, env, format!("clock:{clock}"), format!("random:{random}")] {
+        out.push(sluice_sdk::Record::new(finding));
     }
 }
