@@ -10,6 +10,10 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Every cargo test's output also goes here, to total the results at the end.
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+
 step "toolchain: wasm32-wasip2 target"
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
   rustup target add wasm32-wasip2
@@ -19,10 +23,14 @@ step "build: sluice (release)"
 cargo build --release --locked --bin sluice
 
 step "test: the SDK and the plugins' own unit tests (host target)"
-cargo test --locked --manifest-path plugins/Cargo.toml --workspace
+cargo test --locked --manifest-path plugins/Cargo.toml --workspace 2>&1 | tee -a "$results"
 
 step "test: engine unit tests and end-to-end (the build step compiles the plugins)"
-cargo test --release --locked --workspace -- "$@"
+cargo test --release --locked --workspace -- "$@" 2>&1 | tee -a "$results"
 
 step "benchmarks compile"
 cargo bench --locked -p sluice --no-run
+
+passed=$(grep -o '[0-9]* passed' "$results" | awk '{s += $1} END {print s + 0}')
+failed=$(grep -o '[0-9]* failed' "$results" | awk '{s += $1} END {print s + 0}')
+printf '\ntotal: %s passed, %s failed\n' "$passed" "$failed"

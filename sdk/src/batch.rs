@@ -225,7 +225,10 @@ impl<'a> RecordRef<'a> {
         }
         let absent = &self.batch.raw.keys_absent;
         let i = self.index;
-        if absent.get(i / 8).is_some_and(|byte| byte & (1 << (i % 8)) != 0) {
+        if absent
+            .get(i / 8)
+            .is_some_and(|byte| byte & (1 << (i % 8)) != 0)
+        {
             return None;
         }
         Some(entry(&self.batch.raw.keys, i))

@@ -484,19 +484,31 @@ mod tests {
     #[test]
     fn a_short_keys_absent_bitmap_means_the_rest_have_keys() {
         // 10 records, only record 0 without a key: the engine sends one byte.
-        let mut keys = wit::Column { data: Vec::new(), offsets: vec![0, 0] };
+        let mut keys = wit::Column {
+            data: Vec::new(),
+            offsets: vec![0, 0],
+        };
         for _ in 1..10 {
             keys.data.push(b'k');
             keys.offsets.push(keys.data.len() as u32);
         }
         let batch = wit::Batch {
             timestamps: vec![0; 10],
-            values: wit::Column { data: Vec::new(), offsets: vec![0; 11] },
+            values: wit::Column {
+                data: Vec::new(),
+                offsets: vec![0; 11],
+            },
             keys,
             keys_absent: vec![1],
             header_offsets: vec![],
-            header_names: wit::Column { data: vec![], offsets: vec![] },
-            header_values: wit::Column { data: vec![], offsets: vec![] },
+            header_names: wit::Column {
+                data: vec![],
+                offsets: vec![],
+            },
+            header_values: wit::Column {
+                data: vec![],
+                offsets: vec![],
+            },
         };
         let batch = Batch::from_wit(info(0), batch).unwrap();
         let keys: Vec<_> = batch.records().map(|r| r.key()).collect();

@@ -3,7 +3,9 @@
 //! Sources stamp each chunk with the instant it was received and push it
 //! into a bounded queue. Batch `k` holds every chunk received in
 //! `[start + k·interval, start + (k+1)·interval)`, capped at
-//! `max_records`. While a batch's interval is open the batcher drains the
+//! `max_records` records and `max_bytes` bytes of keys and values; an
+//! interval with more than that is cut into several batches with the same
+//! batch time, as soon as each is full. While a batch's interval is open the batcher drains the
 //! queue into it, so sources are only held back when a batch is full or the
 //! stages fall behind (then the queue fills, and a full queue makes sources
 //! wait: backpressure with bounded memory).
@@ -42,6 +44,7 @@ pub struct Batcher {
     rx: mpsc::Receiver<Chunk>,
     interval: Duration,
     max_records: usize,
+    max_bytes: usize,
     /// Instant the current interval ends.
     end: Instant,
     /// Wall-clock start of the current interval, ms since the epoch.
@@ -54,11 +57,12 @@ pub struct Batcher {
 
 impl Batcher {
     /// A batcher whose first interval starts now.
-    pub fn new(rx: mpsc::Receiver<Chunk>, interval: Duration, max_records: usize) -> Self {
+    pub fn new(rx: mpsc::Receiver<Chunk>, interval: Duration, max_records: usize, max_bytes: usize) -> Self {
         Batcher {
             rx,
             interval,
             max_records,
+            max_bytes,
             end: Instant::now() + interval,
             time_ms: super::now_ms(),
             next_id: 0,
@@ -80,7 +84,14 @@ impl Batcher {
         let mut records = Records::default();
         let mut positions: Vec<SourcePosition> = Vec::new();
         let mut oldest: Option<Instant> = None;
-        while records.len() < self.max_records {
+        let mut full = false;
+        loop {
+            if records.len() >= self.max_records
+                || records.values.data.len() + records.keys.data.len() >= self.max_bytes
+            {
+                full = true;
+                break;
+            }
             let chunk = match self.pending.take() {
                 Some(chunk) => chunk,
                 None if self.closed => break,
@@ -112,7 +123,12 @@ impl Batcher {
             }
             records.append(&chunk.records);
         }
-        if !self.closed || self.pending.is_some() {
+        // A full batch goes at once, and the rest of its interval follows in
+        // the next batch (same batch time), so the caps bound memory without
+        // capping throughput. Otherwise the batch waits for its interval to
+        // end, unless the sources are done.
+        let interval_over = !full;
+        if interval_over && (!self.closed || self.pending.is_some()) {
             sleep_until(end).await;
         }
         if self.closed && self.pending.is_none() && records.is_empty() {
@@ -127,8 +143,10 @@ impl Batcher {
             positions,
         };
         self.next_id += 1;
-        self.end += self.interval;
-        self.time_ms += self.interval.as_millis() as u64;
+        if interval_over {
+            self.end += self.interval;
+            self.time_ms += self.interval.as_millis() as u64;
+        }
         Cut::Batch(batch)
     }
 }
@@ -161,7 +179,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn every_record_lands_in_exactly_one_batch_in_order() {
         let (tx, rx) = mpsc::channel(4);
-        let mut batcher = Batcher::new(rx, Duration::from_millis(100), 1000);
+        let mut batcher = Batcher::new(rx, Duration::from_millis(100), 1000, 1 << 20);
         let producer = tokio::spawn(async move {
             for i in 0..30 {
                 let at = Instant::now();
@@ -191,7 +209,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn max_records_defers_the_rest() {
         let (tx, rx) = mpsc::channel(8);
-        let mut batcher = Batcher::new(rx, Duration::from_millis(100), 2);
+        let mut batcher = Batcher::new(rx, Duration::from_millis(100), 2, 1 << 20);
         let now = Instant::now();
         for i in 0..5 {
             tx.send(chunk(1, &[&format!("{i}")], now)).await.unwrap();
@@ -203,5 +221,22 @@ mod tests {
             assert_eq!(b.positions.len(), 1);
         }
         assert_eq!(sizes, vec![2, 2, 1]);
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn max_bytes_defers_the_rest() {
+        let (tx, rx) = mpsc::channel(8);
+        // Each chunk carries 10 bytes; at most 25 bytes per batch.
+        let mut batcher = Batcher::new(rx, Duration::from_millis(100), 1000, 25);
+        let now = Instant::now();
+        for i in 0..5 {
+            tx.send(chunk(0, &[&format!("{i}{i}{i}{i}{i}{i}{i}{i}{i}{i}")], now)).await.unwrap();
+        }
+        drop(tx);
+        let mut sizes = Vec::new();
+        while let Cut::Batch(b) = batcher.next().await {
+            sizes.push(b.records.len());
+        }
+        assert_eq!(sizes, vec![3, 2]);
     }
 }

@@ -43,10 +43,16 @@ pub struct PipelineConfig {
     /// How often a micro-batch is cut: every record received in one interval
     /// goes into one batch. `ms`, `s`, `m` or `h`, e.g. `"200ms"`.
     pub batch_interval: Spanned<HumanDuration>,
-    /// Most records in one batch; what does not fit waits for the next batch
-    /// (the sources are slowed down meanwhile). Default 1,000,000.
+    /// Most records in one batch. An interval that brings more is cut into
+    /// several batches (with the same batch time), each sent on as soon as
+    /// it is full. Default 100,000.
     #[serde(default = "default_max_batch_records")]
     pub max_batch_records: Spanned<usize>,
+    /// Most bytes of keys and values in one batch, e.g. `"16MiB"` (the
+    /// default); cut like `max_batch_records`. Keeps each stage's input, and
+    /// so its memory, bounded.
+    #[serde(default = "default_max_batch_bytes")]
+    pub max_batch_bytes: Spanned<ByteSize>,
     /// Capacity of the ingest queue between the sources and the batcher, in
     /// chunks of up to 1,024 records or 64 KiB each. A full queue makes the
     /// sources wait: this bounds memory. Default 64.
@@ -65,7 +71,11 @@ pub struct PipelineConfig {
 }
 
 fn default_max_batch_records() -> Spanned<usize> {
-    Spanned::new(0..0, 1_000_000)
+    Spanned::new(0..0, 100_000)
+}
+
+fn default_max_batch_bytes() -> Spanned<ByteSize> {
+    Spanned::new(0..0, ByteSize(16 << 20))
 }
 
 fn default_queue_capacity() -> Spanned<usize> {
@@ -190,6 +200,16 @@ impl PipelineFile {
                 "invalid `max_batch_records` `0`: must be at least 1",
             ));
         }
+        let bytes = c.max_batch_bytes.get_ref().0;
+        if !(64 << 10..=1 << 30).contains(&bytes) {
+            return Err(self.error_at(
+                c.max_batch_bytes.span(),
+                format!(
+                    "invalid `max_batch_bytes` `{}`: must be between 64KiB and 1GiB",
+                    c.max_batch_bytes.get_ref()
+                ),
+            ));
+        }
         if *c.queue_capacity.get_ref() == 0 {
             return Err(self.error_at(
                 c.queue_capacity.span(),
@@ -264,7 +284,8 @@ mod tests {
         let file = parse(MINIMAL).unwrap();
         assert_eq!(file.config.name.get_ref(), "p");
         assert_eq!(file.config.batch_interval.get_ref().0.as_millis(), 200);
-        assert_eq!(*file.config.max_batch_records.get_ref(), 1_000_000);
+        assert_eq!(*file.config.max_batch_records.get_ref(), 100_000);
+        assert_eq!(file.config.max_batch_bytes.get_ref().0, 16 << 20);
     }
 
     #[test]

@@ -171,6 +171,7 @@ pub struct Pipeline {
     name: String,
     interval: Duration,
     max_batch_records: usize,
+    max_batch_bytes: usize,
     queue_capacity: usize,
     sources: Vec<Box<dyn Source>>,
     stages: Vec<Stage>,
@@ -206,6 +207,7 @@ impl Pipeline {
             name: config.name.get_ref().clone(),
             interval: config.batch_interval.get_ref().0,
             max_batch_records: *config.max_batch_records.get_ref(),
+            max_batch_bytes: config.max_batch_bytes.get_ref().0 as usize,
             queue_capacity: *config.queue_capacity.get_ref(),
             sources,
             stages,
@@ -255,7 +257,7 @@ impl Pipeline {
             })
             .collect();
         drop(tx);
-        let mut batcher = Batcher::new(rx, self.interval, self.max_batch_records);
+        let mut batcher = Batcher::new(rx, self.interval, self.max_batch_records, self.max_batch_bytes);
         let mut reporter = Reporter::new(&self.name, self.interval);
         let mut last_id = 0;
         let outcome = loop {

@@ -146,7 +146,12 @@ fn probe(out: &mut Output) {
         bytes.copy_from_slice(&h.finish().to_le_bytes());
         u64::from_le_bytes(bytes)
     };
-    for finding in [fs, env, format!("clock:{clock}"), format!("random:{random}")] {
+    for finding in [
+        fs,
+        env,
+        format!("clock:{clock}"),
+        format!("random:{random}"),
+    ] {
         out.push(sluice_sdk::Record::new(finding));
     }
 }
