@@ -9,8 +9,10 @@
 
 pub mod batch;
 pub mod config;
+pub mod control;
 pub mod pipeline;
 pub mod plugin;
+pub mod reload;
 pub mod sink;
 pub mod source;
 pub mod stage;

@@ -9,8 +9,10 @@ use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
 use sluice::config::PipelineFile;
+use sluice::control::{client, serve};
 use sluice::pipeline::{Pipeline, build_stages};
 use sluice::plugin::{PluginHost, WORLD, inspect};
+use sluice::reload::{Registry, watch_files};
 
 /// Sluice: a stream engine whose processing stages are WebAssembly components.
 ///
@@ -35,10 +37,62 @@ enum Command {
     /// On SIGINT or SIGTERM the sources stop reading, what they had read is
     /// processed and written, and sluice exits 0; a second signal exits at
     /// once. Exits 1 if a pipeline fails, 2 if a file is invalid.
+    ///
+    /// Plugins are hot-reloaded: when a stage's plugin file changes (rewritten
+    /// or replaced by rename), the new version is compiled, checked and
+    /// initialised beside the running one and goes live at the next batch
+    /// boundary; a version that fails to load is rejected and the old one
+    /// carries on. A new version that fails a batch during its first 10
+    /// batches is rolled back and the batch redone by the previous version.
     Run {
         /// Pipeline files (TOML).
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// Address of the control endpoint (`sluice deploy`, `status`,
+        /// `rollback`), or `off`. Loopback only unless you mean otherwise:
+        /// it has no authentication.
+        #[arg(long, value_name = "ADDR", default_value = DEFAULT_CONTROL)]
+        control: String,
+        /// Do not watch plugin files for new versions.
+        #[arg(long)]
+        no_watch: bool,
+    },
+    /// Deploy a new version of one stage's plugin to a running sluice.
+    ///
+    /// The running process compiles it, checks it implements the world and
+    /// runs its `init` with the stage's config; it goes live at the next
+    /// batch boundary. Exits 1, with the reason, if it is rejected.
+    Deploy {
+        /// Pipeline name.
+        pipeline: String,
+        /// Stage name.
+        stage: String,
+        /// The new version (a component `.wasm`).
+        #[arg(value_name = "FILE.wasm")]
+        file: PathBuf,
+        /// The running process's control endpoint.
+        #[arg(long, value_name = "ADDR", default_value = DEFAULT_CONTROL)]
+        control: String,
+    },
+    /// Put the previous version of a stage's plugin back, at the next batch.
+    Rollback {
+        /// Pipeline name.
+        pipeline: String,
+        /// Stage name.
+        stage: String,
+        /// The running process's control endpoint.
+        #[arg(long, value_name = "ADDR", default_value = DEFAULT_CONTROL)]
+        control: String,
+    },
+    /// Show each stage's live plugin version, earlier versions and recent
+    /// reload events in a running sluice.
+    Status {
+        /// The running process's control endpoint.
+        #[arg(long, value_name = "ADDR", default_value = DEFAULT_CONTROL)]
+        control: String,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Check pipeline files without running them.
     ///
@@ -72,7 +126,23 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log.as_deref());
     let result = match cli.command {
-        Command::Run { files } => run(files),
+        Command::Run {
+            files,
+            control,
+            no_watch,
+        } => run(files, &control, !no_watch),
+        Command::Deploy {
+            pipeline,
+            stage,
+            file,
+            control,
+        } => deploy(&control, &pipeline, &stage, &file),
+        Command::Rollback {
+            pipeline,
+            stage,
+            control,
+        } => rollback(&control, &pipeline, &stage),
+        Command::Status { control, json } => status(&control, json),
         Command::Check { files } => check(files),
         Command::Plugin {
             command: PluginCommand::Inspect { file },
@@ -101,7 +171,10 @@ fn init_logging(filter: Option<&str>) {
         .init();
 }
 
-fn run(files: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
+/// Where `sluice run` listens for control requests unless told otherwise.
+const DEFAULT_CONTROL: &str = "127.0.0.1:7077";
+
+fn run(files: Vec<PathBuf>, control: &str, watch_plugins: bool) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("sluice-io")
@@ -129,12 +202,44 @@ fn run(files: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
     runtime.spawn(watch_signals(shutdown_tx));
     let handle = runtime.handle().clone();
     let host = Arc::new(host);
+    let registry = Arc::new(Registry::new(
+        host.clone(),
+        pipelines.iter().flat_map(|p| p.stage_entries()).collect(),
+    ));
+    let _file_watch = if watch_plugins && !registry.stages().is_empty() {
+        match watch_files(registry.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot watch plugin files ({e}); new versions only through `sluice deploy`"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if control != "off" {
+        match runtime.block_on(tokio::net::TcpListener::bind(control)) {
+            Ok(listener) => {
+                let address = listener
+                    .local_addr()
+                    .map_or_else(|_| control.to_string(), |a| a.to_string());
+                tracing::info!(
+                    "control endpoint on http://{address} (sluice deploy / status / rollback --control {address})"
+                );
+                runtime.spawn(serve(listener, registry.clone()));
+            }
+            Err(e) => {
+                tracing::warn!("control endpoint not started: cannot listen on {control}: {e}")
+            }
+        }
+    }
     let threads: Vec<_> = pipelines
         .into_iter()
         .map(|pipeline| {
             let handle = handle.clone();
             let shutdown = shutdown_rx.clone();
-            let _host = host.clone();
             std::thread::Builder::new()
                 .name("sluice-pipeline".into())
                 .spawn(move || pipeline.run(&handle, shutdown))
@@ -270,4 +375,119 @@ fn inspect_plugin(file: PathBuf) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+fn control_request(
+    control: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> anyhow::Result<client::Response> {
+    client::request(control, method, path, body)
+        .with_context(|| format!("cannot reach a running sluice at {control} (is it running, with `--control {control}`?)"))
+}
+
+/// The `error` field of a JSON error body, or the body itself.
+fn error_text(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| body.to_string())
+}
+
+fn deploy(
+    control: &str,
+    pipeline: &str,
+    stage: &str,
+    file: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let name: String = file
+        .file_name()
+        .map(|n| {
+            n.to_string_lossy()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
+                .collect()
+        })
+        .unwrap_or_default();
+    let response = control_request(
+        control,
+        "POST",
+        &format!("/deploy/{pipeline}/{stage}?name={name}"),
+        &bytes,
+    )?;
+    if response.status == 200 {
+        let version = serde_json::from_str::<serde_json::Value>(&response.body)
+            .ok()
+            .and_then(|v| v["version"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        println!("deployed {version} to {pipeline}/{stage}: live at the next batch");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "error: {} rejected: {}",
+            file.display(),
+            error_text(&response.body)
+        );
+        Ok(ExitCode::from(1))
+    }
+}
+
+fn rollback(control: &str, pipeline: &str, stage: &str) -> anyhow::Result<ExitCode> {
+    let response = control_request(
+        control,
+        "POST",
+        &format!("/rollback/{pipeline}/{stage}"),
+        &[],
+    )?;
+    if response.status == 200 {
+        let version = serde_json::from_str::<serde_json::Value>(&response.body)
+            .ok()
+            .and_then(|v| v["version"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        println!("rolling {pipeline}/{stage} back to {version} at the next batch");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("error: {}", error_text(&response.body));
+        Ok(ExitCode::from(1))
+    }
+}
+
+fn status(control: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let response = control_request(control, "GET", "/status", &[])?;
+    if json {
+        println!("{}", response.body);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let pipelines: Vec<serde_json::Value> =
+        serde_json::from_str(&response.body).context("reading the status")?;
+    for p in &pipelines {
+        println!("pipeline {}", p["pipeline"].as_str().unwrap_or("?"));
+        for s in p["stages"].as_array().into_iter().flatten() {
+            let probation = if s["probation"].as_bool() == Some(true) {
+                " (on probation)"
+            } else {
+                ""
+            };
+            println!(
+                "  stage {}: {}{probation}",
+                s["stage"].as_str().unwrap_or("?"),
+                s["current"]["label"].as_str().unwrap_or("?")
+            );
+            let previous: Vec<&str> = s["previous"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v["label"].as_str())
+                .collect();
+            if !previous.is_empty() {
+                println!("    earlier: {}", previous.join(", "));
+            }
+            for event in s["events"].as_array().into_iter().flatten() {
+                println!("    {}", event.as_str().unwrap_or(""));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

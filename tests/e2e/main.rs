@@ -9,6 +9,7 @@ mod backpressure;
 mod config_errors;
 mod containment;
 mod example_plugins;
+mod hot_reload;
 mod plugin_files;
 mod sandbox;
 mod shutdown;

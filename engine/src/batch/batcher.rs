@@ -57,7 +57,12 @@ pub struct Batcher {
 
 impl Batcher {
     /// A batcher whose first interval starts now.
-    pub fn new(rx: mpsc::Receiver<Chunk>, interval: Duration, max_records: usize, max_bytes: usize) -> Self {
+    pub fn new(
+        rx: mpsc::Receiver<Chunk>,
+        interval: Duration,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Self {
         Batcher {
             rx,
             interval,
@@ -230,7 +235,9 @@ mod tests {
         let mut batcher = Batcher::new(rx, Duration::from_millis(100), 1000, 25);
         let now = Instant::now();
         for i in 0..5 {
-            tx.send(chunk(0, &[&format!("{i}{i}{i}{i}{i}{i}{i}{i}{i}{i}")], now)).await.unwrap();
+            tx.send(chunk(0, &[&format!("{i}{i}{i}{i}{i}{i}{i}{i}{i}{i}")], now))
+                .await
+                .unwrap();
         }
         drop(tx);
         let mut sizes = Vec::new();

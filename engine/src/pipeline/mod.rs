@@ -138,6 +138,7 @@ pub fn build_stages(file: &PipelineFile, host: &PluginHost) -> Result<Vec<Stage>
         let settings = StageSettings {
             pipeline: pipeline.clone(),
             name,
+            plugin_path: path.clone(),
             interval_ms: config.batch_interval.get_ref().0.as_millis() as u64,
             config: s
                 .config
@@ -216,6 +217,17 @@ impl Pipeline {
         })
     }
 
+    /// Its stages, for hot reload and the control endpoint.
+    pub fn stage_entries(&self) -> Vec<crate::reload::StageEntry> {
+        self.stages
+            .iter()
+            .map(|stage| crate::reload::StageEntry {
+                settings: stage.settings().clone(),
+                handle: stage.handle(),
+            })
+            .collect()
+    }
+
     /// The pipeline's figures, live.
     pub fn metrics(&self) -> Arc<PipelineMetrics> {
         self.metrics.clone()
@@ -257,7 +269,12 @@ impl Pipeline {
             })
             .collect();
         drop(tx);
-        let mut batcher = Batcher::new(rx, self.interval, self.max_batch_records, self.max_batch_bytes);
+        let mut batcher = Batcher::new(
+            rx,
+            self.interval,
+            self.max_batch_records,
+            self.max_batch_bytes,
+        );
         let mut reporter = Reporter::new(&self.name, self.interval);
         let mut last_id = 0;
         let outcome = loop {

@@ -296,7 +296,7 @@ fn export_names(engine: &Engine, component: &Component) -> String {
 }
 
 /// A stable 64-bit FNV-1a hash of the file, as 16 hex digits.
-fn content_hash(bytes: &[u8]) -> String {
+pub fn content_hash(bytes: &[u8]) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in bytes {
         hash ^= u64::from(b);

@@ -63,7 +63,7 @@ impl Sink for ConsoleSink {
                 format!(
                     "-- batch {} at {} UTC: {} records\n",
                     batch.id,
-                    clock_time(batch.time_ms),
+                    crate::telemetry::clock_time(batch.time_ms),
                     records.len()
                 )
                 .as_bytes(),
@@ -84,26 +84,5 @@ impl Sink for ConsoleSink {
                 sink: "console".into(),
                 message: format!("cannot write to standard output: {e}"),
             })
-    }
-}
-
-/// `HH:MM:SS.mmm` of a Unix time in milliseconds (UTC).
-fn clock_time(ms: u64) -> String {
-    let day_ms = ms % 86_400_000;
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        day_ms / 3_600_000,
-        day_ms / 60_000 % 60,
-        day_ms / 1000 % 60,
-        day_ms % 1000
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn clock_time_is_utc_time_of_day() {
-        // 2023-11-14T22:13:20.123Z
-        assert_eq!(super::clock_time(1_700_000_000_123), "22:13:20.123");
     }
 }

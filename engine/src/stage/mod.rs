@@ -1,20 +1,25 @@
-//! A processing stage at run time: a plugin version, its live instance, and
-//! the policy for failures — retry on a fresh instance, then fail the
-//! pipeline or dead-letter the batch. Loading and sandboxing plugins belongs
-//! to `plugin`; ordering batches through stages belongs to `pipeline`.
+//! A processing stage at run time: its live plugin version and instance,
+//! new versions swapped in at batch boundaries (hot reload, with probation
+//! and automatic rollback), and the policy for failures — retry on a fresh
+//! instance, then fail the pipeline or dead-letter the batch. Loading and
+//! sandboxing plugins belongs to `plugin`; ordering batches through stages
+//! belongs to `pipeline`; noticing new versions belongs to `reload`.
 
 mod config;
 mod dead_letter;
+mod versions;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 pub use config::{ConfigText, Grant, OnError, StageConfig};
 pub use dead_letter::DeadLetter;
+pub use versions::{StageHandle, StageStatus, Update, VersionInfo};
 
 use crate::batch::Records;
-use crate::plugin::{CallError, CallInfo, Grants, Instance, Limits, LogTag, Plugin};
+use crate::plugin::{CallError, CallInfo, Grants, Instance, Limits, LogTag, Output, Plugin};
 
 /// A stage could not get a batch through, and nothing may be dropped.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +88,9 @@ pub struct StageSettings {
     pub pipeline: String,
     /// Stage name.
     pub name: String,
+    /// The plugin file named in the pipeline file (watched for new
+    /// versions).
+    pub plugin_path: PathBuf,
     /// Batch interval, ms.
     pub interval_ms: u64,
     /// `init` config.
@@ -99,35 +107,75 @@ pub struct StageSettings {
     pub dead_letter: DeadLetter,
 }
 
-/// A stage, ready to process batches.
-pub struct Stage {
-    settings: StageSettings,
+/// How many batches a new version must process without failing before it
+/// is trusted; until then a failed batch rolls it back.
+pub const PROBATION_BATCHES: u32 = 10;
+
+/// A plugin version with its instance.
+struct Version {
     plugin: Arc<Plugin>,
     tag: Arc<LogTag>,
     instance: Option<Instance>,
+}
+
+impl Version {
+    fn new(settings: &StageSettings, plugin: Arc<Plugin>, instance: Option<Instance>) -> Self {
+        let tag = Arc::new(LogTag {
+            pipeline: settings.pipeline.clone(),
+            stage: settings.name.clone(),
+            plugin: plugin.label(),
+        });
+        Version {
+            plugin,
+            tag,
+            instance,
+        }
+    }
+}
+
+/// A stage, ready to process batches.
+pub struct Stage {
+    settings: StageSettings,
+    current: Version,
+    /// The version `current` replaced, kept ready while `current` is on
+    /// probation.
+    fallback: Option<Version>,
+    probation_left: u32,
+    handle: Arc<StageHandle>,
+    updates: Receiver<Update>,
+}
+
+/// Instantiates `plugin` for a stage and runs its `init` with the stage's
+/// config: what a new version must pass before it may go live.
+pub fn prepare(settings: &StageSettings, plugin: &Arc<Plugin>) -> Result<Instance, CallError> {
+    let tag = Version::new(settings, plugin.clone(), None).tag;
+    Instance::new(
+        plugin,
+        tag,
+        settings.limits,
+        settings.grants,
+        &settings.config,
+    )
 }
 
 impl Stage {
     /// Creates the stage and its first instance, so a plugin that rejects
     /// its config stops the pipeline before any record is read.
     pub fn new(settings: StageSettings, plugin: Arc<Plugin>) -> Result<Self, InitError> {
-        let tag = Arc::new(LogTag {
-            pipeline: settings.pipeline.clone(),
+        let instance = prepare(&settings, &plugin).map_err(|error| InitError {
             stage: settings.name.clone(),
             plugin: plugin.label(),
-        });
-        let mut stage = Stage {
-            settings,
-            plugin,
-            tag,
-            instance: None,
-        };
-        stage.instance = Some(stage.instantiate().map_err(|error| InitError {
-            stage: stage.settings.name.clone(),
-            plugin: stage.plugin.label(),
             error,
-        })?);
-        Ok(stage)
+        })?;
+        let (handle, updates) = StageHandle::new(&settings.name, plugin.clone());
+        Ok(Stage {
+            current: Version::new(&settings, plugin, Some(instance)),
+            settings,
+            fallback: None,
+            probation_left: 0,
+            handle,
+            updates,
+        })
     }
 
     /// The stage's name.
@@ -135,20 +183,53 @@ impl Stage {
         &self.settings.name
     }
 
-    /// The plugin version this stage runs.
+    /// The live plugin version.
     pub fn plugin(&self) -> &Plugin {
-        &self.plugin
+        &self.current.plugin
     }
 
-    fn instantiate(&self) -> Result<Instance, CallError> {
+    /// The stage's settings (for preparing new versions).
+    pub fn settings(&self) -> &StageSettings {
+        &self.settings
+    }
+
+    /// The handle through which new versions are offered and status read.
+    pub fn handle(&self) -> Arc<StageHandle> {
+        self.handle.clone()
+    }
+
+    /// Puts the most recent prepared version live, if any arrived since the
+    /// last batch. Called at a batch boundary only, so every batch is
+    /// processed entirely by one version.
+    fn take_updates(&mut self) {
+        let Some(update) = self.updates.try_iter().last() else {
+            return;
+        };
+        let rollback = update.cause == "rollback";
+        let new = Version::new(&self.settings, update.plugin, Some(update.instance));
+        let old = std::mem::replace(&mut self.current, new);
         let s = &self.settings;
-        Instance::new(
-            &self.plugin,
-            self.tag.clone(),
-            s.limits,
-            s.grants,
-            &s.config,
-        )
+        tracing::info!(
+            pipeline = %s.pipeline, stage = %s.name,
+            "version {} live ({}), replacing {}",
+            self.current.plugin.label(), update.cause, old.plugin.label()
+        );
+        self.handle.event(format!(
+            "{} live ({}), replacing {}",
+            self.current.plugin.label(),
+            update.cause,
+            old.plugin.label()
+        ));
+        // A rollback is to a version already trusted: no probation.
+        if rollback {
+            self.fallback = None;
+            self.probation_left = 0;
+        } else {
+            self.fallback = Some(old);
+            self.probation_left = PROBATION_BATCHES;
+        }
+        self.handle
+            .went_live(&self.current.plugin, !rollback, rollback);
     }
 
     /// Runs one batch through the plugin, applying the failure policy.
@@ -158,7 +239,82 @@ impl Stage {
         time_ms: u64,
         input: Records,
     ) -> Result<StageOutput, StageError> {
+        self.take_updates();
         let started = Instant::now();
+        match self.attempt(batch_id, time_ms, input) {
+            Ok(output) => {
+                let failed =
+                    self.dead_letter_failures(batch_id, time_ms, &output.1, &output.0.failures)?;
+                let count_in = output.1.len();
+                self.after_probation_batch(batch_id, failed, count_in);
+                Ok(StageOutput {
+                    records: output.0.records,
+                    failed,
+                    dead_lettered: false,
+                    busy: started.elapsed(),
+                })
+            }
+            Err((input, error)) if self.fallback.is_some() => {
+                // A new version failed a batch on probation: back to the
+                // previous one, which processes this batch instead.
+                self.roll_back(batch_id, &format!("it {error}"));
+                let mut out = self.process(batch_id, time_ms, input)?;
+                out.busy = started.elapsed();
+                Ok(out)
+            }
+            Err((input, error)) => self.give_up(batch_id, time_ms, input, error, started),
+        }
+    }
+
+    /// Counts a batch against a new version's probation; too many failed
+    /// records roll it back after the batch.
+    fn after_probation_batch(&mut self, batch_id: u64, failed: usize, count_in: usize) {
+        if self.fallback.is_none() {
+            return;
+        }
+        if count_in > 0 && failed * 2 >= count_in && failed > 0 {
+            self.roll_back(
+                batch_id,
+                &format!("it rejected {failed} of {count_in} records"),
+            );
+            return;
+        }
+        self.probation_left -= 1;
+        if self.probation_left == 0 {
+            self.fallback = None;
+            self.handle.passed_probation();
+            self.handle
+                .event(format!("{} passed probation", self.current.plugin.label()));
+        }
+    }
+
+    fn roll_back(&mut self, batch_id: u64, why: &str) {
+        let fallback = self.fallback.take().expect("rolling back needs a fallback");
+        let failed = std::mem::replace(&mut self.current, fallback);
+        self.probation_left = 0;
+        let s = &self.settings;
+        tracing::error!(
+            pipeline = %s.pipeline, stage = %s.name, batch = batch_id,
+            "version {} rolled back to {}: on probation, {why}",
+            failed.plugin.label(), self.current.plugin.label()
+        );
+        self.handle.event(format!(
+            "{} rolled back to {} at batch {batch_id}: {why}",
+            failed.plugin.label(),
+            self.current.plugin.label()
+        ));
+        self.handle.went_live(&self.current.plugin, false, true);
+    }
+
+    /// Runs the batch on the current version, retrying on fresh instances.
+    /// Gives the input back with the last error when every attempt failed.
+    #[allow(clippy::type_complexity)]
+    fn attempt(
+        &mut self,
+        batch_id: u64,
+        time_ms: u64,
+        input: Records,
+    ) -> Result<(Output, Records), (Records, CallError)> {
         let info = CallInfo {
             pipeline: &self.settings.pipeline,
             stage: &self.settings.name,
@@ -169,9 +325,9 @@ impl Stage {
         let mut input = input;
         let mut last_error = None;
         for attempt in 0..=self.settings.retries {
-            let instance = match self.instance.take() {
+            let instance = match self.current.instance.take() {
                 Some(instance) => Ok(instance),
-                None => self.instantiate(),
+                None => prepare(&self.settings, &self.current.plugin),
             };
             let mut instance = match instance {
                 Ok(instance) => instance,
@@ -185,36 +341,41 @@ impl Stage {
             input = back;
             match outcome {
                 Ok(output) => {
-                    self.instance = Some(instance);
-                    let failed =
-                        self.dead_letter_failures(batch_id, time_ms, &input, &output.failures)?;
-                    return Ok(StageOutput {
-                        records: output.records,
-                        failed,
-                        dead_lettered: false,
-                        busy: started.elapsed(),
-                    });
+                    self.current.instance = Some(instance);
+                    return Ok((output, input));
                 }
                 Err(error) => {
                     self.report(batch_id, attempt, &error);
                     if !error.kills_instance() {
-                        self.instance = Some(instance);
+                        self.current.instance = Some(instance);
                     }
                     last_error = Some(error);
                 }
             }
         }
-        let error = last_error.expect("at least one attempt was made");
+        Err((input, last_error.expect("at least one attempt was made")))
+    }
+
+    /// Every attempt failed: the stage's policy decides.
+    fn give_up(
+        &mut self,
+        batch_id: u64,
+        time_ms: u64,
+        input: Records,
+        error: CallError,
+        started: Instant,
+    ) -> Result<StageOutput, StageError> {
+        let label = self.current.plugin.label();
         match self.settings.on_error {
             OnError::Fail => Err(StageError::Plugin {
                 pipeline: self.settings.pipeline.clone(),
                 stage: self.settings.name.clone(),
-                plugin: self.plugin.label(),
+                plugin: label,
                 batch: batch_id,
                 error,
             }),
             OnError::DeadLetter => {
-                let reason = format!("plugin {} {error}", self.plugin.label());
+                let reason = format!("plugin {label} {error}");
                 let all: Vec<(usize, &str)> =
                     (0..input.len()).map(|i| (i, reason.as_str())).collect();
                 self.write_dead_letters(batch_id, time_ms, &input, &all)?;
@@ -236,7 +397,7 @@ impl Stage {
             ""
         };
         tracing::warn!(
-            pipeline = %s.pipeline, stage = %s.name, plugin = %self.tag.plugin, batch = batch_id,
+            pipeline = %s.pipeline, stage = %s.name, plugin = %self.current.tag.plugin, batch = batch_id,
             attempt = attempt + 1,
             "the plugin {error}{retry}"
         );

@@ -259,3 +259,24 @@ pub fn ms(d: Duration) -> String {
         format!("{ms:.2}ms")
     }
 }
+
+/// `HH:MM:SS.mmm` of a Unix time in milliseconds (UTC).
+pub fn clock_time(ms: u64) -> String {
+    let day_ms = ms % 86_400_000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        day_ms / 3_600_000,
+        day_ms / 60_000 % 60,
+        day_ms / 1000 % 60,
+        day_ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clock_time_is_utc_time_of_day() {
+        // 2023-11-14T22:13:20.123Z
+        assert_eq!(super::clock_time(1_700_000_000_123), "22:13:20.123");
+    }
+}

@@ -2,7 +2,7 @@
 //!
 //! It passes every record through unchanged (value, key, headers,
 //! timestamp), except when some input record's value equals `when` (default
-//! `boom`); then, by `mode`:
+//! `boom`; `*` matches every batch); then, by `mode`:
 //!
 //! - `trap`: panics, which traps the instance;
 //! - `loop`: loops forever (the engine's CPU limit must stop it);
@@ -74,7 +74,7 @@ impl Processor for Misbehave {
         }
         let trigger = batch
             .records()
-            .find(|rec| rec.value() == self.when.as_bytes());
+            .find(|rec| self.when == "*" || rec.value() == self.when.as_bytes());
         if let Some(rec) = trigger {
             let index = rec.index();
             match self.mode {

@@ -1,0 +1,191 @@
+//! The local control endpoint: a small HTTP/1.1 API on loopback through
+//! which `sluice deploy`, `sluice rollback` and `sluice status` reach a
+//! running process. It owns the protocol only; preparing versions belongs
+//! to `reload`. It will grow into the multi-tenant control plane; until
+//! then it has no authentication and listens on loopback by default.
+//!
+//! | request | does |
+//! |---|---|
+//! | `GET /status` | every stage's live version, probation, earlier versions, recent events (JSON) |
+//! | `POST /deploy/{pipeline}/{stage}?name=FILE.wasm` with the `.wasm` as body | compiles, checks, `init`s it; live at the next batch (`200`), or why not (`422`); `name` labels the version |
+//! | `POST /rollback/{pipeline}/{stage}` | puts the previous version back at the next batch |
+
+pub mod client;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::reload::Registry;
+use crate::stage::StageStatus;
+
+/// Largest plugin accepted by `deploy`.
+const MAX_BODY: usize = 64 << 20;
+
+/// A pipeline in `GET /status`.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct PipelineStatus {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Its stages, in order.
+    pub stages: Vec<StageStatusOut>,
+}
+
+/// A stage in `GET /status` (the shape of [`StageStatus`]).
+pub type StageStatusOut = serde_json::Value;
+
+/// Serves the control API on `listener` until the process ends.
+pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(stream, registry).await {
+                tracing::debug!("control request failed: {e}");
+            }
+        });
+    }
+}
+
+struct Request {
+    method: String,
+    path: String,
+    body: Vec<u8>,
+}
+
+async fn read_request(stream: &mut TcpStream) -> std::io::Result<Result<Request, (u16, String)>> {
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).await?;
+    let mut parts = line.split_whitespace();
+    let (Some(method), Some(path)) = (parts.next(), parts.next()) else {
+        return Ok(Err((400, "malformed request line".into())));
+    };
+    let (method, path) = (method.to_string(), path.to_string());
+    let mut length = 0usize;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).await? == 0 || header == "\r\n" || header == "\n" {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':')
+            && name.trim().eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap_or(0);
+        }
+    }
+    if length > MAX_BODY {
+        return Ok(Err((
+            413,
+            format!("body of {length} bytes is over the {MAX_BODY}-byte limit"),
+        )));
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).await?;
+    Ok(Ok(Request { method, path, body }))
+}
+
+async fn handle(mut stream: TcpStream, registry: Arc<Registry>) -> std::io::Result<()> {
+    let (status, body) = match read_request(&mut stream).await? {
+        Err(problem) => problem_json(problem),
+        Ok(request) => route(request, registry).await,
+    };
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        409 => "Conflict",
+        413 => "Payload Too Large",
+        422 => "Unprocessable Entity",
+        _ => "Error",
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+fn problem_json((status, message): (u16, String)) -> (u16, String) {
+    (status, serde_json::json!({ "error": message }).to_string())
+}
+
+async fn route(request: Request, registry: Arc<Registry>) -> (u16, String) {
+    let (path, query) = request.path.split_once('?').unwrap_or((&request.path, ""));
+    let name = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("name="))
+        .filter(|n| !n.is_empty() && !n.contains('/'))
+        .map(str::to_string);
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (request.method.as_str(), segments.as_slice()) {
+        ("GET", ["status"]) => (200, status_json(&registry)),
+        ("POST", ["deploy", pipeline, stage]) => {
+            let (pipeline, stage) = (pipeline.to_string(), stage.to_string());
+            // Compiling takes a while: off the async threads.
+            let outcome = tokio::task::spawn_blocking(move || {
+                let Some(entry) = registry.find(&pipeline, &stage) else {
+                    return Err((404, format!("no stage `{stage}` in pipeline `{pipeline}`")));
+                };
+                let origin =
+                    PathBuf::from(name.unwrap_or_else(|| format!("deployed-to-{stage}.wasm")));
+                registry
+                    .deploy(entry, &origin, &request.body, "deploy")
+                    .map_err(|reason| (422, reason))
+            })
+            .await
+            .unwrap_or_else(|e| Err((500, format!("deploy panicked: {e}"))));
+            match outcome {
+                Ok(label) => (
+                    200,
+                    serde_json::json!({ "version": label, "live": "at the next batch" })
+                        .to_string(),
+                ),
+                Err(problem) => problem_json(problem),
+            }
+        }
+        ("POST", ["rollback", pipeline, stage]) => {
+            let Some(entry) = registry.find(pipeline, stage) else {
+                return problem_json((404, format!("no stage `{stage}` in pipeline `{pipeline}`")));
+            };
+            match registry.rollback(entry) {
+                Ok(label) => (
+                    200,
+                    serde_json::json!({ "version": label, "live": "at the next batch" })
+                        .to_string(),
+                ),
+                Err(reason) => problem_json((409, reason)),
+            }
+        }
+        _ => problem_json((
+            404,
+            format!("no such endpoint: {} {}", request.method, request.path),
+        )),
+    }
+}
+
+fn status_json(registry: &Registry) -> String {
+    let mut pipelines: Vec<PipelineStatus> = Vec::new();
+    for entry in registry.stages() {
+        let status: StageStatus = entry.handle.status();
+        let value = serde_json::to_value(&status).unwrap_or_default();
+        match pipelines
+            .iter_mut()
+            .find(|p| p.pipeline == entry.settings.pipeline)
+        {
+            Some(p) => p.stages.push(value),
+            None => pipelines.push(PipelineStatus {
+                pipeline: entry.settings.pipeline.clone(),
+                stages: vec![value],
+            }),
+        }
+    }
+    serde_json::to_string_pretty(&pipelines).unwrap_or_default()
+}
