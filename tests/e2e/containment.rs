@@ -142,3 +142,26 @@ fn with_on_error_fail_the_pipeline_stops_with_a_clear_error() {
     // What came before the failure was written.
     assert_eq!(values(&read_jsonl_dir(&s.path("output"))), ["a", "b"]);
 }
+
+#[test]
+fn a_plugin_that_sleeps_cannot_hold_the_pipeline() {
+    let s = Scratch::new();
+    s.write("p.toml", &misbehaving_pipeline("sleep", "dead-letter"));
+    let started = std::time::Instant::now();
+    let finished = run_three_batches(&s);
+    assert!(finished.status.success(), "{}", finished.stderr);
+    // The feeder takes ~2.4 s; an hour-long sleep must not add to that.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    // Whether the sleep returned at once or the spin after it hit the time
+    // limit, every record is accounted for.
+    let mut all = values(&read_jsonl_dir(&s.path("output")));
+    all.extend(values(&read_jsonl_dir(
+        &s.path("dead-letter/contained/risky"),
+    )));
+    all.sort();
+    assert_eq!(all, ["a", "b", "boom", "c", "d"]);
+}

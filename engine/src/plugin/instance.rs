@@ -4,14 +4,14 @@
 //! both from an output that breaks the batch layout.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, Trap};
-use wasmtime_wasi::{HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::{self, Stage, log::Level, types};
+use super::sandbox::{BatchClock, BatchContext, BatchRng, stage_seed};
 use super::stdio::{LogStream, Stream};
 use super::{EPOCH_TICK, LogTag, Plugin};
 use crate::batch::{Column, Records};
@@ -180,25 +180,13 @@ impl ResourceLimiter for Limiter {
     }
 }
 
-/// The wall clock a plugin sees unless granted the real one: the batch time.
-struct BatchClock(Arc<AtomicU64>);
-
-impl HostWallClock for BatchClock {
-    fn resolution(&self) -> Duration {
-        Duration::from_millis(1)
-    }
-
-    fn now(&self) -> Duration {
-        Duration::from_millis(self.0.load(Ordering::Relaxed))
-    }
-}
-
 /// A live plugin instance.
 pub struct Instance {
     store: Store<InstanceState>,
     stage: Stage,
     limits: Limits,
-    batch_time: Arc<AtomicU64>,
+    batch: Arc<BatchContext>,
+    seed: u64,
 }
 
 impl Instance {
@@ -210,7 +198,9 @@ impl Instance {
         grants: Grants,
         config: &[(String, String)],
     ) -> Result<Self, CallError> {
-        let batch_time = Arc::new(AtomicU64::new(crate::batch::now_ms()));
+        let batch = Arc::new(BatchContext::default());
+        let seed = stage_seed(&tag.pipeline, &tag.stage);
+        batch.enter_batch(seed, u64::MAX, crate::batch::now_ms());
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(LogStream {
             tag: tag.clone(),
@@ -224,13 +214,12 @@ impl Instance {
         .allow_udp(false)
         .allow_ip_name_lookup(false);
         if !grants.clock {
-            wasi.wall_clock(BatchClock(batch_time.clone()));
+            wasi.wall_clock(BatchClock(batch.clone()));
         }
         if !grants.random {
-            let seed = seed_for(&tag);
-            wasi.secure_random(wasmtime_wasi::Deterministic::new(seed.clone()))
-                .insecure_random(wasmtime_wasi::Deterministic::new(seed))
-                .insecure_random_seed(0x5eed_5eed_5eed_5eed);
+            wasi.secure_random(BatchRng::new(batch.clone()))
+                .insecure_random(BatchRng::new(batch.clone()))
+                .insecure_random_seed(u128::from(seed));
         }
         let state = InstanceState {
             wasi: wasi.build(),
@@ -253,7 +242,8 @@ impl Instance {
             store,
             stage,
             limits,
-            batch_time,
+            batch,
+            seed,
         };
         instance
             .store
@@ -277,7 +267,7 @@ impl Instance {
         info: CallInfo<'_>,
         input: Records,
     ) -> (Records, Result<Output, CallError>) {
-        self.batch_time.store(info.time_ms, Ordering::Relaxed);
+        self.batch.enter_batch(self.seed, info.id, info.time_ms);
         self.store
             .set_epoch_deadline(deadline_ticks(self.limits.time));
         let wit_info = types::BatchInfo {
@@ -336,24 +326,6 @@ fn classify(store: &Store<InstanceState>, limits: Limits, error: wasmtime::Error
             .collect::<Vec<_>>()
             .join("\n"),
     )
-}
-
-/// 1 KiB of pseudo-random bytes seeded by the stage's identity (SplitMix64),
-/// so replays of a batch see the same "random" numbers.
-fn seed_for(tag: &LogTag) -> Vec<u8> {
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    for b in tag.pipeline.bytes().chain([0]).chain(tag.stage.bytes()) {
-        state = (state ^ u64::from(b)).wrapping_mul(0x1000_0000_01b3);
-    }
-    let mut bytes = Vec::with_capacity(1024);
-    for _ in 0..128 {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        bytes.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    bytes
 }
 
 fn column_to_wit(c: Column) -> types::Column {

@@ -8,6 +8,7 @@
 mod bindings;
 mod inspect;
 mod instance;
+mod sandbox;
 mod stdio;
 
 use std::collections::HashMap;
@@ -160,6 +161,7 @@ impl PluginHost {
         };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        sandbox::add_no_wait_clock(&mut linker)?;
         Stage::add_to_linker::<_, wasmtime::component::HasSelf<InstanceState>>(&mut linker, |s| s)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let stop = ticker_stop.clone();

@@ -8,7 +8,9 @@
 //! - `loop`: loops forever (the engine's CPU limit must stop it);
 //! - `grow`: allocates 1 MiB chunks, touched, without bound (the memory
 //!   limit must stop it);
-//! - `fail`: returns a `failed` error for the whole batch.
+//! - `fail`: returns a `failed` error for the whole batch;
+//! - `sleep`: sleeps for an hour, then passes the batch through (the
+//!   sandbox's timers fire at once, so the sleep must not hold the engine).
 //!
 //! `mode = "slow"` instead busy-spins `spin` iterations (default 200000) for
 //! every record before passing it through: a slow stage, for backpressure
@@ -31,6 +33,7 @@ enum Mode {
     Fail,
     Slow,
     Probe,
+    Sleep,
 }
 
 struct Misbehave {
@@ -49,9 +52,10 @@ impl Processor for Misbehave {
             "fail" => Mode::Fail,
             "slow" => Mode::Slow,
             "probe" => Mode::Probe,
+            "sleep" => Mode::Sleep,
             other => {
                 return Err(Error::invalid_config(format!(
-                    "`mode`: `{other}` is not one of `trap`, `loop`, `grow`, `fail`, `slow`, `probe`"
+                    "`mode`: `{other}` is not one of `trap`, `loop`, `grow`, `fail`, `slow`, `probe`, `sleep`"
                 )));
             }
         };
@@ -90,6 +94,7 @@ impl Processor for Misbehave {
                         self.when
                     )));
                 }
+                Mode::Sleep => std::thread::sleep(std::time::Duration::from_secs(3600)),
                 Mode::Slow | Mode::Probe => unreachable!("handled above"),
             }
         }
