@@ -199,7 +199,8 @@ fn run(files: Vec<PathBuf>, control: &str, watch_plugins: bool) -> anyhow::Resul
         }
     }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    runtime.spawn(watch_signals(shutdown_tx));
+    let shutdown_tx = Arc::new(shutdown_tx);
+    runtime.spawn(watch_signals(shutdown_tx.clone()));
     let handle = runtime.handle().clone();
     let host = Arc::new(host);
     let registry = Arc::new(Registry::new(
@@ -240,9 +241,18 @@ fn run(files: Vec<PathBuf>, control: &str, watch_plugins: bool) -> anyhow::Resul
         .map(|pipeline| {
             let handle = handle.clone();
             let shutdown = shutdown_rx.clone();
+            let stop_all = shutdown_tx.clone();
             std::thread::Builder::new()
                 .name("sluice-pipeline".into())
-                .spawn(move || pipeline.run(&handle, shutdown))
+                .spawn(move || {
+                    let result = pipeline.run(&handle, shutdown);
+                    if result.is_err() {
+                        // One pipeline failed: the others stop too, gracefully,
+                        // and the process exits 1.
+                        let _ = stop_all.send(true);
+                    }
+                    result
+                })
                 .expect("spawning a pipeline thread")
         })
         .collect();
@@ -270,7 +280,7 @@ fn run(files: Vec<PathBuf>, control: &str, watch_plugins: bool) -> anyhow::Resul
 }
 
 /// First SIGINT/SIGTERM: finish gracefully. Second: exit now.
-async fn watch_signals(shutdown: watch::Sender<bool>) {
+async fn watch_signals(shutdown: Arc<watch::Sender<bool>>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),

@@ -116,6 +116,19 @@ impl Batcher {
                 self.pending = Some(chunk);
                 break;
             }
+            // The caps are hard: a chunk that would push a non-empty batch
+            // past one waits for the next batch. (A single chunk larger than
+            // a cap is never split: it goes alone.)
+            let bytes = records.values.data.len() + records.keys.data.len();
+            let chunk_bytes = chunk.records.values.data.len() + chunk.records.keys.data.len();
+            if !records.is_empty()
+                && (records.len() + chunk.records.len() > self.max_records
+                    || bytes + chunk_bytes > self.max_bytes)
+            {
+                self.pending = Some(chunk);
+                full = true;
+                break;
+            }
             oldest = Some(oldest.map_or(chunk.received, |o| o.min(chunk.received)));
             if let Some(position) = chunk.position {
                 match positions.iter_mut().find(|p| p.source == chunk.source) {
@@ -126,7 +139,7 @@ impl Batcher {
                     }),
                 }
             }
-            records.append(&chunk.records);
+            records.append(chunk.records);
         }
         // A full batch goes at once, and the rest of its interval follows in
         // the next batch (same batch time), so the caps bound memory without
@@ -231,7 +244,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn max_bytes_defers_the_rest() {
         let (tx, rx) = mpsc::channel(8);
-        // Each chunk carries 10 bytes; at most 25 bytes per batch.
+        // Each chunk carries 10 bytes; at most 25 bytes per batch: two chunks.
         let mut batcher = Batcher::new(rx, Duration::from_millis(100), 1000, 25);
         let now = Instant::now();
         for i in 0..5 {
@@ -244,6 +257,6 @@ mod tests {
         while let Cut::Batch(b) = batcher.next().await {
             sizes.push(b.records.len());
         }
-        assert_eq!(sizes, vec![3, 2]);
+        assert_eq!(sizes, vec![2, 2, 1]);
     }
 }

@@ -64,7 +64,14 @@ impl Column {
     /// Checks the offsets against the data: `expected` entries (or none,
     /// when `optional`), non-decreasing, ending at the data's length.
     fn check(&self, name: &str, expected: usize, optional: bool) -> Result<(), String> {
-        if self.offsets.is_empty() || (self.offsets.len() == 1 && expected == 0) {
+        // No entries: no offsets, or the single offset 0 (the WIT allows both).
+        if self.offsets.len() <= 1 && (optional || expected == 0) {
+            if self.offsets.first().is_some_and(|&o| o != 0) {
+                return Err(format!(
+                    "`{name}` has no entries but its one offset is {}",
+                    self.offsets[0]
+                ));
+            }
             if !self.data.is_empty() {
                 return Err(format!(
                     "`{name}` has {} bytes of data but no offsets",
@@ -279,14 +286,15 @@ impl Records {
     }
 
     /// Moves every record of `other` to the end of `self`.
-    pub fn append(&mut self, other: &Records) {
+    pub fn append(&mut self, other: Records) {
         if other.is_empty() {
             return;
         }
         if self.is_empty() {
-            *self = other.clone();
+            *self = other;
             return;
         }
+        let other = &other;
         if other.keys.is_empty()
             && other.header_offsets.is_empty()
             && self.keys.is_empty()
@@ -395,8 +403,8 @@ mod tests {
         let mut b = Records::default();
         b.push_value(b"2", 2);
         b.push(Some(b"k"), b"3", 3, &[]);
-        a.append(&b);
-        a.append(&b);
+        a.append(b.clone());
+        a.append(b);
         a.check().unwrap();
         let values: Vec<_> = a.iter().map(|r| r.value().to_vec()).collect();
         assert_eq!(
@@ -411,6 +419,20 @@ mod tests {
         );
         assert_eq!(a.get(2).key(), Some(&b"k"[..]));
         assert_eq!(a.get(3).key(), None);
+    }
+
+    #[test]
+    fn an_empty_keys_column_may_have_the_single_offset_zero() {
+        let mut r = Records::default();
+        r.push_value(b"a", 1);
+        r.push_value(b"b", 2);
+        r.keys.offsets = vec![0];
+        r.header_names.offsets = vec![0];
+        r.header_values.offsets = vec![0];
+        r.check().unwrap();
+        assert_eq!(r.get(1).key(), None);
+        r.keys.offsets = vec![3];
+        assert!(r.check().is_err());
     }
 
     #[test]

@@ -21,16 +21,23 @@ impl HumanDuration {
             .unwrap_or(text.len());
         let (digits, unit) = text.split_at(split);
         let amount: u64 = digits.parse().map_err(|_| duration_help(text))?;
-        let duration = match unit.trim() {
-            "ms" => Duration::from_millis(amount),
-            "s" => Duration::from_secs(amount),
-            "m" => Duration::from_secs(amount * 60),
-            "h" => Duration::from_secs(amount * 3600),
+        let millis = match unit.trim() {
+            "ms" => Some(amount),
+            "s" => amount.checked_mul(1000),
+            "m" => amount.checked_mul(60_000),
+            "h" => amount.checked_mul(3_600_000),
             _ => return Err(duration_help(text)),
         };
-        Ok(HumanDuration(duration))
+        // Nothing in a pipeline needs more than a week.
+        match millis {
+            Some(ms) if ms <= MAX_MS => Ok(HumanDuration(Duration::from_millis(ms))),
+            _ => Err(format!("invalid duration `{text}`: at most 7 days (168h)")),
+        }
     }
 }
+
+/// Longest duration accepted, in milliseconds: a week.
+const MAX_MS: u64 = 7 * 24 * 3_600_000;
 
 fn duration_help(text: &str) -> String {
     format!(
@@ -164,6 +171,16 @@ mod tests {
         assert!(HumanDuration::parse("2").unwrap_err().contains("`2`"));
         assert!(HumanDuration::parse("fast").is_err());
         assert!(HumanDuration::parse("1.5s").is_err());
+        assert!(
+            HumanDuration::parse("99999999999999999h")
+                .unwrap_err()
+                .contains("at most")
+        );
+        assert!(
+            HumanDuration::parse("200h")
+                .unwrap_err()
+                .contains("at most")
+        );
     }
 
     #[test]

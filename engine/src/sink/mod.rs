@@ -109,5 +109,7 @@ pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result
     file.sync_data()?;
     drop(file);
     std::fs::rename(&tmp, &path)?;
+    // The rename is durable once the folder is.
+    std::fs::File::open(dir)?.sync_all()?;
     Ok(path)
 }

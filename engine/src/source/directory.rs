@@ -174,12 +174,19 @@ impl Source for DirectorySource {
                 }
                 ready.sort();
                 for file in ready {
+                    if emitter.stopping() {
+                        return Ok(());
+                    }
                     candidates.remove(&file);
                     read.insert(file.clone());
                     let path = self.dir.join(&file);
                     match read_file(&path, &emitter).await {
-                        Ok(lines) => {
+                        Ok((lines, true)) => {
                             tracing::info!(source = %name, "read {} ({lines} lines)", file.to_string_lossy())
+                        }
+                        Ok((lines, false)) => {
+                            tracing::warn!(source = %name, "stopped reading {} after {lines} lines", file.to_string_lossy());
+                            return Ok(());
                         }
                         Err(ReadError::Closed) => return Ok(()),
                         Err(ReadError::Io(e)) => {
@@ -282,8 +289,9 @@ enum ReadError {
 }
 
 /// Reads a file in blocks, handing its lines over in chunks, so a large
-/// file never sits in memory whole.
-async fn read_file(path: &Path, emitter: &Emitter) -> Result<u64, ReadError> {
+/// file never sits in memory whole. Returns the lines read and whether the
+/// whole file was read (false when asked to stop part-way).
+async fn read_file(path: &Path, emitter: &Emitter) -> Result<(u64, bool), ReadError> {
     let mut file = std::fs::File::open(path).map_err(ReadError::Io)?;
     let name = path
         .file_name()
@@ -311,7 +319,10 @@ async fn read_file(path: &Path, emitter: &Emitter) -> Result<u64, ReadError> {
                 .map_err(|_| ReadError::Closed)?;
         }
         if n == 0 {
-            return Ok(lines);
+            return Ok((lines, true));
+        }
+        if emitter.stopping() && records.is_empty() {
+            return Ok((lines, false));
         }
     }
 }

@@ -42,8 +42,9 @@ pub struct StageConfig {
     /// goes on. Records a plugin rejects one by one are always dead-lettered.
     #[serde(default)]
     pub on_error: OnError,
-    /// How many times a failed batch is retried, each time on a fresh
-    /// instance, before `on_error` applies. Default 1.
+    /// How many times a failed batch is retried before `on_error` applies
+    /// (on a fresh instance when the plugin trapped or ran out of time or
+    /// memory). Default 1.
     #[serde(default = "default_retries")]
     pub retries: u32,
     /// Folder for dead-lettered records, relative to the pipeline file: one
@@ -54,8 +55,9 @@ pub struct StageConfig {
     /// `256MiB`, at most `4GiB`.
     #[serde(default = "default_memory_limit")]
     pub memory_limit: ByteSize,
-    /// Longest one call into the plugin may run before it is stopped (CPU
-    /// time per batch). Default `10s`.
+    /// Longest one call into the plugin may run before it is stopped
+    /// (wall-clock time per batch, enforced by epoch interruption in 5ms
+    /// steps). Default `10s`.
     #[serde(default = "default_time_limit")]
     pub time_limit: HumanDuration,
     /// Capabilities beyond the sandbox: `"clock"` (the real wall clock

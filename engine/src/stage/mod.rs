@@ -391,10 +391,10 @@ impl Stage {
 
     fn report(&self, batch_id: u64, attempt: u32, error: &CallError) {
         let s = &self.settings;
-        let retry = if attempt < s.retries {
-            "; retrying on a fresh instance"
-        } else {
-            ""
+        let retry = match (attempt < s.retries, error.kills_instance()) {
+            (false, _) => "",
+            (true, true) => "; retrying on a fresh instance",
+            (true, false) => "; retrying",
         };
         tracing::warn!(
             pipeline = %s.pipeline, stage = %s.name, plugin = %self.current.tag.plugin, batch = batch_id,
