@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use sluice::config::PipelineFile;
 use sluice::control::{client, serve};
-use sluice::pipeline::{Pipeline, build_stages};
+use sluice::pipeline::{Pipeline, build_sources, build_stages};
 use sluice::plugin::{PluginHost, WORLD, inspect};
 use sluice::reload::{Registry, watch_files};
 
@@ -193,7 +193,8 @@ fn run(files: Vec<PathBuf>, control: &str, watch_plugins: bool) -> anyhow::Resul
         match built {
             Ok(p) => pipelines.push(p),
             Err(err) => {
-                eprintln!("error: {err:#}");
+                // The engine's errors already include their causes.
+                eprintln!("error: {err}");
                 return Ok(ExitCode::from(2));
             }
         }
@@ -314,19 +315,7 @@ fn check(files: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
             .map_err(anyhow::Error::from)
             .and_then(|file| {
                 build_stages(&file, &host).map_err(anyhow::Error::from)?;
-                for source in &file.config.sources {
-                    if let sluice::source::SourceConfig::Directory(d) = source.get_ref() {
-                        let dir = file.resolve(&d.path);
-                        if !dir.is_dir() {
-                            return Err(file
-                                .error_at(
-                                    source.span(),
-                                    format!("source folder {} does not exist", dir.display()),
-                                )
-                                .into());
-                        }
-                    }
-                }
+                build_sources(&file).map_err(anyhow::Error::from)?;
                 Ok(file)
             });
         match result {
@@ -343,7 +332,7 @@ fn check(files: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
                 );
             }
             Err(err) => {
-                eprintln!("error: {err:#}");
+                eprintln!("error: {err}");
                 ok = false;
             }
         }

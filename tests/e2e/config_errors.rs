@@ -1,7 +1,8 @@
 //! Malformed pipeline files, data-driven: each `tests/ui/invalid/NAME.toml`
-//! must make `sluice check` (and `sluice run`) fail with every line of
-//! `NAME.err` in its message. `${PLUGINS}` in a file stands for the folder
-//! of built plugins.
+//! must make `sluice check` fail with every line of `NAME.err` in its
+//! message (which starts `NAME.toml:LINE:COLUMN:`), and `sluice run` refuse
+//! it with exit code 2. `${PLUGINS}` in a file stands for the folder of
+//! built plugins.
 
 use std::time::Duration;
 
@@ -40,10 +41,26 @@ fn every_invalid_pipeline_fails_with_its_expected_message() {
             failures.push(format!("{file_name}: `sluice check` succeeded"));
             continue;
         }
+        if !stderr.starts_with(&format!("error: {file_name}:")) {
+            failures.push(format!(
+                "{file_name}: the message does not start with the file's name:\n{stderr}"
+            ));
+        }
         for line in expected.lines().filter(|l| !l.is_empty()) {
             if !stderr.contains(line) {
                 failures.push(format!("{file_name}: expected `{line}` in:\n{stderr}"));
             }
+        }
+        let run = s
+            .sluice(&["run", &file_name])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        if run.status.code() != Some(2) {
+            failures.push(format!(
+                "{file_name}: `sluice run` exited {:?}, not 2",
+                run.status.code()
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));

@@ -165,6 +165,11 @@ impl PipelineFile {
         }
     }
 
+    /// The 1-based line and column where `span` starts in this file.
+    pub fn line_column(&self, span: std::ops::Range<usize>) -> (usize, usize) {
+        line_column(&self.text, span)
+    }
+
     /// An error located at `span` of this file.
     pub fn error_at(
         &self,
@@ -176,17 +181,7 @@ impl PipelineFile {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let c = &self.config;
-        let name = c.name.get_ref();
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
-        {
-            return Err(self.error_at(
-                c.name.span(),
-                format!("invalid `name` `{name}`: use letters, digits, `-`, `_` and `.` only"),
-            ));
-        }
+        check_name("`name`", c.name.get_ref()).map_err(|m| self.error_at(c.name.span(), m))?;
         let interval = c.batch_interval.get_ref().0;
         if interval.is_zero() {
             return Err(self.error_at(
@@ -234,8 +229,11 @@ impl PipelineFile {
         let mut seen = std::collections::HashSet::new();
         for stage in &c.stages {
             let s = stage.get_ref();
-            s.validate(interval)
-                .map_err(|message| self.error_at(stage.span(), message))?;
+            s.validate().map_err(|(span, message)| {
+                // Defaults carry no span: point at the stage then.
+                let span = if span.is_empty() { stage.span() } else { span };
+                self.error_at(span, message)
+            })?;
             if !seen.insert(s.name.get_ref().as_str()) {
                 return Err(self.error_at(
                     s.name.span(),
@@ -255,12 +253,33 @@ impl PipelineFile {
     }
 }
 
-/// Turns a byte span into a 1-based line and column.
-fn locate(path: &Path, text: &str, span: std::ops::Range<usize>, message: String) -> ConfigError {
+/// Checks a name used in logs and file names: letters, digits, `-`, `_`
+/// and `.`; `what` names the key in the message.
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+    {
+        return Err(format!(
+            "invalid {what} `{name}`: use letters, digits, `-`, `_` and `.` only"
+        ));
+    }
+    Ok(())
+}
+
+/// The 1-based line and column where `span` starts in `text`.
+fn line_column(text: &str, span: std::ops::Range<usize>) -> (usize, usize) {
     let at = span.start.min(text.len());
     let before = &text[..at];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// An error at `span` of `text`, which came from `path`.
+fn locate(path: &Path, text: &str, span: std::ops::Range<usize>, message: String) -> ConfigError {
+    let (line, column) = line_column(text, span);
     ConfigError::Invalid {
         path: path.to_path_buf(),
         line,

@@ -41,20 +41,16 @@ pub enum BuildError {
         source: LoadError,
     },
     /// A plugin's `init` failed.
-    #[error("{}: {error}", file.display())]
+    #[error("{}:{line}:{column}: {error}", file.display())]
     Init {
         /// Why.
         error: InitError,
         /// The pipeline file.
         file: PathBuf,
-    },
-    /// A source could not be set up.
-    #[error("{}: {error}", file.display())]
-    Source {
-        /// Why.
-        error: SourceError,
-        /// The pipeline file.
-        file: PathBuf,
+        /// Line of the stage's table.
+        line: usize,
+        /// Column of the stage's table.
+        column: usize,
     },
     /// A sink could not be set up.
     #[error("{}: {error}", file.display())]
@@ -112,11 +108,7 @@ pub fn build_stages(file: &PipelineFile, host: &PluginHost) -> Result<Vec<Stage>
         let name = s.name.get_ref().clone();
         let path = file.resolve(s.plugin.get_ref());
         let plugin = host.load(&path).map_err(|source| {
-            let at = file.error_at(s.plugin.span(), "");
-            let (line, column) = match at {
-                ConfigError::Invalid { line, column, .. } => (line, column),
-                ConfigError::Read { .. } => (0, 0),
-            };
+            let (line, column) = file.line_column(s.plugin.span());
             BuildError::Plugin {
                 file: file.path.clone(),
                 line,
@@ -146,25 +138,42 @@ pub fn build_stages(file: &PipelineFile, host: &PluginHost) -> Result<Vec<Stage>
                 .map(|(k, v)| (k.clone(), v.0.clone()))
                 .collect(),
             limits: crate::plugin::Limits {
-                memory: s.memory_limit.0,
-                time: s.time_limit.0,
+                memory: s.memory_limit.get_ref().0,
+                time: s.time_limit.get_ref().0,
             },
             grants: Grants {
                 clock: s.grants.contains(&Grant::Clock),
                 random: s.grants.contains(&Grant::Random),
             },
             on_error: s.on_error,
-            retries: s.retries,
+            retries: *s.retries.get_ref(),
             dead_letter: DeadLetter { dir: dead_letter },
         };
-        stages.push(
-            Stage::new(settings, plugin).map_err(|error| BuildError::Init {
+        stages.push(Stage::new(settings, plugin).map_err(|error| {
+            let (line, column) = file.line_column(stage.span());
+            BuildError::Init {
                 error,
                 file: file.path.clone(),
-            })?,
-        );
+                line,
+                column,
+            }
+        })?);
     }
     Ok(stages)
+}
+
+/// Sources built from a pipeline file (no side effects: they start reading
+/// only when run). Errors point at the source's table.
+pub fn build_sources(file: &PipelineFile) -> Result<Vec<Box<dyn Source>>, BuildError> {
+    file.config
+        .sources
+        .iter()
+        .map(|s| {
+            s.get_ref()
+                .build(file)
+                .map_err(|error| BuildError::Config(file.error_at(s.span(), error.to_string())))
+        })
+        .collect()
 }
 
 /// A pipeline ready to run.
@@ -186,15 +195,7 @@ impl Pipeline {
     pub fn build(file: &PipelineFile, host: &PluginHost) -> Result<Self, BuildError> {
         let config = &file.config;
         let stages = build_stages(file, host)?;
-        let sources = config
-            .sources
-            .iter()
-            .map(|s| s.get_ref().build(file))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| BuildError::Source {
-                error,
-                file: file.path.clone(),
-            })?;
+        let sources = build_sources(file)?;
         let sinks = config
             .sinks
             .iter()

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -46,7 +47,7 @@ pub struct StageConfig {
     /// (on a fresh instance when the plugin trapped or ran out of time or
     /// memory). Default 1.
     #[serde(default = "default_retries")]
-    pub retries: u32,
+    pub retries: Spanned<u32>,
     /// Folder for dead-lettered records, relative to the pipeline file: one
     /// JSON-lines file per batch, each record with the error. Default
     /// `dead-letter/<pipeline>/<stage>`.
@@ -54,12 +55,12 @@ pub struct StageConfig {
     /// Largest size of each of the instance's linear memories. Default
     /// `256MiB`, at most `4GiB`.
     #[serde(default = "default_memory_limit")]
-    pub memory_limit: ByteSize,
+    pub memory_limit: Spanned<ByteSize>,
     /// Longest one call into the plugin may run before it is stopped
     /// (wall-clock time per batch, enforced by epoch interruption in 5ms
     /// steps). Default `10s`.
     #[serde(default = "default_time_limit")]
-    pub time_limit: HumanDuration,
+    pub time_limit: Spanned<HumanDuration>,
     /// Capabilities beyond the sandbox: `"clock"` (the real wall clock
     /// instead of the batch time) and `"random"` (real randomness instead of
     /// a deterministic sequence). Default none.
@@ -88,16 +89,16 @@ pub enum Grant {
     Random,
 }
 
-fn default_retries() -> u32 {
-    1
+fn default_retries() -> Spanned<u32> {
+    Spanned::new(0..0, 1)
 }
 
-fn default_memory_limit() -> ByteSize {
-    ByteSize(256 << 20)
+fn default_memory_limit() -> Spanned<ByteSize> {
+    Spanned::new(0..0, ByteSize(256 << 20))
 }
 
-fn default_time_limit() -> HumanDuration {
-    HumanDuration(Duration::from_secs(10))
+fn default_time_limit() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration(Duration::from_secs(10)))
 }
 
 /// A `config` value, as the text the plugin receives.
@@ -133,34 +134,33 @@ impl<'de> Deserialize<'de> for ConfigText {
 }
 
 impl StageConfig {
-    /// Checks what serde cannot.
-    pub fn validate(&self, _batch_interval: Duration) -> Result<(), String> {
+    /// Checks what serde cannot; the error comes with the span of the
+    /// offending value.
+    pub fn validate(&self) -> Result<(), (Range<usize>, String)> {
         let name = self.name.get_ref();
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            return Err(format!(
-                "invalid stage `name` `{name}`: use letters, digits, `-`, `_` and `.` only"
+        crate::config::check_name("stage `name`", name).map_err(|m| (self.name.span(), m))?;
+        let memory = self.memory_limit.get_ref();
+        if !(1 << 20..=4 << 30).contains(&memory.0) {
+            return Err((
+                self.memory_limit.span(),
+                format!(
+                    "invalid `memory_limit` `{memory}` in stage `{name}`: must be between 1MiB and 4GiB"
+                ),
             ));
         }
-        let memory = self.memory_limit.0;
-        if !(1 << 20..=4 << 30).contains(&memory) {
-            return Err(format!(
-                "invalid `memory_limit` `{}` in stage `{name}`: must be between 1MiB and 4GiB",
-                self.memory_limit
+        if self.time_limit.get_ref().0.is_zero() {
+            return Err((
+                self.time_limit.span(),
+                format!("invalid `time_limit` `0ms` in stage `{name}`: must be at least 1ms"),
             ));
         }
-        if self.time_limit.0.is_zero() {
-            return Err(format!(
-                "invalid `time_limit` `0ms` in stage `{name}`: must be at least 1ms"
-            ));
-        }
-        if self.retries > 100 {
-            return Err(format!(
-                "invalid `retries` `{}` in stage `{name}`: at most 100",
-                self.retries
+        if *self.retries.get_ref() > 100 {
+            return Err((
+                self.retries.span(),
+                format!(
+                    "invalid `retries` `{}` in stage `{name}`: at most 100",
+                    self.retries.get_ref()
+                ),
             ));
         }
         Ok(())
