@@ -167,3 +167,31 @@ fn a_plugin_that_sleeps_cannot_hold_the_pipeline() {
     all.sort();
     assert_eq!(all, ["a", "b", "boom", "c", "d"]);
 }
+
+#[test]
+fn a_plugin_cannot_flood_the_engine_log() {
+    let s = Scratch::new();
+    s.write("p.toml", &misbehaving_pipeline("chatty", "fail"));
+    let finished = run_three_batches(&s);
+    assert!(finished.status.success(), "{}", finished.stderr);
+    assert_eq!(
+        values(&read_jsonl_dir(&s.path("output"))),
+        ["a", "b", "boom", "c", "d"]
+    );
+    let chatty = finished
+        .stderr
+        .lines()
+        .filter(|l| l.contains("chatty"))
+        .count();
+    assert!(
+        chatty <= 1000,
+        "{chatty} lines from the plugin reached the log"
+    );
+    assert!(
+        finished
+            .stderr
+            .contains("199000 log lines from the plugin dropped"),
+        "{}",
+        finished.stderr
+    );
+}

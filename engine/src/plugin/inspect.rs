@@ -3,8 +3,6 @@
 
 use std::path::Path;
 
-use wasmtime::component::Component;
-
 use super::{LoadError, PluginHost, check_header, content_hash};
 
 /// What a component declares.
@@ -29,10 +27,7 @@ pub fn inspect(host: &PluginHost, path: &Path) -> Result<Inspection, LoadError> 
         source,
     })?;
     check_header(path, &bytes)?;
-    let component = Component::new(host.engine(), &bytes).map_err(|e| LoadError::Compile {
-        path: path.to_path_buf(),
-        message: format!("{e:#}"),
-    })?;
+    let component = host.compile(path, &bytes)?;
     let ty = component.component_type();
     let imports = ty
         .imports(host.engine())
@@ -42,13 +37,14 @@ pub fn inspect(host: &PluginHost, path: &Path) -> Result<Inspection, LoadError> 
         .exports(host.engine())
         .map(|(n, _)| n.to_string())
         .collect();
+    let hash = content_hash(&bytes);
     let verdict = host
-        .link(path, &bytes, component)
+        .link(path, hash.clone(), bytes.len(), component)
         .map(|_| ())
         .map_err(|e| e.to_string());
     Ok(Inspection {
         size: bytes.len() as u64,
-        hash: content_hash(&bytes),
+        hash,
         imports,
         exports,
         verdict,

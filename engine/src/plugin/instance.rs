@@ -12,7 +12,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::{self, Stage, log::Level, types};
 use super::sandbox::{BatchClock, BatchContext, BatchRng, stage_seed};
-use super::stdio::{LogStream, Stream};
+use super::stdio::{LINES_PER_CALL, LogBudget, LogStream, Stream};
 use super::{EPOCH_TICK, LogTag, Plugin};
 use crate::batch::{Column, Records};
 
@@ -100,6 +100,7 @@ pub struct InstanceState {
     table: ResourceTable,
     limiter: Limiter,
     tag: Arc<LogTag>,
+    budget: Arc<LogBudget>,
 }
 
 impl WasiView for InstanceState {
@@ -115,6 +116,9 @@ impl types::Host for InstanceState {}
 
 impl bindings::log::Host for InstanceState {
     fn log(&mut self, level: Level, message: String) {
+        if !self.budget.take() {
+            return;
+        }
         const MAX: usize = 4096;
         let message = if message.len() > MAX {
             let mut end = MAX;
@@ -201,18 +205,19 @@ impl Instance {
         let batch = Arc::new(BatchContext::default());
         let seed = stage_seed(&tag.pipeline, &tag.stage);
         batch.enter_batch(seed, u64::MAX, crate::batch::now_ms());
+        let budget = Arc::new(LogBudget::default());
+        budget.reset();
+        let stream = |stream| LogStream {
+            tag: tag.clone(),
+            stream,
+            budget: budget.clone(),
+        };
         let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(LogStream {
-            tag: tag.clone(),
-            stream: Stream::Stdout,
-        })
-        .stderr(LogStream {
-            tag: tag.clone(),
-            stream: Stream::Stderr,
-        })
-        .allow_tcp(false)
-        .allow_udp(false)
-        .allow_ip_name_lookup(false);
+        wasi.stdout(stream(Stream::Stdout))
+            .stderr(stream(Stream::Stderr))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
         if !grants.clock {
             wasi.wall_clock(BatchClock(batch.clone()));
         }
@@ -229,6 +234,7 @@ impl Instance {
                 hit: false,
             },
             tag,
+            budget,
         };
         let mut store = Store::new(plugin.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
@@ -268,6 +274,7 @@ impl Instance {
         input: Records,
     ) -> (Records, Result<Output, CallError>) {
         self.batch.enter_batch(self.seed, info.id, info.time_ms);
+        self.store.data().budget.reset();
         self.store
             .set_epoch_deadline(deadline_ticks(self.limits.time));
         let wit_info = types::BatchInfo {
@@ -284,6 +291,14 @@ impl Instance {
             &wit_input,
         );
         let input = from_wit(wit_input);
+        let dropped = self.store.data().budget.reset();
+        if dropped > 0 {
+            let t = &self.store.data().tag;
+            tracing::warn!(
+                pipeline = %t.pipeline, stage = %t.stage, plugin = %t.plugin, batch = info.id,
+                "{dropped} log lines from the plugin dropped (at most {LINES_PER_CALL} per batch)"
+            );
+        }
         let outcome = match result {
             Ok(Ok(output)) => {
                 let records = from_wit(output.batch);

@@ -195,7 +195,9 @@ impl PluginHost {
         if let Some(plugin) = self.loaded.lock().unwrap().get(&key) {
             return Ok(plugin.clone());
         }
-        let plugin = self.load_bytes(path, &bytes)?;
+        check_header(path, &bytes)?;
+        let component = self.compile(path, &bytes)?;
+        let plugin = self.link(path, key.1.clone(), bytes.len(), component)?;
         self.loaded.lock().unwrap().insert(key, plugin.clone());
         Ok(plugin)
     }
@@ -203,18 +205,24 @@ impl PluginHost {
     /// Compiles and links plugin bytes that came from `path`.
     pub fn load_bytes(&self, path: &Path, bytes: &[u8]) -> Result<Arc<Plugin>, LoadError> {
         check_header(path, bytes)?;
-        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile {
+        let component = self.compile(path, bytes)?;
+        self.link(path, content_hash(bytes), bytes.len(), component)
+    }
+
+    /// Compiles a component (slow: Cranelift).
+    pub(crate) fn compile(&self, path: &Path, bytes: &[u8]) -> Result<Component, LoadError> {
+        Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile {
             path: path.to_path_buf(),
             message: format!("{e:#}"),
-        })?;
-        self.link(path, bytes, component)
+        })
     }
 
     /// Links a compiled component and checks it implements the world.
-    fn link(
+    pub(crate) fn link(
         &self,
         path: &Path,
-        bytes: &[u8],
+        hash: String,
+        size: usize,
         component: Component,
     ) -> Result<Arc<Plugin>, LoadError> {
         let path_buf = path.to_path_buf();
@@ -232,8 +240,8 @@ impl PluginHost {
         })?;
         Ok(Arc::new(Plugin {
             path: path_buf,
-            hash: content_hash(bytes),
-            size: bytes.len() as u64,
+            hash,
+            size: size as u64,
             pre,
         }))
     }

@@ -1,11 +1,13 @@
 //! A plugin's stdout and stderr, turned into lines of the engine's log
 //! tagged with pipeline, stage and plugin, instead of the engine's own
-//! terminal. Long lines are cut; a plugin cannot flood the log faster than
-//! it can run.
+//! terminal. Long lines are cut, and a [`LogBudget`] caps how many lines one
+//! call may write (the rest are counted and reported in one line), so a
+//! plugin cannot flood the engine's log.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -17,6 +19,36 @@ use super::LogTag;
 
 /// Longest line kept; the rest of a longer line is dropped with a marker.
 const MAX_LINE: usize = 4096;
+
+/// Lines a plugin may log per call (stdout, stderr and `log` together).
+pub const LINES_PER_CALL: u32 = 1000;
+
+/// How many more lines the current call may log, and how many it dropped.
+#[derive(Debug, Default)]
+pub struct LogBudget {
+    left: AtomicU32,
+    dropped: AtomicU32,
+}
+
+impl LogBudget {
+    /// A budget for a new call; returns how many lines the last call dropped.
+    pub fn reset(&self) -> u32 {
+        self.left.store(LINES_PER_CALL, Ordering::Relaxed);
+        self.dropped.swap(0, Ordering::Relaxed)
+    }
+
+    /// Takes one line from the budget; false when it is spent.
+    pub fn take(&self) -> bool {
+        let ok = self
+            .left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        if !ok {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+}
 
 /// Which of the guest's output streams.
 #[derive(Debug, Clone, Copy)]
@@ -30,6 +62,7 @@ pub enum Stream {
 pub struct LogStream {
     pub tag: Arc<LogTag>,
     pub stream: Stream,
+    pub budget: Arc<LogBudget>,
 }
 
 impl IsTerminal for LogStream {
@@ -81,6 +114,11 @@ impl LineWriter {
     }
 
     fn emit(&mut self) {
+        if !self.target.budget.take() {
+            self.line.clear();
+            self.truncated = false;
+            return;
+        }
         let text = String::from_utf8_lossy(&self.line);
         let text = text.trim_end_matches('\r');
         let cut = if self.truncated { " […]" } else { "" };

@@ -19,7 +19,7 @@ impl LineSplitter {
     /// Adds every complete line in `bytes` to `out`.
     pub fn feed(&mut self, mut bytes: &[u8], out: &mut Records) {
         let ts = now_ms();
-        while let Some(newline) = memchr(bytes) {
+        while let Some(newline) = memchr::memchr(b'\n', bytes) {
             let line = &bytes[..newline];
             if self.partial.is_empty() {
                 push_line(out, line, ts);
@@ -57,10 +57,6 @@ impl LineSplitter {
 fn push_line(out: &mut Records, line: &[u8], ts: u64) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     out.push_value(line, ts);
-}
-
-fn memchr(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == b'\n')
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! - `grow`: allocates 1 MiB chunks, touched, without bound (the memory
 //!   limit must stop it);
 //! - `fail`: returns a `failed` error for the whole batch;
+//! - `chatty`: prints 100,000 lines to stdout and logs 100,000 more;
 //! - `sleep`: sleeps for an hour, then passes the batch through (the
 //!   sandbox's timers fire at once, so the sleep must not hold the engine).
 //!
@@ -34,6 +35,7 @@ enum Mode {
     Slow,
     Probe,
     Sleep,
+    Chatty,
 }
 
 struct Misbehave {
@@ -53,9 +55,10 @@ impl Processor for Misbehave {
             "slow" => Mode::Slow,
             "probe" => Mode::Probe,
             "sleep" => Mode::Sleep,
+            "chatty" => Mode::Chatty,
             other => {
                 return Err(Error::invalid_config(format!(
-                    "`mode`: `{other}` is not one of `trap`, `loop`, `grow`, `fail`, `slow`, `probe`, `sleep`"
+                    "`mode`: `{other}` is not one of `trap`, `loop`, `grow`, `fail`, `slow`, `probe`, `sleep`, `chatty`"
                 )));
             }
         };
@@ -95,6 +98,12 @@ impl Processor for Misbehave {
                     )));
                 }
                 Mode::Sleep => std::thread::sleep(std::time::Duration::from_secs(3600)),
+                Mode::Chatty => {
+                    for i in 0..100_000 {
+                        println!("chatty line {i}");
+                        sluice_sdk::log::info(&format!("chatty log {i}"));
+                    }
+                }
                 Mode::Slow | Mode::Probe => unreachable!("handled above"),
             }
         }
