@@ -14,9 +14,9 @@
 //! 10,000 lines. Run: `cargo bench -p sluice --bench boundary`. The guests
 //! are built first (`plugins/Cargo.toml`, wasm32-wasip2).
 
+mod support;
+
 use std::hint::black_box;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,26 +36,6 @@ mod layouts {
     });
 }
 use layouts::exports::bench::layouts::split::{Columns, Row};
-
-/// Builds the guest workspace and returns the folder of `.wasm` files.
-fn guests() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "--target",
-            "wasm32-wasip2",
-            "--workspace",
-            "--manifest-path",
-        ])
-        .arg(root.join("plugins/Cargo.toml"))
-        .status()
-        .expect("running cargo for the guests");
-    assert!(status.success(), "building the guest plugins failed");
-    root.join("plugins/target/wasm32-wasip2/release")
-}
 
 struct Host {
     wasi: WasiCtx,
@@ -122,7 +102,7 @@ fn native_split(input: &Records) -> Records {
 }
 
 fn boundary(c: &mut Criterion) {
-    let dir = guests();
+    let dir = support::guests();
     let mut config = Config::new();
     config.concurrency_support(false);
     let engine = Engine::new(&config).unwrap();

@@ -9,34 +9,16 @@
 //! to change the 2,000,000 lines, `SLUICE_BENCH_INTERVAL` for the batch
 //! interval, default `100ms`).
 
+mod support;
+
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use sluice::source::LineMaker;
 
 const WORDS_PER_LINE: u32 = 10;
-
-fn guests() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "--target",
-            "wasm32-wasip2",
-            "--workspace",
-            "--manifest-path",
-        ])
-        .arg(root.join("plugins/Cargo.toml"))
-        .status()
-        .expect("running cargo for the guests");
-    assert!(status.success(), "building the guest plugins failed");
-    root.join("plugins/target/wasm32-wasip2/release")
-}
 
 /// The same work in plain Rust: generate, split, count per batch.
 fn native(lines: u64, batch: u64) -> f64 {
@@ -76,7 +58,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2_000_000);
     let interval = std::env::var("SLUICE_BENCH_INTERVAL").unwrap_or_else(|_| "100ms".into());
-    let dir = guests();
+    let dir = support::guests();
     let scratch = std::env::temp_dir().join(format!("sluice-throughput-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).unwrap();
     let pipeline = scratch.join("wordcount.toml");

@@ -58,4 +58,18 @@ path = "output"
     }
     let records = read_jsonl_dir(&output);
     assert!(records.iter().all(|r| r["value"].is_string()));
+    // Nothing read was dropped on the way out: every line the engine
+    // received (10 words each) is in the output, as words.
+    let finished_line = finished
+        .stderr
+        .lines()
+        .find(|l| l.contains("finished:"))
+        .unwrap_or_else(|| panic!("no summary in:\n{}", finished.stderr));
+    let count = |suffix: &str| -> usize {
+        let before = finished_line.split(suffix).next().unwrap();
+        before.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let (lines_in, words_out) = (count(" records in"), count(" out,"));
+    assert_eq!(words_out, lines_in * 10, "{finished_line}");
+    assert_eq!(records.len(), words_out, "{finished_line}");
 }
