@@ -9,11 +9,11 @@ use crate::support::*;
 #[test]
 fn a_slow_stage_slows_the_source_without_loss_or_unbounded_memory() {
     let s = Scratch::new();
-    const LINES: u64 = 100_000;
+    const LINES: u64 = 250_000;
     const WORDS: u64 = 200;
-    // 100k lines of ~1.2 KB: about 120 MB of input, produced far faster
+    // 250k lines of ~1.2 KB: about 300 MB of input, produced far faster
     // than the slow stage takes it. Unbounded buffering would hold most of
-    // it in memory.
+    // it in memory; the bound below is a third of that.
     s.write(
         "p.toml",
         &format!(
@@ -32,7 +32,7 @@ words_per_line = {WORDS}
 [[stages]]
 name = "slow"
 plugin = '{}'
-config = {{ mode = "slow", spin = "20000" }}
+config = {{ mode = "slow", spin = "8000" }}
 
 [[stages]]
 name = "split"

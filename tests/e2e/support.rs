@@ -8,15 +8,43 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// The `sluice` binary under test.
+/// The `sluice` binary under test. Refuses a binary older than the engine's
+/// sources, so the tests never pass against stale code.
 pub fn sluice_bin() -> PathBuf {
     let bin = PathBuf::from(env!("SLUICE_BIN"));
+    let built = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} is missing: build it first with `cargo build --release --bin sluice`",
+                bin.display()
+            )
+        });
+    let newest = newest_change(&root().join("engine/src"));
     assert!(
-        bin.exists(),
-        "{} is missing: build it first with `cargo build --release --bin sluice`",
+        newest <= built,
+        "{} is older than engine/src: rebuild it with `cargo build --release --bin sluice` \
+         (tests/run.sh does)",
         bin.display()
     );
     bin
+}
+
+fn newest_change(dir: &Path) -> std::time::SystemTime {
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        let changed = if path.is_dir() {
+            newest_change(&path)
+        } else {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(newest)
+        };
+        newest = newest.max(changed);
+    }
+    newest
 }
 
 /// A guest plugin built by the build step, by crate name (`word_split`).
