@@ -13,7 +13,9 @@ fn a_slow_stage_slows_the_source_without_loss_or_unbounded_memory() {
     const WORDS: u64 = 200;
     // 250k lines of ~1.2 KB: about 300 MB of input, produced far faster
     // than the slow stage takes it. Unbounded buffering would hold most of
-    // it in memory; the bound below is a third of that.
+    // it in memory; the bound below is half of that. (Measured: ~95 MiB for
+    // this input and ~100 MiB for twice as much — the engine, three guests'
+    // memories and the few batches in flight between pipelined stages.)
     s.write(
         "p.toml",
         &format!(
@@ -74,7 +76,7 @@ path = "output"
     assert_eq!(total, LINES * WORDS, "every generated word is counted once");
     assert!(peak > 0, "could not read the process's memory");
     assert!(
-        peak < 100 << 20,
+        peak < 150 << 20,
         "peak RSS {} MiB: memory is not bounded",
         peak >> 20
     );

@@ -171,7 +171,10 @@ fn a_plugin_that_sleeps_cannot_hold_the_pipeline() {
 #[test]
 fn a_plugin_cannot_flood_the_engine_log() {
     let s = Scratch::new();
-    s.write("p.toml", &misbehaving_pipeline("chatty", "fail"));
+    // A generous time limit: this test is about the log, not the clock.
+    let pipeline = misbehaving_pipeline("chatty", "fail")
+        .replace("time_limit = \"300ms\"", "time_limit = \"30s\"");
+    s.write("p.toml", &pipeline);
     let finished = run_three_batches(&s);
     assert!(finished.status.success(), "{}", finished.stderr);
     assert_eq!(
@@ -190,7 +193,7 @@ fn a_plugin_cannot_flood_the_engine_log() {
     assert!(
         finished
             .stderr
-            .contains("199000 log lines from the plugin dropped"),
+            .contains("39000 log lines from the plugin dropped"),
         "{}",
         finished.stderr
     );

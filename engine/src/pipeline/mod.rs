@@ -1,24 +1,22 @@
 //! Building a pipeline from its file (sources, stages with their plugins,
 //! sinks) and running it: the batcher cuts batches, each batch goes through
 //! the stages in order and then to every sink, and the figures are recorded.
-//! Batches of a pipeline are processed one at a time, in order. How each
+//! Batches of a pipeline are processed one at a time per stage, in order;
+//! consecutive stages work on consecutive batches at once (`run`). How each
 //! part works inside belongs to its own module.
+
+mod run;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::runtime::Handle;
-use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
-
-use crate::batch::{Batch, Batcher, Cut};
 use crate::config::{ConfigError, PipelineFile};
 use crate::plugin::{Grants, LoadError, PluginHost};
-use crate::sink::{BatchMeta, Sink, SinkError};
-use crate::source::{Emitter, Source, SourceError};
+use crate::sink::{Sink, SinkError};
+use crate::source::{Source, SourceError};
 use crate::stage::{DeadLetter, Grant, InitError, Stage, StageError, StageSettings};
-use crate::telemetry::{BatchMetrics, PipelineMetrics, Reporter, StageMetrics, Totals};
+use crate::telemetry::{PipelineMetrics, Totals};
 
 /// A pipeline could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -232,169 +230,5 @@ impl Pipeline {
     /// The pipeline's figures, live.
     pub fn metrics(&self) -> Arc<PipelineMetrics> {
         self.metrics.clone()
-    }
-
-    /// Runs until every source has ended (then the last batch is processed
-    /// and the sinks flushed) or `shutdown` turns true (then the sources stop
-    /// reading, and what they had read is processed). Blocks the calling
-    /// thread, which must not be one of `runtime`'s.
-    pub fn run(
-        mut self,
-        runtime: &Handle,
-        shutdown: watch::Receiver<bool>,
-    ) -> Result<RunSummary, RunError> {
-        let (tx, rx) = mpsc::channel(self.queue_capacity);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let stop_tx = Arc::new(stop_tx);
-        let forward = stop_tx.clone();
-        let mut global = shutdown;
-        runtime.spawn(async move {
-            if global.wait_for(|s| *s).await.is_ok() {
-                let _ = forward.send(true);
-            }
-        });
-        let descriptions: Vec<String> = self.sources.iter().map(|s| s.describe()).collect();
-        tracing::info!(
-            pipeline = %self.name,
-            "started: batch interval {}ms, sources [{}], stages [{}], {} sink(s)",
-            self.interval.as_millis(),
-            descriptions.join(", "),
-            self.stages.iter().map(|s| format!("{} ({})", s.name(), s.plugin().label())).collect::<Vec<_>>().join(", "),
-            self.sinks.len(),
-        );
-        let tasks: Vec<_> = std::mem::take(&mut self.sources)
-            .into_iter()
-            .enumerate()
-            .map(|(i, source)| {
-                runtime.spawn(source.run(Emitter::new(i, tx.clone(), stop_rx.clone())))
-            })
-            .collect();
-        drop(tx);
-        let mut batcher = Batcher::new(
-            rx,
-            self.interval,
-            self.max_batch_records,
-            self.max_batch_bytes,
-        );
-        let mut reporter = Reporter::new(&self.name, self.interval);
-        let mut last_id = 0;
-        let outcome = loop {
-            match runtime.block_on(batcher.next()) {
-                Cut::Finished => break Ok(()),
-                Cut::Batch(batch) => {
-                    last_id = batch.id;
-                    match self.process(batch) {
-                        Ok(metrics) => {
-                            self.metrics.record(&metrics);
-                            reporter.batch(&metrics);
-                        }
-                        Err(e) => break Err(e),
-                    }
-                }
-            }
-        };
-        reporter.flush(last_id);
-        // Stop the sources; dropping the batcher unblocks any waiting to send.
-        let _ = stop_tx.send(true);
-        drop(batcher);
-        outcome?;
-        for sink in &mut self.sinks {
-            sink.flush().map_err(|source| RunError::Sink {
-                pipeline: self.name.clone(),
-                batch: last_id,
-                source,
-            })?;
-        }
-        for task in tasks {
-            match runtime.block_on(task) {
-                Ok(Ok(())) => {}
-                Ok(Err(source)) => {
-                    return Err(RunError::Source {
-                        pipeline: self.name.clone(),
-                        source,
-                    });
-                }
-                Err(join) => {
-                    return Err(RunError::Source {
-                        pipeline: self.name.clone(),
-                        source: SourceError {
-                            source_name: "task".into(),
-                            message: format!("panicked: {join}"),
-                        },
-                    });
-                }
-            }
-        }
-        let totals = self.metrics.totals();
-        tracing::info!(
-            pipeline = %self.name,
-            "finished: {} batches ({} with records), {} records in, {} out, {} dead-lettered",
-            totals.batches, totals.busy_batches, totals.records_in, totals.records_out, totals.failed
-        );
-        Ok(RunSummary {
-            pipeline: self.name,
-            totals,
-        })
-    }
-
-    /// Runs one batch through the stages and into the sinks.
-    fn process(&mut self, batch: Batch) -> Result<BatchMetrics, RunError> {
-        let started = Instant::now();
-        let records_in = batch.records.len();
-        let mut stages = Vec::new();
-        let mut records = batch.records;
-        if !records.is_empty() {
-            for stage in &mut self.stages {
-                let count_in = records.len();
-                let out = stage.process(batch.id, batch.time_ms, records)?;
-                stages.push(StageMetrics {
-                    name: stage.name().to_string(),
-                    records_in: count_in,
-                    records_out: out.records.len(),
-                    failed: out.failed,
-                    busy: out.busy,
-                });
-                records = out.records;
-                if records.is_empty() {
-                    break;
-                }
-            }
-            if !records.is_empty() {
-                let meta = BatchMeta {
-                    pipeline: &self.name,
-                    id: batch.id,
-                    time_ms: batch.time_ms,
-                };
-                for sink in &mut self.sinks {
-                    sink.write(meta, &records)
-                        .map_err(|source| RunError::Sink {
-                            pipeline: self.name.clone(),
-                            batch: batch.id,
-                            source,
-                        })?;
-                }
-            }
-            // Every sink has the batch: its positions are safe to commit.
-            // (Sources that can replay from a position commit here once
-            // checkpoints land; today positions are only logged.)
-            if !batch.positions.is_empty() {
-                tracing::debug!(pipeline = %self.name, batch = batch.id, "positions: {:?}", batch.positions);
-            }
-        }
-        let finished = Instant::now();
-        let scheduling_delay = started.saturating_duration_since(batch.ready_at);
-        let processing_time = finished.duration_since(started);
-        Ok(BatchMetrics {
-            id: batch.id,
-            time_ms: batch.time_ms,
-            records_in,
-            records_out: records.len(),
-            input_rate: records_in as f64 / self.interval.as_secs_f64(),
-            scheduling_delay,
-            processing_time,
-            total_delay: scheduling_delay + processing_time,
-            latency: batch.oldest_received.map(|r| finished.duration_since(r)),
-            stages,
-        })
     }
 }

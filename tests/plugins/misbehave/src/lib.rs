@@ -9,7 +9,7 @@
 //! - `grow`: allocates 1 MiB chunks, touched, without bound (the memory
 //!   limit must stop it);
 //! - `fail`: returns a `failed` error for the whole batch;
-//! - `chatty`: prints 100,000 lines to stdout and logs 100,000 more;
+//! - `chatty`: prints 20,000 lines to stdout and logs 20,000 more;
 //! - `sleep`: sleeps for an hour, then passes the batch through (the
 //!   sandbox's timers fire at once, so the sleep must not hold the engine).
 //!
@@ -99,7 +99,7 @@ impl Processor for Misbehave {
                 }
                 Mode::Sleep => std::thread::sleep(std::time::Duration::from_secs(3600)),
                 Mode::Chatty => {
-                    for i in 0..100_000 {
+                    for i in 0..20_000 {
                         println!("chatty line {i}");
                         sluice_sdk::log::info(&format!("chatty log {i}"));
                     }

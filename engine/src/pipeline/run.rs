@@ -1,0 +1,241 @@
+//! Running a pipeline: the batcher cuts batches on the calling thread, each
+//! stage runs on its own thread, and a last thread writes to the sinks and
+//! records the figures. Batches flow through bounded channels (one batch
+//! waiting per link), so stage `k` works on batch `n` while stage `k + 1`
+//! works on batch `n - 1`: every batch still goes through the stages in
+//! order, one at a time per stage, and memory stays bounded.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::{Pipeline, RunError, RunSummary};
+use crate::batch::{Batch, Batcher, Cut};
+use crate::sink::{BatchMeta, Sink};
+use crate::source::{Emitter, SourceError};
+use crate::stage::Stage;
+use crate::telemetry::{BatchMetrics, PipelineMetrics, Reporter, StageMetrics};
+
+/// A batch on its way through the stages.
+struct InFlight {
+    batch: Batch,
+    /// When the first stage took it (or the sinks, without stages).
+    started: Option<Instant>,
+    /// Records the batch came in with.
+    records_in: usize,
+    /// Each stage's share so far.
+    stages: Vec<StageMetrics>,
+}
+
+impl Pipeline {
+    /// Runs until every source has ended (then the last batch is processed
+    /// and the sinks flushed) or `shutdown` turns true (then the sources stop
+    /// reading, and what they had read is processed). Blocks the calling
+    /// thread, which must not be one of `runtime`'s.
+    pub fn run(
+        mut self,
+        runtime: &Handle,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<RunSummary, RunError> {
+        let (tx, rx) = mpsc::channel(self.queue_capacity);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stop_tx = Arc::new(stop_tx);
+        let forward = stop_tx.clone();
+        let mut global = shutdown;
+        runtime.spawn(async move {
+            if global.wait_for(|s| *s).await.is_ok() {
+                let _ = forward.send(true);
+            }
+        });
+        let descriptions: Vec<String> = self.sources.iter().map(|s| s.describe()).collect();
+        tracing::info!(
+            pipeline = %self.name,
+            "started: batch interval {}ms, sources [{}], stages [{}], {} sink(s)",
+            self.interval.as_millis(),
+            descriptions.join(", "),
+            self.stages.iter().map(|s| format!("{} ({})", s.name(), s.plugin().label())).collect::<Vec<_>>().join(", "),
+            self.sinks.len(),
+        );
+        let tasks: Vec<_> = std::mem::take(&mut self.sources)
+            .into_iter()
+            .enumerate()
+            .map(|(i, source)| {
+                runtime.spawn(source.run(Emitter::new(i, tx.clone(), stop_rx.clone())))
+            })
+            .collect();
+        drop(tx);
+
+        // The sink thread at the end of the chain, then the stages backwards.
+        let (sink_tx, sink_rx) = sync_channel::<InFlight>(1);
+        let sinks = std::mem::take(&mut self.sinks);
+        let sink_thread = spawn_sinks(&self, sinks, sink_rx);
+        let mut next = sink_tx;
+        let mut stage_threads = Vec::new();
+        for stage in std::mem::take(&mut self.stages).into_iter().rev() {
+            let (tx, rx) = sync_channel::<InFlight>(1);
+            stage_threads.push(spawn_stage(stage, rx, next));
+            next = tx;
+        }
+        stage_threads.reverse();
+
+        let mut batcher = Batcher::new(
+            rx,
+            self.interval,
+            self.max_batch_records,
+            self.max_batch_bytes,
+        );
+        loop {
+            match runtime.block_on(batcher.next()) {
+                Cut::Finished => break,
+                Cut::Batch(batch) => {
+                    let flight = InFlight {
+                        records_in: batch.records.len(),
+                        batch,
+                        started: None,
+                        stages: Vec::new(),
+                    };
+                    // A closed channel means a stage or a sink failed.
+                    if next.send(flight).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        drop(next);
+        // Stop the sources; dropping the batcher unblocks any waiting to send.
+        let _ = stop_tx.send(true);
+        drop(batcher);
+        // The first failure along the chain is the one to report.
+        for thread in stage_threads {
+            thread.join().expect("a stage thread panicked")?;
+        }
+        sink_thread.join().expect("the sink thread panicked")?;
+        for task in tasks {
+            let outcome = runtime.block_on(task).unwrap_or_else(|join| {
+                Err(SourceError {
+                    source_name: "task".into(),
+                    message: format!("panicked: {join}"),
+                })
+            });
+            outcome.map_err(|source| RunError::Source {
+                pipeline: self.name.clone(),
+                source,
+            })?;
+        }
+        let totals = self.metrics.totals();
+        tracing::info!(
+            pipeline = %self.name,
+            "finished: {} batches ({} with records), {} records in, {} out, {} dead-lettered",
+            totals.batches, totals.busy_batches, totals.records_in, totals.records_out, totals.failed
+        );
+        Ok(RunSummary {
+            pipeline: self.name,
+            totals,
+        })
+    }
+}
+
+/// A stage's thread: takes batches in order, processes them, passes them on.
+fn spawn_stage(
+    mut stage: Stage,
+    rx: Receiver<InFlight>,
+    tx: SyncSender<InFlight>,
+) -> JoinHandle<Result<(), RunError>> {
+    std::thread::Builder::new()
+        .name(format!("sluice-stage-{}", stage.name()))
+        .spawn(move || {
+            for mut flight in rx {
+                flight.started.get_or_insert_with(Instant::now);
+                let batch = &mut flight.batch;
+                if !batch.records.is_empty() {
+                    let count_in = batch.records.len();
+                    let records = std::mem::take(&mut batch.records);
+                    let out = stage.process(batch.id, batch.time_ms, records)?;
+                    flight.stages.push(StageMetrics {
+                        name: stage.name().to_string(),
+                        records_in: count_in,
+                        records_out: out.records.len(),
+                        failed: out.failed,
+                        busy: out.busy,
+                    });
+                    flight.batch.records = out.records;
+                }
+                if tx.send(flight).is_err() {
+                    // Further down failed; it reports.
+                    break;
+                }
+            }
+            Ok(())
+        })
+        .expect("spawning a stage thread")
+}
+
+/// The sinks' thread: writes each batch to every sink, records its figures.
+fn spawn_sinks(
+    pipeline: &Pipeline,
+    mut sinks: Vec<Box<dyn Sink>>,
+    rx: Receiver<InFlight>,
+) -> JoinHandle<Result<(), RunError>> {
+    let name = pipeline.name.clone();
+    let interval = pipeline.interval;
+    let metrics: Arc<PipelineMetrics> = pipeline.metrics.clone();
+    std::thread::Builder::new()
+        .name("sluice-sinks".into())
+        .spawn(move || {
+            let mut reporter = Reporter::new(&name, interval);
+            let mut last_id = 0;
+            let sink_error = |batch: u64, source| RunError::Sink {
+                pipeline: name.clone(),
+                batch,
+                source,
+            };
+            for flight in rx {
+                let started = flight.started.unwrap_or_else(Instant::now);
+                let batch = &flight.batch;
+                last_id = batch.id;
+                if !batch.records.is_empty() {
+                    let meta = BatchMeta {
+                        pipeline: &name,
+                        id: batch.id,
+                        time_ms: batch.time_ms,
+                    };
+                    for sink in &mut sinks {
+                        sink.write(meta, &batch.records).map_err(|e| sink_error(batch.id, e))?;
+                    }
+                }
+                // Every sink has the batch: its positions are safe to commit.
+                // (Sources that can replay from a position commit here once
+                // checkpoints land; today positions are only logged.)
+                if !batch.positions.is_empty() && flight.records_in > 0 {
+                    tracing::debug!(pipeline = %name, batch = batch.id, "positions: {:?}", batch.positions);
+                }
+                let finished = Instant::now();
+                let scheduling_delay = started.saturating_duration_since(batch.ready_at);
+                let processing_time = finished.duration_since(started);
+                let figures = BatchMetrics {
+                    id: batch.id,
+                    time_ms: batch.time_ms,
+                    records_in: flight.records_in,
+                    records_out: batch.records.len(),
+                    input_rate: flight.records_in as f64 / interval.as_secs_f64(),
+                    scheduling_delay,
+                    processing_time,
+                    total_delay: scheduling_delay + processing_time,
+                    latency: batch.oldest_received.map(|r| finished.duration_since(r)),
+                    stages: flight.stages,
+                };
+                metrics.record(&figures);
+                reporter.batch(&figures);
+            }
+            reporter.flush(last_id);
+            for sink in &mut sinks {
+                sink.flush().map_err(|e| sink_error(last_id, e))?;
+            }
+            Ok(())
+        })
+        .expect("spawning the sink thread")
+}
