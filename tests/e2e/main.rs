@@ -6,6 +6,7 @@
 mod support;
 
 mod backpressure;
+mod compile_cache;
 mod config_errors;
 mod containment;
 mod example_plugins;

@@ -6,6 +6,7 @@
 //! what happens when one fails, is the business of `stage`.
 
 mod bindings;
+mod cache;
 mod inspect;
 mod instance;
 mod sandbox;
@@ -141,6 +142,8 @@ pub struct PluginHost {
     ticker_stop: Arc<AtomicBool>,
     /// Compiled plugins by file and content hash: each version compiles once.
     loaded: Mutex<HashMap<(PathBuf, String), Arc<Plugin>>>,
+    /// Compiled components on disk, across runs.
+    cache: cache::CompileCache,
 }
 
 impl PluginHost {
@@ -175,11 +178,13 @@ impl PluginHost {
                 }
             })
             .expect("spawning the epoch ticker thread");
+        let cache = cache::CompileCache::new(&engine);
         Ok(PluginHost {
             engine,
             linker,
             ticker_stop,
             loaded: Mutex::new(HashMap::new()),
+            cache,
         })
     }
 
@@ -211,10 +216,12 @@ impl PluginHost {
 
     /// Compiles a component (slow: Cranelift).
     pub(crate) fn compile(&self, path: &Path, bytes: &[u8]) -> Result<Component, LoadError> {
-        Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile {
-            path: path.to_path_buf(),
-            message: format!("{e:#}"),
-        })
+        self.cache
+            .component(&self.engine, bytes)
+            .map_err(|e| LoadError::Compile {
+                path: path.to_path_buf(),
+                message: format!("{e:#}"),
+            })
     }
 
     /// Links a compiled component and checks it implements the world.
