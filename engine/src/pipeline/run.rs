@@ -126,6 +126,9 @@ impl Pipeline {
                 source,
             })?;
         }
+        if let Some(delays) = self.metrics.delay_summary() {
+            tracing::info!(pipeline = %self.name, "{delays}");
+        }
         let totals = self.metrics.totals();
         tracing::info!(
             pipeline = %self.name,

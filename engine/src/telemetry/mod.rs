@@ -10,6 +10,8 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use hdrhistogram::Histogram;
+
 use tokio::time::Instant;
 
 /// How many recent batches are kept.
@@ -75,6 +77,44 @@ pub struct Totals {
 pub struct PipelineMetrics {
     recent: Mutex<VecDeque<BatchMetrics>>,
     totals: Mutex<Totals>,
+    delays: Mutex<Delays>,
+}
+
+/// Distributions of the delays of non-empty batches, in microseconds.
+#[derive(Debug)]
+pub struct Delays {
+    /// Scheduling delay.
+    pub scheduling: Histogram<u64>,
+    /// Total delay (scheduling delay + processing time).
+    pub total: Histogram<u64>,
+    /// From the receipt of a batch's oldest record to the end of processing.
+    pub latency: Histogram<u64>,
+}
+
+impl Default for Delays {
+    fn default() -> Self {
+        // 1 µs to 1 hour, 3 significant digits.
+        let h = || Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
+        Delays {
+            scheduling: h(),
+            total: h(),
+            latency: h(),
+        }
+    }
+}
+
+impl Delays {
+    /// `p50 … p95 … p99 …` of one distribution, in milliseconds.
+    pub fn summary(h: &Histogram<u64>) -> String {
+        let q = |q: f64| ms(Duration::from_micros(h.value_at_quantile(q)));
+        format!(
+            "p50 {} p95 {} p99 {} max {}",
+            q(0.5),
+            q(0.95),
+            q(0.99),
+            q(1.0)
+        )
+    }
 }
 
 impl PipelineMetrics {
@@ -89,12 +129,37 @@ impl PipelineMetrics {
             t.failed += batch.stages.iter().map(|s| s.failed as u64).sum::<u64>();
         }
         if batch.records_in > 0 {
+            {
+                let mut d = self.delays.lock().unwrap();
+                let us = |d: Duration| (d.as_micros() as u64).clamp(1, 3_600_000_000);
+                d.scheduling.saturating_record(us(batch.scheduling_delay));
+                d.total.saturating_record(us(batch.total_delay));
+                if let Some(latency) = batch.latency {
+                    d.latency.saturating_record(us(latency));
+                }
+            }
             let mut recent = self.recent.lock().unwrap();
             if recent.len() == RECENT {
                 recent.pop_front();
             }
             recent.push_back(batch.clone());
         }
+    }
+
+    /// A line describing the delay distributions so far, or `None` before
+    /// the first non-empty batch.
+    pub fn delay_summary(&self) -> Option<String> {
+        let d = self.delays.lock().unwrap();
+        if d.total.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "delays over {} batches: scheduling {}; total {}; latency {}",
+            d.total.len(),
+            Delays::summary(&d.scheduling),
+            Delays::summary(&d.total),
+            Delays::summary(&d.latency)
+        ))
     }
 
     /// Totals so far.
