@@ -52,6 +52,7 @@ fn main() {
         );
     }
     let plugins = root.join("plugins/target/wasm32-wasip2/release");
+    build_python(&root, &plugins);
     println!("cargo:rustc-env=SLUICE_PLUGINS={}", plugins.display());
 
     // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out.
@@ -81,6 +82,47 @@ fn watch(dir: &Path) {
             watch(&path);
         } else {
             println!("cargo:rerun-if-changed={}", path.display());
+        }
+    }
+}
+
+/// Builds the Python plugins with componentize-py (installed by
+/// `tests/run.sh` into `plugins/target/python`, or named by
+/// `SLUICE_COMPONENTIZE_PY`) into the same folder as the Rust ones.
+fn build_python(root: &Path, out: &Path) {
+    println!("cargo:rerun-if-env-changed=SLUICE_COMPONENTIZE_PY");
+    let tool = std::env::var_os("SLUICE_COMPONENTIZE_PY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("plugins/target/python/bin/componentize-py"));
+    if !tool.exists() {
+        panic!(
+            "componentize-py not found at {}: run `bash tests/run.sh` (it installs it), or \
+             `python3 -m venv plugins/target/python && plugins/target/python/bin/pip install componentize-py==0.25.1`",
+            tool.display()
+        );
+    }
+    for (dir, name) in [("plugins/python/word-split", "word_split_py")] {
+        let output = Command::new(&tool)
+            .current_dir(root.join(dir))
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .args([
+                "-d",
+                "../../../wit",
+                "-w",
+                "stage",
+                "componentize",
+                "app",
+                "-o",
+            ])
+            .arg(out.join(format!("{name}.wasm")))
+            .output()
+            .expect("running componentize-py");
+        if !output.status.success() {
+            panic!(
+                "building {dir} with componentize-py failed:\n{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
         }
     }
 }

@@ -19,6 +19,13 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
   rustup target add wasm32-wasip2
 fi
 
+step "toolchain: componentize-py (Python plugins), in plugins/target/python"
+if [ ! -x plugins/target/python/bin/componentize-py ]; then
+  mkdir -p plugins/target
+  python3 -m venv plugins/target/python
+  plugins/target/python/bin/pip install --quiet componentize-py==0.25.1
+fi
+
 step "build: sluice (release)"
 cargo build --release --locked --bin sluice
 
