@@ -101,3 +101,44 @@ fn inspect_describes_a_plugin_and_refuses_the_wrong_world() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("not runnable as a sluice stage"));
 }
+
+#[test]
+fn plugin_test_runs_a_plugin_over_a_file() {
+    let s = Scratch::new();
+    let input = s.path("in.txt");
+    std::fs::write(&input, b"Hello World\nsecond  line\n").unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["plugin", "test"];
+        let wasm = plugin("word_split").display().to_string();
+        let input = input.display().to_string();
+        args.extend([wasm.as_str(), "--input", input.as_str()]);
+        args.extend(extra);
+        s.sluice(&args).output().unwrap()
+    };
+    let out = run(&["--config", "lowercase=true"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello\nworld\nsecond\nline\n"
+    );
+
+    // A record the plugin rejects is reported with its line, exit 1.
+    std::fs::write(&input, b"ok\n\xff\xfe\nfine\n").unwrap();
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\nfine\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("line 2: failed: value is not valid UTF-8"),
+        "{stderr}"
+    );
+
+    // A config the plugin rejects is an error, as in a pipeline.
+    let out = run(&["--config", "lowercase=maybe"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rejected its config"));
+}
