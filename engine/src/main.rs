@@ -420,12 +420,20 @@ fn control_request(
         .with_context(|| format!("cannot reach a running sluice at {control} (is it running, with `--control {control}`?)"))
 }
 
-/// The `error` field of a JSON error body, or the body itself.
-fn error_text(body: &str) -> String {
+/// A string field of a JSON body, or "" when it has none.
+fn json_field(body: &str, field: &str) -> String {
     serde_json::from_str::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| v["error"].as_str().map(str::to_string))
-        .unwrap_or_else(|| body.to_string())
+        .and_then(|v| v[field].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// The `error` field of a JSON error body, or the body itself.
+fn error_text(body: &str) -> String {
+    match json_field(body, "error") {
+        e if e.is_empty() => body.to_string(),
+        e => e,
+    }
 }
 
 fn deploy(
@@ -451,10 +459,7 @@ fn deploy(
         &bytes,
     )?;
     if response.status == 200 {
-        let version = serde_json::from_str::<serde_json::Value>(&response.body)
-            .ok()
-            .and_then(|v| v["version"].as_str().map(str::to_string))
-            .unwrap_or_default();
+        let version = json_field(&response.body, "version");
         println!("deployed {version} to {pipeline}/{stage}: live at the next batch");
         Ok(ExitCode::SUCCESS)
     } else {
@@ -475,10 +480,7 @@ fn rollback(control: &str, pipeline: &str, stage: &str) -> anyhow::Result<ExitCo
         &[],
     )?;
     if response.status == 200 {
-        let version = serde_json::from_str::<serde_json::Value>(&response.body)
-            .ok()
-            .and_then(|v| v["version"].as_str().map(str::to_string))
-            .unwrap_or_default();
+        let version = json_field(&response.body, "version");
         println!("rolling {pipeline}/{stage} back to {version} at the next batch");
         Ok(ExitCode::SUCCESS)
     } else {
