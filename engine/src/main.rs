@@ -8,11 +8,14 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
+use sluice::batch::Records;
 use sluice::config::PipelineFile;
 use sluice::control::{client, serve};
 use sluice::pipeline::{Pipeline, build_sources, build_stages};
 use sluice::plugin::{PluginHost, WORLD, inspect};
 use sluice::reload::{Registry, watch_files};
+use sluice::sink::Format;
+use sluice::source::LineSplitter;
 
 /// Sluice: a stream engine whose processing stages are WebAssembly components.
 ///
@@ -280,13 +283,18 @@ fn run(files: Vec<PathBuf>, control: &str, watch_plugins: bool) -> anyhow::Resul
             std::thread::Builder::new()
                 .name("sluice-pipeline".into())
                 .spawn(move || {
-                    let result = pipeline.run(&handle, shutdown);
-                    if result.is_err() {
-                        // One pipeline failed: the others stop too, gracefully,
-                        // and the process exits 1.
+                    // One pipeline failing (or, by a bug, panicking) stops the
+                    // others too, gracefully, and the process exits 1.
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        pipeline.run(&handle, shutdown)
+                    }));
+                    if !matches!(result, Ok(Ok(_))) {
                         let _ = stop_all.send(true);
                     }
-                    result
+                    match result {
+                        Ok(outcome) => outcome.map_err(|e| e.to_string()),
+                        Err(_) => Err("a pipeline thread panicked".to_string()),
+                    }
                 })
                 .expect("spawning a pipeline thread")
         })
@@ -495,35 +503,10 @@ fn status(control: &str, json: bool) -> anyhow::Result<ExitCode> {
         println!("{}", response.body);
         return Ok(ExitCode::SUCCESS);
     }
-    let pipelines: Vec<serde_json::Value> =
-        serde_json::from_str(&response.body).context("reading the status")?;
-    for p in &pipelines {
-        println!("pipeline {}", p["pipeline"].as_str().unwrap_or("?"));
-        for s in p["stages"].as_array().into_iter().flatten() {
-            let probation = if s["probation"].as_bool() == Some(true) {
-                " (on probation)"
-            } else {
-                ""
-            };
-            println!(
-                "  stage {}: {}{probation}",
-                s["stage"].as_str().unwrap_or("?"),
-                s["current"]["label"].as_str().unwrap_or("?")
-            );
-            let previous: Vec<&str> = s["previous"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|v| v["label"].as_str())
-                .collect();
-            if !previous.is_empty() {
-                println!("    earlier: {}", previous.join(", "));
-            }
-            for event in s["events"].as_array().into_iter().flatten() {
-                println!("    {}", event.as_str().unwrap_or(""));
-            }
-        }
-    }
+    print!(
+        "{}",
+        client::render_status(&response.body).context("reading the status")?
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -535,11 +518,6 @@ fn test_plugin(
     format: &str,
     batch: usize,
 ) -> anyhow::Result<ExitCode> {
-    use sluice::batch::Records;
-    use sluice::plugin::{CallInfo, Grants, Instance, Limits, LogTag};
-    use sluice::sink::{Format, format};
-    use sluice::source::LineSplitter;
-
     let format = match format {
         "text" => Format::Text,
         "jsonl" => Format::Jsonl,
@@ -565,82 +543,22 @@ fn test_plugin(
     let mut splitter = LineSplitter::default();
     splitter.feed(&bytes, &mut records);
     splitter.finish(&mut records);
-
     let host = PluginHost::new()?;
-    let plugin = match host.load(file) {
-        Ok(p) => p,
+    match sluice::plugin::test_plugin(&host, file, &pairs, &records, batch, format) {
+        Ok(report) => {
+            std::io::Write::write_all(&mut std::io::stdout(), &report.output)?;
+            for failure in &report.failures {
+                eprintln!("{failure}");
+            }
+            Ok(if report.failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Err(e) => {
             eprintln!("error: {e}");
-            return Ok(ExitCode::from(1));
+            Ok(ExitCode::from(1))
         }
-    };
-    let tag = Arc::new(LogTag {
-        pipeline: "test".into(),
-        stage: "plugin".into(),
-        plugin: plugin.label(),
-    });
-    let limits = Limits {
-        memory: 256 << 20,
-        time: std::time::Duration::from_secs(10),
-    };
-    let mut instance = match Instance::new(&plugin, tag, limits, Grants::default(), &pairs) {
-        Ok(i) => i,
-        Err(e) => {
-            eprintln!("error: plugin {} {e}", plugin.label());
-            return Ok(ExitCode::from(1));
-        }
-    };
-    let mut out = Vec::new();
-    let mut failed = false;
-    let total = records.len();
-    let mut start = 0;
-    let mut id = 0;
-    // Like the engine, empty batches are never sent.
-    while start < total {
-        let end = (start + batch.max(1)).min(total);
-        let mut chunk = Records::default();
-        for i in start..end {
-            chunk.push_record(records.get(i));
-        }
-        let info = CallInfo {
-            pipeline: "test",
-            stage: "plugin",
-            id,
-            time_ms: sluice::batch::now_ms(),
-            interval_ms: 1000,
-        };
-        let (back, outcome) = instance.process(info, chunk);
-        match outcome {
-            Ok(output) => {
-                for record in output.records.iter() {
-                    format::write(&mut out, format, record);
-                }
-                for (index, message) in &output.failures {
-                    let line = start + *index as usize + 1;
-                    let value = back.get(*index as usize).value();
-                    eprintln!(
-                        "line {line}: failed: {message} (value {:?})",
-                        String::from_utf8_lossy(value)
-                    );
-                    failed = true;
-                }
-            }
-            Err(e) => {
-                eprintln!(
-                    "error: lines {}-{end}: plugin {} {e}",
-                    start + 1,
-                    plugin.label()
-                );
-                failed = true;
-            }
-        }
-        id += 1;
-        start = end;
     }
-    std::io::Write::write_all(&mut std::io::stdout(), &out)?;
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
 }

@@ -190,9 +190,17 @@ fn debounce_and_load(registry: &Registry, events: &mpsc::Receiver<notify::Event>
             .collect();
         for path in ready {
             due.remove(&path);
-            let Ok(bytes) = std::fs::read(&path) else {
+            let bytes = match std::fs::read(&path) {
+                Ok(bytes) => bytes,
                 // Gone (mid-rename, or deleted): a later event brings it back.
-                continue;
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot read changed plugin {}: {e}; not reloaded",
+                        path.display()
+                    );
+                    continue;
+                }
             };
             for &i in &watched[&path] {
                 let entry = &registry.stages()[i];

@@ -444,3 +444,57 @@ fn deploy_status_and_rollback_through_the_control_endpoint() {
     assert_eq!(sequence, [Case::Upper, Case::Lower, Case::Upper]);
     assert_each_record_once(&all, sent);
 }
+
+#[test]
+fn a_version_that_rejects_most_records_is_rolled_back_and_the_batch_redone() {
+    let s = Scratch::new();
+    let server = LineServer::start(2000);
+    let port = free_port();
+    // json-filter accepts this config, then rejects every line (not JSON);
+    // the case plugins ignore it.
+    let child = start(&s, &server, "{ field = \"x\", equals = \"y\" }", port);
+    let output = s.path("output");
+    eventually(Duration::from_secs(20), "first output", || {
+        latest_case(&output) == Some(Case::Upper)
+    });
+    let control = format!("127.0.0.1:{port}");
+    let out = s
+        .sluice(&[
+            "deploy",
+            "reload",
+            "case",
+            &plugin("json_filter").display().to_string(),
+            "--control",
+            &control,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rolled_back = || {
+        let out = s
+            .sluice(&["status", "--json", "--control", &control])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("rolled back")
+    };
+    eventually(
+        Duration::from_secs(20),
+        "json-filter rolled back",
+        rolled_back,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = server.finish();
+    let finished = wait_output(child, Duration::from_secs(20));
+    assert!(finished.status.success(), "{}", finished.stderr);
+    assert!(finished.stderr.contains("rejected"), "{}", finished.stderr);
+    // The batch json-filter rejected was redone by uppercase: nothing
+    // dead-lettered, every record out once, all upper case.
+    assert!(read_jsonl_dir(&s.path("dead-letter/reload/case")).is_empty());
+    let all = batches(&output);
+    assert!(all.iter().all(|b| b.1 == Case::Upper));
+    assert_each_record_once(&all, sent);
+}

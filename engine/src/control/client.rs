@@ -40,3 +40,40 @@ pub fn request(address: &str, method: &str, path: &str, body: &[u8]) -> std::io:
         body: body.to_string(),
     })
 }
+
+/// `GET /status` as text: each pipeline, its stages' live versions, earlier
+/// versions and recent events.
+pub fn render_status(body: &str) -> Result<String, serde_json::Error> {
+    use std::fmt::Write as _;
+    let pipelines: Vec<serde_json::Value> = serde_json::from_str(body)?;
+    let mut out = String::new();
+    for p in &pipelines {
+        let _ = writeln!(out, "pipeline {}", p["pipeline"].as_str().unwrap_or("?"));
+        for s in p["stages"].as_array().into_iter().flatten() {
+            let probation = if s["probation"].as_bool() == Some(true) {
+                " (on probation)"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "  stage {}: {}{probation}",
+                s["stage"].as_str().unwrap_or("?"),
+                s["current"]["label"].as_str().unwrap_or("?")
+            );
+            let previous: Vec<&str> = s["previous"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v["label"].as_str())
+                .collect();
+            if !previous.is_empty() {
+                let _ = writeln!(out, "    earlier: {}", previous.join(", "));
+            }
+            for event in s["events"].as_array().into_iter().flatten() {
+                let _ = writeln!(out, "    {}", event.as_str().unwrap_or(""));
+            }
+        }
+    }
+    Ok(out)
+}

@@ -14,10 +14,12 @@ pub mod client;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 use crate::reload::Registry;
 use crate::stage::StageStatus;
@@ -37,17 +39,35 @@ pub struct PipelineStatus {
 /// A stage in `GET /status` (the shape of [`StageStatus`]).
 pub type StageStatusOut = serde_json::Value;
 
+/// Most requests served at once; more wait to be accepted.
+const MAX_CONNECTIONS: usize = 16;
+/// Longest request line plus headers.
+const MAX_HEAD: u64 = 16 << 10;
+/// How long a client may take to send its request.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Serves the control API on `listener` until the process ends.
 pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: wait rather than spin.
+                tracing::warn!("control endpoint: cannot accept a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
         };
         let registry = registry.clone();
         tokio::spawn(async move {
             if let Err(e) = handle(stream, registry).await {
                 tracing::debug!("control request failed: {e}");
             }
+            drop(permit);
         });
     }
 }
@@ -59,7 +79,9 @@ struct Request {
 }
 
 async fn read_request(stream: &mut TcpStream) -> std::io::Result<Result<Request, (u16, String)>> {
-    let mut reader = BufReader::new(stream);
+    // The head may not exceed MAX_HEAD bytes; the body's own limit is set
+    // once its length is known.
+    let mut reader = BufReader::new(stream.take(MAX_HEAD));
     let mut line = String::new();
     reader.read_line(&mut line).await?;
     let mut parts = line.split_whitespace();
@@ -85,13 +107,19 @@ async fn read_request(stream: &mut TcpStream) -> std::io::Result<Result<Request,
             format!("body of {length} bytes is over the {MAX_BODY}-byte limit"),
         )));
     }
+    reader.get_mut().set_limit(length as u64);
     let mut body = vec![0; length];
     reader.read_exact(&mut body).await?;
     Ok(Ok(Request { method, path, body }))
 }
 
 async fn handle(mut stream: TcpStream, registry: Arc<Registry>) -> std::io::Result<()> {
-    let (status, body) = match read_request(&mut stream).await? {
+    let request = tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "request not sent in time")
+        })??;
+    let (status, body) = match request {
         Err(problem) => problem_json(problem),
         Ok(request) => route(request, registry).await,
     };
@@ -152,16 +180,23 @@ async fn route(request: Request, registry: Arc<Registry>) -> (u16, String) {
             }
         }
         ("POST", ["rollback", pipeline, stage]) => {
-            let Some(entry) = registry.find(pipeline, stage) else {
-                return problem_json((404, format!("no stage `{stage}` in pipeline `{pipeline}`")));
-            };
-            match registry.rollback(entry) {
+            let (pipeline, stage) = (pipeline.to_string(), stage.to_string());
+            // Preparing the previous version instantiates it: off the async threads.
+            let outcome = tokio::task::spawn_blocking(move || {
+                let Some(entry) = registry.find(&pipeline, &stage) else {
+                    return Err((404, format!("no stage `{stage}` in pipeline `{pipeline}`")));
+                };
+                registry.rollback(entry).map_err(|reason| (409, reason))
+            })
+            .await
+            .unwrap_or_else(|e| Err((500, format!("rollback panicked: {e}"))));
+            match outcome {
                 Ok(label) => (
                     200,
                     serde_json::json!({ "version": label, "live": "at the next batch" })
                         .to_string(),
                 ),
-                Err(reason) => problem_json((409, reason)),
+                Err(problem) => problem_json(problem),
             }
         }
         _ => problem_json((

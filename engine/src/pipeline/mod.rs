@@ -63,6 +63,16 @@ pub enum BuildError {
 /// A running pipeline stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// A pipeline thread panicked (a bug in the engine, not in a plugin).
+    #[error("pipeline `{pipeline}`: thread `{thread}` panicked: {message}")]
+    Panic {
+        /// Pipeline name.
+        pipeline: String,
+        /// The thread.
+        thread: String,
+        /// The panic's message.
+        message: String,
+    },
     /// A stage failed a batch under the `fail` policy, or could not
     /// dead-letter it.
     #[error(transparent)]

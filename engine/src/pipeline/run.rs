@@ -109,11 +109,34 @@ impl Pipeline {
         // Stop the sources; dropping the batcher unblocks any waiting to send.
         let _ = stop_tx.send(true);
         drop(batcher);
-        // The first failure along the chain is the one to report.
-        for thread in stage_threads {
-            thread.join().expect("a stage thread panicked")?;
+        // Every thread is joined (the sinks flush what reached them), then
+        // the first failure along the chain is the one reported; a thread
+        // that panicked is reported as a failure, never propagated.
+        let mut first_error = None;
+        let threads = stage_threads
+            .into_iter()
+            .chain(std::iter::once(sink_thread));
+        for thread in threads {
+            let name = thread.thread().name().unwrap_or("sluice").to_string();
+            let outcome = thread.join().unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("unknown");
+                Err(RunError::Panic {
+                    pipeline: self.name.clone(),
+                    thread: name,
+                    message: what.to_string(),
+                })
+            });
+            if let Err(e) = outcome {
+                first_error.get_or_insert(e);
+            }
         }
-        sink_thread.join().expect("the sink thread panicked")?;
+        if let Some(e) = first_error {
+            return Err(e);
+        }
         for task in tasks {
             let outcome = runtime.block_on(task).unwrap_or_else(|join| {
                 Err(SourceError {
@@ -235,10 +258,13 @@ fn spawn_sinks(
                 reporter.batch(&figures);
             }
             reporter.flush(last_id);
+            let mut first = Ok(());
             for sink in &mut sinks {
-                sink.flush().map_err(|e| sink_error(last_id, e))?;
+                if let Err(e) = sink.flush() {
+                    first = first.and(Err(sink_error(last_id, e)));
+                }
             }
-            Ok(())
+            first
         })
         .expect("spawning the sink thread")
 }

@@ -6,12 +6,15 @@
 //! compatibility hash of this engine's configuration, so a different plugin,
 //! engine version or setting never loads a stale entry. Entries are native
 //! code the engine will run: the folder must be writable only by the user
-//! running sluice. It is `$SLUICE_CACHE_DIR`, else `$XDG_CACHE_HOME/sluice`,
+//! running sluice, and entries in a folder (or files) that group or others
+//! may write to are ignored. It is `$SLUICE_CACHE_DIR`, else `$XDG_CACHE_HOME/sluice`,
 //! else `~/.cache/sluice`; `SLUICE_CACHE_DIR=off` turns the cache off. A
 //! missing, unreadable or incompatible entry is simply compiled again.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
@@ -42,7 +45,7 @@ impl CompileCache {
         let digest = Sha256::digest(bytes);
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         let path = dir.join(format!("{hex}-{}.cwasm", self.engine_key));
-        if path.exists() {
+        if path.exists() && private(dir) && private(&path) {
             // SAFETY: entries are written only by this cache, under a name
             // that binds them to these exact bytes and this engine's
             // configuration, in a folder private to the user (see the
@@ -61,6 +64,24 @@ impl CompileCache {
         }
         // SAFETY: these bytes were produced by this engine a moment ago.
         unsafe { Component::deserialize(engine, &compiled) }
+    }
+}
+
+/// Whether only its owner may write `path` (not group- or world-writable):
+/// entries in a folder others can write to are never loaded.
+fn private(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::metadata(path) {
+            Ok(meta) => meta.permissions().mode() & 0o022 == 0,
+            Err(_) => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        true
     }
 }
 
@@ -85,11 +106,25 @@ fn store(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
+    // A name of its own per write: two threads (or processes) caching the
+    // same plugin never write through one file.
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let tmp = dir.join(format!(
-        ".{}.{}",
+        ".{}.{}.{}",
         path.file_name().unwrap().to_string_lossy(),
-        std::process::id()
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
     ));
-    std::fs::write(&tmp, bytes)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    drop(file);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    }
     std::fs::rename(&tmp, path)
 }

@@ -222,8 +222,8 @@ impl Instance {
             wasi.wall_clock(BatchClock(batch.clone()));
         }
         if !grants.random {
-            wasi.secure_random(BatchRng::new(batch.clone()))
-                .insecure_random(BatchRng::new(batch.clone()))
+            wasi.secure_random(BatchRng::new(batch.clone(), 0))
+                .insecure_random(BatchRng::new(batch.clone(), 1))
                 .insecure_random_seed(u128::from(seed));
         }
         let state = InstanceState {

@@ -11,6 +11,7 @@ mod inspect;
 mod instance;
 mod sandbox;
 mod stdio;
+mod tester;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 pub use inspect::{Inspection, inspect};
 pub use instance::{CallError, CallInfo, Grants, Instance, Limits, Output};
+pub use tester::{TestReport, test_plugin};
 
 use bindings::{Stage, StagePre};
 use instance::InstanceState;
@@ -117,7 +119,7 @@ pub enum LoadError {
 pub struct Plugin {
     /// The file it was loaded from.
     pub path: PathBuf,
-    /// Short content hash (16 hex digits) identifying this version.
+    /// SHA-256 of the file (hex), identifying this version.
     pub hash: String,
     /// Size of the file in bytes.
     pub size: u64,
@@ -312,12 +314,11 @@ fn export_names(engine: &Engine, component: &Component) -> String {
     }
 }
 
-/// A stable 64-bit FNV-1a hash of the file, as 16 hex digits.
+/// The SHA-256 of a plugin file, in hex: a version's identity.
 pub fn content_hash(bytes: &[u8]) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{hash:016x}")
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

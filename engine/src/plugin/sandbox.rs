@@ -54,15 +54,18 @@ impl HostWallClock for BatchClock {
 /// A SplitMix64 stream restarted from the batch's seed at every batch.
 pub struct BatchRng {
     context: Arc<BatchContext>,
+    /// Tells apart streams that share a context.
+    stream: u64,
     epoch: u64,
     state: u64,
 }
 
 impl BatchRng {
-    /// A stream that follows `context`.
-    pub fn new(context: Arc<BatchContext>) -> Self {
+    /// Stream number `stream` of `context`.
+    pub fn new(context: Arc<BatchContext>, stream: u64) -> Self {
         BatchRng {
             context,
+            stream,
             epoch: u64::MAX,
             state: 0,
         }
@@ -72,7 +75,8 @@ impl BatchRng {
         let epoch = self.context.epoch.load(Ordering::Relaxed);
         if epoch != self.epoch {
             self.epoch = epoch;
-            self.state = self.context.seed.load(Ordering::Relaxed);
+            self.state = mix(self.context.seed.load(Ordering::Relaxed)
+                ^ self.stream.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         }
         self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
         mix(self.state)
@@ -176,7 +180,7 @@ mod tests {
     #[test]
     fn the_stream_restarts_at_each_batch_and_differs_between_batches() {
         let context = Arc::new(BatchContext::default());
-        let mut rng = BatchRng::new(context.clone());
+        let mut rng = BatchRng::new(context.clone(), 0);
         context.enter_batch(7, 1, 0);
         let first: Vec<u64> = (0..200).map(|_| rng.try_next_u64().unwrap()).collect();
         // No short cycle.
@@ -186,7 +190,7 @@ mod tests {
         let second: Vec<u64> = (0..200).map(|_| rng.try_next_u64().unwrap()).collect();
         assert_ne!(first, second);
         // Replaying batch 1, even on a fresh stream, gives the same numbers.
-        let mut fresh = BatchRng::new(context.clone());
+        let mut fresh = BatchRng::new(context.clone(), 0);
         context.enter_batch(7, 1, 0);
         let replay: Vec<u64> = (0..200).map(|_| fresh.try_next_u64().unwrap()).collect();
         assert_eq!(first, replay);

@@ -11,7 +11,6 @@ mod versions;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 pub use config::{ConfigText, Grant, OnError, StageConfig};
@@ -142,7 +141,6 @@ pub struct Stage {
     fallback: Option<Version>,
     probation_left: u32,
     handle: Arc<StageHandle>,
-    updates: Receiver<Update>,
 }
 
 /// Instantiates `plugin` for a stage and runs its `init` with the stage's
@@ -167,14 +165,13 @@ impl Stage {
             plugin: plugin.label(),
             error,
         })?;
-        let (handle, updates) = StageHandle::new(&settings.name, plugin.clone());
+        let handle = StageHandle::new(&settings.name, plugin.clone());
         Ok(Stage {
             current: Version::new(&settings, plugin, Some(instance)),
             settings,
             fallback: None,
             probation_left: 0,
             handle,
-            updates,
         })
     }
 
@@ -198,34 +195,34 @@ impl Stage {
         self.handle.clone()
     }
 
-    /// Puts the most recent prepared version live, if any arrived since the
-    /// last batch. Called at a batch boundary only, so every batch is
-    /// processed entirely by one version.
+    /// Puts the prepared version live, if one is waiting. Called at a batch
+    /// boundary only, so every batch is processed entirely by one version.
     fn take_updates(&mut self) {
-        let Some(update) = self.updates.try_iter().last() else {
+        let Some(update) = self.handle.take_pending() else {
             return;
         };
         let rollback = update.cause == "rollback";
         let new = Version::new(&self.settings, update.plugin, Some(update.instance));
         let old = std::mem::replace(&mut self.current, new);
         let s = &self.settings;
-        tracing::info!(
-            pipeline = %s.pipeline, stage = %s.name,
-            "version {} live ({}), replacing {}",
-            self.current.plugin.label(), update.cause, old.plugin.label()
-        );
-        self.handle.event(format!(
-            "{} live ({}), replacing {}",
+        let (live, cause, replaced) = (
             self.current.plugin.label(),
             update.cause,
-            old.plugin.label()
-        ));
-        // A rollback is to a version already trusted: no probation.
+            old.plugin.label(),
+        );
+        tracing::info!(pipeline = %s.pipeline, stage = %s.name, "version {live} live ({cause}), replacing {replaced}");
+        self.handle
+            .event(format!("{live} live ({cause}), replacing {replaced}"));
         if rollback {
+            // Back to a version already trusted: no probation.
             self.fallback = None;
             self.probation_left = 0;
         } else {
-            self.fallback = Some(old);
+            // The fallback is the last trusted version: a version replaced
+            // while still on probation never becomes one.
+            if self.fallback.is_none() {
+                self.fallback = Some(old);
+            }
             self.probation_left = PROBATION_BATCHES;
         }
         self.handle
@@ -241,45 +238,59 @@ impl Stage {
     ) -> Result<StageOutput, StageError> {
         self.take_updates();
         let started = Instant::now();
+        let mut out = self.process_here(batch_id, time_ms, input)?;
+        out.busy = started.elapsed();
+        Ok(out)
+    }
+
+    /// Runs one batch on the live version (no swap here: a batch that a new
+    /// version fails on probation is redone by the fallback, not by a newer
+    /// version that arrived meanwhile).
+    fn process_here(
+        &mut self,
+        batch_id: u64,
+        time_ms: u64,
+        input: Records,
+    ) -> Result<StageOutput, StageError> {
         match self.attempt(batch_id, time_ms, input) {
-            Ok(output) => {
+            Ok((output, input)) => {
+                let count_in = input.len();
+                let rejected = output.failures.len();
+                if self.fallback.is_some() && rejected > 0 && rejected * 2 >= count_in {
+                    // On probation and rejecting half the batch: its output
+                    // is dropped and the fallback redoes the batch.
+                    self.roll_back(
+                        batch_id,
+                        &format!("it rejected {rejected} of {count_in} records"),
+                    );
+                    return self.process_here(batch_id, time_ms, input);
+                }
                 let failed =
-                    self.dead_letter_failures(batch_id, time_ms, &output.1, &output.0.failures)?;
-                let count_in = output.1.len();
-                self.after_probation_batch(batch_id, failed, count_in);
+                    self.dead_letter_failures(batch_id, time_ms, &input, &output.failures)?;
+                self.count_probation_batch();
                 Ok(StageOutput {
-                    records: output.0.records,
+                    records: output.records,
                     failed,
                     dead_lettered: false,
-                    busy: started.elapsed(),
+                    busy: Default::default(),
                 })
             }
             Err((input, error)) if self.fallback.is_some() => {
                 // A new version failed a batch on probation: back to the
                 // previous one, which processes this batch instead.
                 self.roll_back(batch_id, &format!("it {error}"));
-                let mut out = self.process(batch_id, time_ms, input)?;
-                out.busy = started.elapsed();
-                Ok(out)
+                self.process_here(batch_id, time_ms, input)
             }
-            Err((input, error)) => self.give_up(batch_id, time_ms, input, error, started),
+            Err((input, error)) => self.give_up(batch_id, time_ms, input, error),
         }
     }
 
-    /// Counts a batch against a new version's probation; too many failed
-    /// records roll it back after the batch.
-    fn after_probation_batch(&mut self, batch_id: u64, failed: usize, count_in: usize) {
+    /// Counts a good batch against a new version's probation.
+    fn count_probation_batch(&mut self) {
         if self.fallback.is_none() {
             return;
         }
-        if count_in > 0 && failed * 2 >= count_in && failed > 0 {
-            self.roll_back(
-                batch_id,
-                &format!("it rejected {failed} of {count_in} records"),
-            );
-            return;
-        }
-        self.probation_left -= 1;
+        self.probation_left = self.probation_left.saturating_sub(1);
         if self.probation_left == 0 {
             self.fallback = None;
             self.handle.passed_probation();
@@ -293,15 +304,13 @@ impl Stage {
         let failed = std::mem::replace(&mut self.current, fallback);
         self.probation_left = 0;
         let s = &self.settings;
+        let (bad, good) = (failed.plugin.label(), self.current.plugin.label());
         tracing::error!(
             pipeline = %s.pipeline, stage = %s.name, batch = batch_id,
-            "version {} rolled back to {}: on probation, {why}",
-            failed.plugin.label(), self.current.plugin.label()
+            "version {bad} rolled back to {good}: on probation, {why}; the batch is redone by {good}"
         );
         self.handle.event(format!(
-            "{} rolled back to {} at batch {batch_id}: {why}",
-            failed.plugin.label(),
-            self.current.plugin.label()
+            "{bad} rolled back to {good} at batch {batch_id}: {why}"
         ));
         self.handle.went_live(&self.current.plugin, false, true);
     }
@@ -363,7 +372,6 @@ impl Stage {
         time_ms: u64,
         input: Records,
         error: CallError,
-        started: Instant,
     ) -> Result<StageOutput, StageError> {
         let label = self.current.plugin.label();
         match self.settings.on_error {
@@ -383,7 +391,7 @@ impl Stage {
                     records: Records::default(),
                     failed: input.len(),
                     dead_lettered: true,
-                    busy: started.elapsed(),
+                    busy: Default::default(),
                 })
             }
         }

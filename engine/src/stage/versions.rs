@@ -1,11 +1,11 @@
 //! Plugin versions of a stage, shared between the stage (which runs one
-//! version per batch on the pipeline's thread) and whoever prepares new
-//! ones (the file watcher, the control endpoint). A new version arrives as
-//! an [`Update`]: compiled, instantiated and `init`-ed off the batch path,
-//! it goes live at the next batch boundary.
+//! version per batch on its own thread) and whoever prepares new ones (the
+//! file watcher, the control endpoint). A new version arrives as an
+//! [`Update`]: compiled, instantiated and `init`-ed off the batch path, it
+//! waits in a single slot and goes live at the next batch boundary; a newer
+//! one offered meanwhile replaces it (and frees its instance).
 
 use std::collections::VecDeque;
-use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 
 use crate::batch::now_ms;
@@ -66,14 +66,12 @@ struct Inner {
 pub struct StageHandle {
     name: String,
     inner: Mutex<Inner>,
-    updates: Mutex<Sender<Update>>,
+    pending: Mutex<Option<Update>>,
 }
 
 impl StageHandle {
-    /// A handle whose live version is `plugin`, and the receiving end the
-    /// stage polls at each batch boundary.
-    pub fn new(name: &str, plugin: Arc<Plugin>) -> (Arc<Self>, Receiver<Update>) {
-        let (tx, rx) = channel();
+    /// A handle whose live version is `plugin`.
+    pub fn new(name: &str, plugin: Arc<Plugin>) -> Arc<Self> {
         let info = info(&plugin);
         let handle = StageHandle {
             name: name.to_string(),
@@ -83,9 +81,9 @@ impl StageHandle {
                 probation: false,
                 events: VecDeque::new(),
             }),
-            updates: Mutex::new(tx),
+            pending: Mutex::new(None),
         };
-        (Arc::new(handle), rx)
+        Arc::new(handle)
     }
 
     /// The stage's name.
@@ -108,15 +106,35 @@ impl StageHandle {
             .map(|p| p.0.clone())
     }
 
-    /// Queues a prepared version for the next batch boundary.
+    /// Puts a prepared version in the slot for the next batch boundary,
+    /// replacing (and freeing) one still waiting there.
     pub fn offer(&self, update: Update) {
         let label = update.plugin.label();
         self.event(format!(
             "{label} prepared ({}); live at the next batch",
             update.cause
         ));
-        // The stage may be gone (pipeline finished): then nothing to do.
-        let _ = self.updates.lock().unwrap().send(update);
+        let replaced = self.pending.lock().unwrap().replace(update);
+        if let Some(old) = replaced {
+            self.event(format!(
+                "{} superseded before going live",
+                old.plugin.label()
+            ));
+        }
+    }
+
+    /// Takes the version waiting for the next batch boundary, if any.
+    pub(super) fn take_pending(&self) -> Option<Update> {
+        self.pending.lock().unwrap().take()
+    }
+
+    /// The hash of the version the stage will run next: the one waiting, or
+    /// else the live one.
+    pub fn next_hash(&self) -> String {
+        if let Some(update) = &*self.pending.lock().unwrap() {
+            return update.plugin.hash.clone();
+        }
+        self.current().hash.clone()
     }
 
     /// Records an event for `sluice status` and logs nothing itself.
