@@ -61,6 +61,14 @@ impl LineServer {
     }
 }
 
+/// `sluice deploy reload case <plugin>` against the control endpoint.
+fn deploy(s: &Scratch, control: &str, name: &str) -> std::process::Output {
+    let file = plugin(name).display().to_string();
+    s.sluice(&["deploy", "reload", "case", &file, "--control", control])
+        .output()
+        .unwrap()
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -298,17 +306,7 @@ fn broken_versions_are_rejected_or_rolled_back_without_losing_records() {
         );
     }
     // Through the control endpoint, a rejection is the command's answer.
-    let out = s
-        .sluice(&[
-            "deploy",
-            "reload",
-            "case",
-            &plugin("wrong_world").display().to_string(),
-            "--control",
-            &control,
-        ])
-        .output()
-        .unwrap();
+    let out = deploy(&s, &control, "wrong_world");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("rejected"));
 
@@ -384,17 +382,7 @@ fn deploy_status_and_rollback_through_the_control_endpoint() {
         latest_case(&output) == Some(Case::Upper)
     });
 
-    let out = s
-        .sluice(&[
-            "deploy",
-            "reload",
-            "case",
-            &plugin("lowercase").display().to_string(),
-            "--control",
-            &control,
-        ])
-        .output()
-        .unwrap();
+    let out = deploy(&s, &control, "lowercase");
     assert!(
         out.status.success(),
         "{}",
@@ -458,17 +446,7 @@ fn a_version_that_rejects_most_records_is_rolled_back_and_the_batch_redone() {
         latest_case(&output) == Some(Case::Upper)
     });
     let control = format!("127.0.0.1:{port}");
-    let out = s
-        .sluice(&[
-            "deploy",
-            "reload",
-            "case",
-            &plugin("json_filter").display().to_string(),
-            "--control",
-            &control,
-        ])
-        .output()
-        .unwrap();
+    let out = deploy(&s, &control, "json_filter");
     assert!(
         out.status.success(),
         "{}",

@@ -21,7 +21,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::reload::Registry;
+use crate::reload::{Registry, StageEntry};
 use crate::stage::StageStatus;
 
 /// Largest plugin accepted by `deploy`.
@@ -156,53 +156,54 @@ async fn route(request: Request, registry: Arc<Registry>) -> (u16, String) {
     match (request.method.as_str(), segments.as_slice()) {
         ("GET", ["status"]) => (200, status_json(&registry)),
         ("POST", ["deploy", pipeline, stage]) => {
-            let (pipeline, stage) = (pipeline.to_string(), stage.to_string());
-            // Compiling takes a while: off the async threads.
-            let outcome = tokio::task::spawn_blocking(move || {
-                let Some(entry) = registry.find(&pipeline, &stage) else {
-                    return Err((404, format!("no stage `{stage}` in pipeline `{pipeline}`")));
-                };
+            let origin = name.map(PathBuf::from);
+            let body = request.body;
+            change_version(registry, pipeline, stage, move |registry, entry| {
+                let stage = &entry.settings.name;
                 let origin =
-                    PathBuf::from(name.unwrap_or_else(|| format!("deployed-to-{stage}.wasm")));
+                    origin.unwrap_or_else(|| PathBuf::from(format!("deployed-to-{stage}.wasm")));
                 registry
-                    .deploy(entry, &origin, &request.body, "deploy")
+                    .deploy(entry, &origin, &body, "deploy")
                     .map_err(|reason| (422, reason))
             })
             .await
-            .unwrap_or_else(|e| Err((500, format!("deploy panicked: {e}"))));
-            match outcome {
-                Ok(label) => (
-                    200,
-                    serde_json::json!({ "version": label, "live": "at the next batch" })
-                        .to_string(),
-                ),
-                Err(problem) => problem_json(problem),
-            }
         }
         ("POST", ["rollback", pipeline, stage]) => {
-            let (pipeline, stage) = (pipeline.to_string(), stage.to_string());
-            // Preparing the previous version instantiates it: off the async threads.
-            let outcome = tokio::task::spawn_blocking(move || {
-                let Some(entry) = registry.find(&pipeline, &stage) else {
-                    return Err((404, format!("no stage `{stage}` in pipeline `{pipeline}`")));
-                };
+            change_version(registry, pipeline, stage, |registry, entry| {
                 registry.rollback(entry).map_err(|reason| (409, reason))
             })
             .await
-            .unwrap_or_else(|e| Err((500, format!("rollback panicked: {e}"))));
-            match outcome {
-                Ok(label) => (
-                    200,
-                    serde_json::json!({ "version": label, "live": "at the next batch" })
-                        .to_string(),
-                ),
-                Err(problem) => problem_json(problem),
-            }
         }
         _ => problem_json((
             404,
             format!("no such endpoint: {} {}", request.method, request.path),
         )),
+    }
+}
+
+/// Runs a change of one stage's version on a blocking thread (it compiles
+/// or instantiates) and answers with the version that goes live next.
+async fn change_version(
+    registry: Arc<Registry>,
+    pipeline: &str,
+    stage: &str,
+    change: impl FnOnce(&Registry, &StageEntry) -> Result<String, (u16, String)> + Send + 'static,
+) -> (u16, String) {
+    let (pipeline, stage) = (pipeline.to_string(), stage.to_string());
+    let outcome = tokio::task::spawn_blocking(move || {
+        let Some(entry) = registry.find(&pipeline, &stage) else {
+            return Err((404, format!("no stage `{stage}` in pipeline `{pipeline}`")));
+        };
+        change(&registry, entry)
+    })
+    .await
+    .unwrap_or_else(|e| Err((500, format!("the request panicked: {e}"))));
+    match outcome {
+        Ok(label) => (
+            200,
+            serde_json::json!({ "version": label, "live": "at the next batch" }).to_string(),
+        ),
+        Err(problem) => problem_json(problem),
     }
 }
 
