@@ -39,6 +39,7 @@ fn settings(plugin_path: PathBuf) -> StageSettings {
         grants: Grants::default(),
         on_error: OnError::Fail,
         retries: 0,
+        recycle_after: 0,
         dead_letter: DeadLetter {
             dir: std::env::temp_dir().join("sluice-bench-dead-letter"),
         },

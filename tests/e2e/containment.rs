@@ -198,3 +198,34 @@ fn a_plugin_cannot_flood_the_engine_log() {
         finished.stderr
     );
 }
+
+#[test]
+fn instances_are_recycled_after_their_batches_without_losing_records() {
+    let s = Scratch::new();
+    // `when` never matches: the plugin passes everything through.
+    let pipeline = misbehaving_pipeline("trap", "fail")
+        .replace("when = \"boom\"", "when = \"never\"")
+        .replace("retries = 1", "retries = 1\nrecycle_after = 1");
+    s.write("p.toml", &pipeline);
+    let mut child = s
+        .sluice(&["run", "p.toml"])
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        for chunk in ["a\n", "b\n", "c\n"] {
+            stdin.write_all(chunk.as_bytes()).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    let finished = wait_output(child, Duration::from_secs(60));
+    feeder.join().unwrap();
+    assert!(finished.status.success(), "{}", finished.stderr);
+    assert_eq!(values(&read_jsonl_dir(&s.path("output"))), ["a", "b", "c"]);
+    let recycled = finished.stderr.matches("recycled after 1 batches").count();
+    assert_eq!(recycled, 3, "{}", finished.stderr);
+}

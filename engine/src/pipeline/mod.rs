@@ -155,6 +155,7 @@ pub fn build_stages(file: &PipelineFile, host: &PluginHost) -> Result<Vec<Stage>
             },
             on_error: s.on_error,
             retries: *s.retries.get_ref(),
+            recycle_after: s.recycle_after,
             dead_letter: DeadLetter { dir: dead_letter },
         };
         stages.push(Stage::new(settings, plugin).map_err(|error| {

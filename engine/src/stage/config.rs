@@ -66,6 +66,15 @@ pub struct StageConfig {
     /// a deterministic sequence). Default none.
     #[serde(default)]
     pub grants: Vec<Grant>,
+    /// Batches an instance processes before it is replaced by a fresh one,
+    /// so its memory does not stay at its high-water mark forever (wasmtime
+    /// stores are meant to be short-lived). Default 1000; 0 never replaces.
+    #[serde(default = "default_recycle_after")]
+    pub recycle_after: u64,
+}
+
+fn default_recycle_after() -> u64 {
+    1000
 }
 
 /// What to do with a batch a plugin cannot process.

@@ -102,6 +102,8 @@ pub struct StageSettings {
     pub on_error: OnError,
     /// Retries before the policy applies.
     pub retries: u32,
+    /// Batches per instance before a fresh one replaces it (0: never).
+    pub recycle_after: u64,
     /// Where failed records go.
     pub dead_letter: DeadLetter,
 }
@@ -115,6 +117,8 @@ struct Version {
     plugin: Arc<Plugin>,
     tag: Arc<LogTag>,
     instance: Option<Instance>,
+    /// Batches the current instance has processed.
+    batches_on_instance: u64,
 }
 
 impl Version {
@@ -128,6 +132,7 @@ impl Version {
             plugin,
             tag,
             instance,
+            batches_on_instance: 0,
         }
     }
 }
@@ -315,6 +320,25 @@ impl Stage {
         self.handle.went_live(&self.current.plugin, false, true);
     }
 
+    /// Keeps a healthy instance for the next batch, unless it has done its
+    /// `recycle_after` batches: then it is dropped (its memory goes back to
+    /// the pool) and the next batch gets a fresh one.
+    fn keep_or_recycle(&mut self, instance: Instance) {
+        let v = &mut self.current;
+        v.batches_on_instance += 1;
+        let limit = self.settings.recycle_after;
+        if limit > 0 && v.batches_on_instance >= limit {
+            tracing::debug!(
+                pipeline = %self.settings.pipeline, stage = %self.settings.name,
+                "instance of {} recycled after {} batches", v.plugin.label(), v.batches_on_instance
+            );
+            v.batches_on_instance = 0;
+            drop(instance);
+        } else {
+            v.instance = Some(instance);
+        }
+    }
+
     /// Runs the batch on the current version, retrying on fresh instances.
     /// Gives the input back with the last error when every attempt failed.
     #[allow(clippy::type_complexity)]
@@ -336,7 +360,10 @@ impl Stage {
         for attempt in 0..=self.settings.retries {
             let instance = match self.current.instance.take() {
                 Some(instance) => Ok(instance),
-                None => prepare(&self.settings, &self.current.plugin),
+                None => {
+                    self.current.batches_on_instance = 0;
+                    prepare(&self.settings, &self.current.plugin)
+                }
             };
             let mut instance = match instance {
                 Ok(instance) => instance,
@@ -350,7 +377,7 @@ impl Stage {
             input = back;
             match outcome {
                 Ok(output) => {
-                    self.current.instance = Some(instance);
+                    self.keep_or_recycle(instance);
                     return Ok((output, input));
                 }
                 Err(error) => {
