@@ -132,8 +132,6 @@ fn boundary(c: &mut Criterion) {
     };
     let mut instance = Instance::new(&word_split, tag, limits, Grants::default(), &[]).unwrap();
     let info = CallInfo {
-        pipeline: "bench",
-        stage: "split",
         id: 0,
         time_ms: 0,
         interval_ms: 1000,

@@ -11,7 +11,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use sluice::source::LineMaker;
@@ -82,16 +82,8 @@ fn main() {
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args([
-            "run",
-            pipeline.to_str().unwrap(),
-            "--control",
-            "off",
-            "--no-watch",
-        ])
+    let child = support::sluice_run(&pipeline)
         .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("running sluice");

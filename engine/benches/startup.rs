@@ -9,22 +9,14 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 fn run(pipeline: &Path, cache: &Path) -> Duration {
     let started = Instant::now();
-    let status = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args([
-            "run",
-            pipeline.to_str().unwrap(),
-            "--control",
-            "off",
-            "--no-watch",
-        ])
+    let status = support::sluice_run(&pipeline)
         .env("SLUICE_CACHE_DIR", cache)
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .expect("running sluice");

@@ -13,7 +13,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Instant;
 
 use sluice::source::LineMaker;
@@ -95,10 +95,8 @@ type = "null"
     // Warm the page cache and the binary once, then measure.
     let sluice_run = || {
         let started = Instant::now();
-        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["run", pipeline.to_str().unwrap()])
+        let out = support::sluice_run(&pipeline)
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .output()
             .expect("running sluice");

@@ -3,13 +3,23 @@
 //! plugin and batch, and either dead-letters the batch and goes on, or
 //! fails the pipeline cleanly — never losing a record silently.
 
-use std::io::Write;
-use std::process::Stdio;
 use std::time::Duration;
 
 use crate::support::*;
 
 fn misbehaving_pipeline(mode: &str, on_error: &str) -> String {
+    misbehaving_pipeline_with(mode, on_error, "boom", "300ms", "")
+}
+
+/// The misbehave stage, misbehaving on records equal to `when`, with a time
+/// limit and any further stage keys in `extra`.
+fn misbehaving_pipeline_with(
+    mode: &str,
+    on_error: &str,
+    when: &str,
+    time_limit: &str,
+    extra: &str,
+) -> String {
     format!(
         r#"
 name = "contained"
@@ -21,11 +31,12 @@ type = "stdin"
 [[stages]]
 name = "risky"
 plugin = '{}'
-config = {{ mode = "{mode}", when = "boom" }}
+config = {{ mode = "{mode}", when = "{when}" }}
 on_error = "{on_error}"
 retries = 1
-time_limit = "300ms"
+time_limit = "{time_limit}"
 memory_limit = "32MiB"
+{extra}
 
 [[sinks]]
 type = "directory"
@@ -39,25 +50,13 @@ format = "jsonl"
 /// Feeds `a b`, then (in a later batch) `boom`, then `c d`, to a pipeline
 /// whose stage misbehaves on `boom`.
 fn run_three_batches(s: &Scratch) -> Finished {
-    let mut child = s
-        .sluice(&["run", "p.toml"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let feeder = std::thread::spawn(move || {
-        for chunk in ["a\nb\n", "boom\n", "c\nd\n"] {
-            // Ignore errors: a pipeline that fails stops reading.
-            let _ = stdin.write_all(chunk.as_bytes());
-            let _ = stdin.flush();
-            std::thread::sleep(Duration::from_millis(800));
-        }
-    });
-    let finished = wait_output(child, Duration::from_secs(60));
-    feeder.join().unwrap();
-    finished
+    let chunks = ["a\nb\n", "boom\n", "c\nd\n"];
+    run_paced(
+        s.sluice(&["run", "p.toml"]),
+        &chunks,
+        Duration::from_millis(800),
+        Duration::from_secs(60),
+    )
 }
 
 fn values(records: &[serde_json::Value]) -> Vec<String> {
@@ -172,8 +171,7 @@ fn a_plugin_that_sleeps_cannot_hold_the_pipeline() {
 fn a_plugin_cannot_flood_the_engine_log() {
     let s = Scratch::new();
     // A generous time limit: this test is about the log, not the clock.
-    let pipeline = misbehaving_pipeline("chatty", "fail")
-        .replace("time_limit = \"300ms\"", "time_limit = \"30s\"");
+    let pipeline = misbehaving_pipeline_with("chatty", "fail", "boom", "30s", "");
     s.write("p.toml", &pipeline);
     let finished = run_three_batches(&s);
     assert!(finished.status.success(), "{}", finished.stderr);
@@ -203,27 +201,17 @@ fn a_plugin_cannot_flood_the_engine_log() {
 fn instances_are_recycled_after_their_batches_without_losing_records() {
     let s = Scratch::new();
     // `when` never matches: the plugin passes everything through.
-    let pipeline = misbehaving_pipeline("trap", "fail")
-        .replace("when = \"boom\"", "when = \"never\"")
-        .replace("retries = 1", "retries = 1\nrecycle_after = 1");
+    let pipeline = misbehaving_pipeline_with("trap", "fail", "never", "300ms", "recycle_after = 1");
     s.write("p.toml", &pipeline);
-    let mut child = s
-        .sluice(&["run", "p.toml"])
-        .env("RUST_LOG", "debug")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let feeder = std::thread::spawn(move || {
-        for chunk in ["a\n", "b\n", "c\n"] {
-            stdin.write_all(chunk.as_bytes()).unwrap();
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    });
-    let finished = wait_output(child, Duration::from_secs(60));
-    feeder.join().unwrap();
+    let mut cmd = s.sluice(&["run", "p.toml"]);
+    cmd.env("RUST_LOG", "debug");
+    let chunks = ["a\n", "b\n", "c\n"];
+    let finished = run_paced(
+        cmd,
+        &chunks,
+        Duration::from_millis(300),
+        Duration::from_secs(60),
+    );
     assert!(finished.status.success(), "{}", finished.stderr);
     assert_eq!(values(&read_jsonl_dir(&s.path("output"))), ["a", "b", "c"]);
     let recycled = finished.stderr.matches("recycled after 1 batches").count();

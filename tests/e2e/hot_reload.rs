@@ -78,8 +78,9 @@ fn free_port() -> u16 {
 }
 
 /// A pipeline `socket → case (case.wasm) → directory`, with the control
-/// endpoint on `port`. Starts with `uppercase`.
-fn start(s: &Scratch, server: &LineServer, config: &str, port: u16) -> Child {
+/// endpoint on `port`. Starts with `uppercase`; returns once its first
+/// output is written, with the output folder.
+fn start(s: &Scratch, server: &LineServer, config: &str, port: u16) -> (Child, PathBuf) {
     std::fs::copy(plugin("uppercase"), s.path("case.wasm")).unwrap();
     s.write(
         "p.toml",
@@ -105,11 +106,17 @@ path = "output"
             server.address
         ),
     );
-    s.sluice(&["run", "p.toml", "--control", &format!("127.0.0.1:{port}")])
+    let child = s
+        .sluice(&["run", "p.toml", "--control", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap()
+        .unwrap();
+    let output = s.path("output");
+    eventually(Duration::from_secs(20), "first output", || {
+        latest_case(&output) == Some(Case::Upper)
+    });
+    (child, output)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,11 +202,7 @@ fn replace_by_rename(dir: &Path, from: &Path) {
 fn swapping_versions_dozens_of_times_loses_and_repeats_nothing() {
     let s = Scratch::new();
     let server = LineServer::start(3000);
-    let child = start(&s, &server, "{}", free_port());
-    let output = s.path("output");
-    eventually(Duration::from_secs(20), "first output", || {
-        latest_case(&output) == Some(Case::Upper)
-    });
+    let (child, output) = start(&s, &server, "{}", free_port());
     const SWAPS: usize = 24;
     for swap in 0..SWAPS {
         let (next, case) = if swap % 2 == 0 {
@@ -240,11 +243,7 @@ fn broken_versions_are_rejected_or_rolled_back_without_losing_records() {
     // `misbehave` reads this config as "trap on every batch"; the case
     // plugins ignore it. on_error is `fail`: a broken version that got
     // through would stop the pipeline.
-    let child = start(&s, &server, "{ mode = \"trap\", when = \"*\" }", port);
-    let output = s.path("output");
-    eventually(Duration::from_secs(20), "first output", || {
-        latest_case(&output) == Some(Case::Upper)
-    });
+    let (child, output) = start(&s, &server, "{ mode = \"trap\", when = \"*\" }", port);
     let control = format!("127.0.0.1:{port}");
     let status = || {
         let out = s
@@ -334,11 +333,7 @@ fn broken_versions_are_rejected_or_rolled_back_without_losing_records() {
 fn a_plugin_file_written_slowly_is_loaded_only_once_complete() {
     let s = Scratch::new();
     let server = LineServer::start(2000);
-    let child = start(&s, &server, "{}", free_port());
-    let output = s.path("output");
-    eventually(Duration::from_secs(20), "first output", || {
-        latest_case(&output) == Some(Case::Upper)
-    });
+    let (child, output) = start(&s, &server, "{}", free_port());
     // Write lowercase.wasm in place in four pieces, pausing longer than the
     // reload debounce between them: the partial files must never go live.
     let bytes = std::fs::read(plugin("lowercase")).unwrap();
@@ -375,12 +370,8 @@ fn deploy_status_and_rollback_through_the_control_endpoint() {
     let s = Scratch::new();
     let server = LineServer::start(1000);
     let port = free_port();
-    let child = start(&s, &server, "{}", port);
+    let (child, output) = start(&s, &server, "{}", port);
     let control = format!("127.0.0.1:{port}");
-    let output = s.path("output");
-    eventually(Duration::from_secs(20), "first output", || {
-        latest_case(&output) == Some(Case::Upper)
-    });
 
     let out = deploy(&s, &control, "lowercase");
     assert!(
@@ -440,11 +431,7 @@ fn a_version_that_rejects_most_records_is_rolled_back_and_the_batch_redone() {
     let port = free_port();
     // json-filter accepts this config, then rejects every line (not JSON);
     // the case plugins ignore it.
-    let child = start(&s, &server, "{ field = \"x\", equals = \"y\" }", port);
-    let output = s.path("output");
-    eventually(Duration::from_secs(20), "first output", || {
-        latest_case(&output) == Some(Case::Upper)
-    });
+    let (child, output) = start(&s, &server, "{ field = \"x\", equals = \"y\" }", port);
     let control = format!("127.0.0.1:{port}");
     let out = deploy(&s, &control, "json_filter");
     assert!(

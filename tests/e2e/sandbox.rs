@@ -3,8 +3,6 @@
 //! real clock or real randomness.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::process::Stdio;
 use std::time::Duration;
 
 use crate::support::*;
@@ -24,21 +22,13 @@ fn probe(grants: &str) -> HashMap<String, (String, u64)> {
     );
     // Stdin stays open past the first interval, so the batch is processed
     // when its interval ends, a second after its batch time.
-    let mut child = s
-        .sluice(&["run", "p.toml"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"x\n").unwrap();
-    let feeder = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(1500));
-        drop(stdin);
-    });
-    let finished = wait_output(child, Duration::from_secs(30));
-    feeder.join().unwrap();
+    let run = s.sluice(&["run", "p.toml"]);
+    let finished = run_paced(
+        run,
+        &["x\n"],
+        Duration::from_millis(1500),
+        Duration::from_secs(30),
+    );
     assert!(finished.status.success(), "{}", finished.stderr);
     finished
         .stdout

@@ -129,6 +129,32 @@ pub fn run_with_input(mut cmd: Command, stdin: &str, limit: Duration) -> Finishe
     finished
 }
 
+/// Runs a command, writing `chunks` to its stdin one at a time with `pause`
+/// after each (so they land in separate batches), then closing stdin; fails
+/// the test past `limit`. Write errors are ignored: a pipeline that failed
+/// stops reading.
+pub fn run_paced(mut cmd: Command, chunks: &[&str], pause: Duration, limit: Duration) -> Finished {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting sluice");
+    let mut stdin = child.stdin.take().unwrap();
+    let chunks: Vec<String> = chunks.iter().map(|c| c.to_string()).collect();
+    let feeder = std::thread::spawn(move || {
+        for chunk in chunks {
+            let _ = stdin.write_all(chunk.as_bytes());
+            let _ = stdin.flush();
+            std::thread::sleep(pause);
+        }
+    });
+    let finished = wait_output(child, limit);
+    feeder.join().unwrap();
+    finished
+}
+
 /// Waits for a child whose stdout and stderr are piped, with a deadline.
 pub fn wait_output(mut child: Child, limit: Duration) -> Finished {
     let mut out = child.stdout.take();

@@ -16,7 +16,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
@@ -38,13 +37,18 @@ impl CompileCache {
     }
 
     /// A component from the cache, or compiled (and then cached).
-    pub fn component(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
+    /// `sha256` is the component's SHA-256 in hex, as the caller already
+    /// computed it to identify the version.
+    pub fn component(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        sha256: &str,
+    ) -> wasmtime::Result<Component> {
         let Some(dir) = &self.dir else {
             return Component::new(engine, bytes);
         };
-        let digest = Sha256::digest(bytes);
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        let path = dir.join(format!("{hex}-{}.cwasm", self.engine_key));
+        let path = dir.join(format!("{sha256}-{}.cwasm", self.engine_key));
         if path.exists() && private(dir) && private(&path) {
             // SAFETY: entries are written only by this cache, under a name
             // that binds them to these exact bytes and this engine's

@@ -27,7 +27,8 @@ pub fn inspect(host: &PluginHost, path: &Path) -> Result<Inspection, LoadError> 
         source,
     })?;
     check_header(path, &bytes)?;
-    let component = host.compile(path, &bytes)?;
+    let hash = content_hash(&bytes);
+    let component = host.compile(path, &bytes, &hash)?;
     let ty = component.component_type();
     let imports = ty
         .imports(host.engine())
@@ -37,9 +38,8 @@ pub fn inspect(host: &PluginHost, path: &Path) -> Result<Inspection, LoadError> 
         .exports(host.engine())
         .map(|(n, _)| n.to_string())
         .collect();
-    let hash = content_hash(&bytes);
     let verdict = host
-        .link(path, hash.clone(), bytes.len(), component)
+        .link(path, hash.clone(), component)
         .map(|_| ())
         .map_err(|e| e.to_string());
     Ok(Inspection {

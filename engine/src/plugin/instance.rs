@@ -34,13 +34,10 @@ pub struct Grants {
     pub random: bool,
 }
 
-/// What the engine tells the plugin about a batch.
+/// What the engine tells the plugin about a batch (the pipeline and stage
+/// names come from the instance's log tag).
 #[derive(Debug, Clone, Copy)]
-pub struct CallInfo<'a> {
-    /// Pipeline name.
-    pub pipeline: &'a str,
-    /// Stage name.
-    pub stage: &'a str,
+pub struct CallInfo {
     /// Batch id.
     pub id: u64,
     /// Batch time, ms since the epoch.
@@ -191,6 +188,8 @@ pub struct Instance {
     limits: Limits,
     batch: Arc<BatchContext>,
     seed: u64,
+    /// The batch info handed to `process`, names filled in once.
+    info: types::BatchInfo,
 }
 
 impl Instance {
@@ -244,12 +243,20 @@ impl Instance {
             .pre
             .instantiate(&mut store)
             .map_err(|e| classify(&store, limits, e))?;
+        let info = types::BatchInfo {
+            pipeline: store.data().tag.pipeline.clone(),
+            stage: store.data().tag.stage.clone(),
+            id: 0,
+            time: 0,
+            interval: 0,
+        };
         let mut instance = Instance {
             store,
             stage,
             limits,
             batch,
             seed,
+            info,
         };
         instance
             .store
@@ -270,24 +277,21 @@ impl Instance {
     /// happens, so the caller can retry or dead-letter it.
     pub fn process(
         &mut self,
-        info: CallInfo<'_>,
+        info: CallInfo,
         input: Records,
     ) -> (Records, Result<Output, CallError>) {
         self.batch.enter_batch(self.seed, info.id, info.time_ms);
         self.store.data().budget.reset();
         self.store
             .set_epoch_deadline(deadline_ticks(self.limits.time));
-        let wit_info = types::BatchInfo {
-            pipeline: info.pipeline.to_string(),
-            stage: info.stage.to_string(),
-            id: info.id,
-            time: info.time_ms,
-            interval: info.interval_ms,
-        };
+        // The names were set once, when the instance was made.
+        self.info.id = info.id;
+        self.info.time = info.time_ms;
+        self.info.interval = info.interval_ms;
         let wit_input = to_wit(input);
         let result = self.stage.sluice_plugin_processor().call_process(
             &mut self.store,
-            &wit_info,
+            &self.info,
             &wit_input,
         );
         let input = from_wit(wit_input);

@@ -121,8 +121,6 @@ pub struct Plugin {
     pub path: PathBuf,
     /// SHA-256 of the file (hex), identifying this version.
     pub hash: String,
-    /// Size of the file in bytes.
-    pub size: u64,
     pre: StagePre<InstanceState>,
 }
 
@@ -203,8 +201,8 @@ impl PluginHost {
             return Ok(plugin.clone());
         }
         check_header(path, &bytes)?;
-        let component = self.compile(path, &bytes)?;
-        let plugin = self.link(path, key.1.clone(), bytes.len(), component)?;
+        let component = self.compile(path, &bytes, &key.1)?;
+        let plugin = self.link(path, key.1.clone(), component)?;
         self.loaded.lock().unwrap().insert(key, plugin.clone());
         Ok(plugin)
     }
@@ -212,14 +210,21 @@ impl PluginHost {
     /// Compiles and links plugin bytes that came from `path`.
     pub fn load_bytes(&self, path: &Path, bytes: &[u8]) -> Result<Arc<Plugin>, LoadError> {
         check_header(path, bytes)?;
-        let component = self.compile(path, bytes)?;
-        self.link(path, content_hash(bytes), bytes.len(), component)
+        let hash = content_hash(bytes);
+        let component = self.compile(path, bytes, &hash)?;
+        self.link(path, hash, component)
     }
 
-    /// Compiles a component (slow: Cranelift).
-    pub(crate) fn compile(&self, path: &Path, bytes: &[u8]) -> Result<Component, LoadError> {
+    /// Compiles a component whose SHA-256 is `hash` (slow: Cranelift),
+    /// unless the compiled-plugin cache has it.
+    pub(crate) fn compile(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        hash: &str,
+    ) -> Result<Component, LoadError> {
         self.cache
-            .component(&self.engine, bytes)
+            .component(&self.engine, bytes, hash)
             .map_err(|e| LoadError::Compile {
                 path: path.to_path_buf(),
                 message: format!("{e:#}"),
@@ -231,7 +236,6 @@ impl PluginHost {
         &self,
         path: &Path,
         hash: String,
-        size: usize,
         component: Component,
     ) -> Result<Arc<Plugin>, LoadError> {
         let path_buf = path.to_path_buf();
@@ -250,7 +254,6 @@ impl PluginHost {
         Ok(Arc::new(Plugin {
             path: path_buf,
             hash,
-            size: size as u64,
             pre,
         }))
     }

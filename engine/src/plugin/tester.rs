@@ -55,8 +55,6 @@ pub fn test_plugin(
             chunk.push_record(records.get(i));
         }
         let info = CallInfo {
-            pipeline: "test",
-            stage: "plugin",
             id,
             time_ms: crate::batch::now_ms(),
             interval_ms: 1000,

@@ -74,8 +74,6 @@ pub struct StageOutput {
     pub records: Records,
     /// Input records dead-lettered one by one.
     pub failed: usize,
-    /// Whether the whole batch was dead-lettered.
-    pub dead_lettered: bool,
     /// Time spent in the plugin, including retries.
     pub busy: Duration,
 }
@@ -276,7 +274,6 @@ impl Stage {
                 Ok(StageOutput {
                     records: output.records,
                     failed,
-                    dead_lettered: false,
                     busy: Default::default(),
                 })
             }
@@ -349,8 +346,6 @@ impl Stage {
         input: Records,
     ) -> Result<(Output, Records), (Records, CallError)> {
         let info = CallInfo {
-            pipeline: &self.settings.pipeline,
-            stage: &self.settings.name,
             id: batch_id,
             time_ms,
             interval_ms: self.settings.interval_ms,
@@ -417,7 +412,6 @@ impl Stage {
                 Ok(StageOutput {
                     records: Records::default(),
                     failed: input.len(),
-                    dead_lettered: true,
                     busy: Default::default(),
                 })
             }
