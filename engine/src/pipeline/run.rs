@@ -60,11 +60,15 @@ impl Pipeline {
             self.stages.iter().map(|s| format!("{} ({})", s.name(), s.plugin().label())).collect::<Vec<_>>().join(", "),
             self.sinks.len(),
         );
+        // Each source hears which of its positions the sinks acknowledged.
+        let mut acks = Vec::new();
         let tasks: Vec<_> = std::mem::take(&mut self.sources)
             .into_iter()
             .enumerate()
             .map(|(i, source)| {
-                runtime.spawn(source.run(Emitter::new(i, tx.clone(), stop_rx.clone())))
+                let (ack_tx, ack_rx) = watch::channel(None);
+                acks.push(ack_tx);
+                runtime.spawn(source.run(Emitter::new(i, tx.clone(), stop_rx.clone(), ack_rx)))
             })
             .collect();
         drop(tx);
@@ -72,7 +76,7 @@ impl Pipeline {
         // The sink thread at the end of the chain, then the stages backwards.
         let (sink_tx, sink_rx) = sync_channel::<InFlight>(1);
         let sinks = std::mem::take(&mut self.sinks);
-        let sink_thread = spawn_sinks(&self, sinks, sink_rx);
+        let sink_thread = spawn_sinks(&self, sinks, sink_rx, acks);
         let mut next = sink_tx;
         let mut stage_threads = Vec::new();
         for stage in std::mem::take(&mut self.stages).into_iter().rev() {
@@ -205,6 +209,7 @@ fn spawn_sinks(
     pipeline: &Pipeline,
     mut sinks: Vec<Box<dyn Sink>>,
     rx: Receiver<InFlight>,
+    acks: Vec<watch::Sender<Option<String>>>,
 ) -> JoinHandle<Result<(), RunError>> {
     let name = pipeline.name.clone();
     let interval = pipeline.interval;
@@ -233,9 +238,13 @@ fn spawn_sinks(
                         sink.write(meta, &batch.records).map_err(|e| sink_error(batch.id, e))?;
                     }
                 }
-                // Every sink has the batch: its positions are safe to commit.
-                // (Sources that can replay from a position commit here once
-                // checkpoints land; today positions are only logged.)
+                // Every sink has the batch: its positions are safe to commit
+                // (sources that can, such as Kafka, commit them back).
+                for position in &batch.positions {
+                    if let Some(ack) = acks.get(position.source) {
+                        ack.send_replace(Some(position.position.clone()));
+                    }
+                }
                 if !batch.positions.is_empty() && flight.records_in > 0 {
                     tracing::debug!(pipeline = %name, batch = batch.id, "positions: {:?}", batch.positions);
                 }

@@ -6,6 +6,7 @@
 mod console;
 mod directory;
 pub mod format;
+mod kafka;
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +15,7 @@ use serde::Deserialize;
 pub use console::{ConsoleConfig, ConsoleSink};
 pub use directory::{DirectoryConfig, DirectorySink};
 pub use format::Format;
+pub use kafka::{KafkaSink, KafkaSinkConfig};
 
 use crate::batch::Records;
 use crate::config::PipelineFile;
@@ -61,6 +63,8 @@ pub enum SinkConfig {
     Directory(DirectoryConfig),
     /// Discards everything (for benchmarks and tests).
     Null(NullConfig),
+    /// Messages to a Kafka topic.
+    Kafka(KafkaSinkConfig),
 }
 
 /// `type = "null"`: no settings.
@@ -75,6 +79,7 @@ impl SinkConfig {
             SinkConfig::Directory(c) if c.path.as_os_str().is_empty() => {
                 Err("invalid directory sink: `path` is empty".into())
             }
+            SinkConfig::Kafka(c) => c.validate(),
             _ => Ok(()),
         }
     }
@@ -85,6 +90,7 @@ impl SinkConfig {
             SinkConfig::Console(c) => Box::new(ConsoleSink::new(c)),
             SinkConfig::Directory(c) => Box::new(DirectorySink::new(c, file)?),
             SinkConfig::Null(_) => Box::new(NullSink),
+            SinkConfig::Kafka(c) => Box::new(c.build(file.config.name.get_ref())?),
         })
     }
 }

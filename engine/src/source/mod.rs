@@ -6,6 +6,7 @@
 
 mod directory;
 mod generator;
+mod kafka;
 mod lines;
 mod socket;
 mod stdin;
@@ -19,6 +20,7 @@ use tokio::time::Instant;
 
 pub use directory::DirectoryConfig;
 pub use generator::{GeneratorConfig, LineMaker};
+pub use kafka::{KafkaSourceConfig, Start};
 pub use lines::LineSplitter;
 pub use socket::SocketConfig;
 pub use stdin::StdinConfig;
@@ -53,11 +55,13 @@ pub trait Source: Send {
     fn run(self: Box<Self>, emitter: Emitter) -> SourceTask;
 }
 
-/// A source's way to the batcher, and its stop signal.
+/// A source's way to the batcher, its stop signal, and the positions the
+/// sinks have acknowledged.
 pub struct Emitter {
     source: usize,
     tx: mpsc::Sender<Chunk>,
     stop: watch::Receiver<bool>,
+    acked: watch::Receiver<Option<String>>,
 }
 
 /// The pipeline is gone: nothing will read what a source emits.
@@ -65,9 +69,42 @@ pub struct Emitter {
 pub struct Closed;
 
 impl Emitter {
-    /// An emitter for source number `source`.
-    pub fn new(source: usize, tx: mpsc::Sender<Chunk>, stop: watch::Receiver<bool>) -> Self {
-        Emitter { source, tx, stop }
+    /// An emitter for source number `source`. `acked` carries the latest
+    /// position (as this source emitted it) whose batch every sink has
+    /// acknowledged; its sender goes away once the last batch is through.
+    pub fn new(
+        source: usize,
+        tx: mpsc::Sender<Chunk>,
+        stop: watch::Receiver<bool>,
+        acked: watch::Receiver<Option<String>>,
+    ) -> Self {
+        Emitter {
+            source,
+            tx,
+            stop,
+            acked,
+        }
+    }
+
+    /// [`Emitter::emit`] for a source that reads on a blocking thread (never
+    /// call it on the runtime's own threads).
+    pub fn emit_blocking(&self, records: Records, position: Option<String>) -> Result<(), Closed> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let chunk = Chunk {
+            source: self.source,
+            received: Instant::now(),
+            records,
+            position,
+        };
+        self.tx.blocking_send(chunk).map_err(|_| Closed)
+    }
+
+    /// The positions the sinks have acknowledged, for a source that commits
+    /// them back (Kafka offsets): `changed()` fails once no more will come.
+    pub fn acked(&self) -> watch::Receiver<Option<String>> {
+        self.acked.clone()
     }
 
     /// Hands records to the batcher, waiting while the queue is full. Records
@@ -109,6 +146,8 @@ pub enum SourceConfig {
     Stdin(StdinConfig),
     /// Synthetic lines at a set rate, for demos and benchmarks.
     Generator(GeneratorConfig),
+    /// Messages from Kafka topics, in a consumer group.
+    Kafka(KafkaSourceConfig),
 }
 
 impl SourceConfig {
@@ -119,6 +158,7 @@ impl SourceConfig {
             SourceConfig::Socket(c) => c.validate(),
             SourceConfig::Stdin(_) => Ok(()),
             SourceConfig::Generator(c) => c.validate(),
+            SourceConfig::Kafka(c) => c.validate(),
         }
     }
 
@@ -129,6 +169,7 @@ impl SourceConfig {
             SourceConfig::Socket(c) => Box::new(c.build()),
             SourceConfig::Stdin(c) => Box::new(c.build()),
             SourceConfig::Generator(c) => Box::new(c.build()),
+            SourceConfig::Kafka(c) => Box::new(c.build(file)),
         })
     }
 }

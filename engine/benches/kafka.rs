@@ -1,0 +1,291 @@
+//! Kafka → Wasm → Kafka word count, against native Rust doing the same
+//! Kafka round trip in the same run.
+//!
+//! Needs a Kafka-protocol broker at `KAFKA_BOOTSTRAP` (see "Kafka" in the
+//! README for running one). Loads `SLUICE_BENCH_LINES` lines (default
+//! 1,000,000, 10 words each) into a new 4-partition topic, then:
+//!
+//! - **sluice**: the real binary runs `kafka → word-split → word-count →
+//!   kafka` in a new consumer group; timed from its partitions being
+//!   assigned (so the group join is left out) until the group's committed
+//!   offsets cover every line, which the engine does only after the sink
+//!   has every count delivered;
+//! - **native**: plain Rust in this process with the same client library:
+//!   a consumer reads every partition, splits and counts each chunk of
+//!   messages in a hash map, produces the counts (idempotent, `acks=all`)
+//!   and waits for their delivery; timed from assignment to the last
+//!   delivery.
+//!
+//! Run: `KAFKA_BOOTSTRAP=127.0.0.1:9092 cargo bench -p sluice --bench kafka`
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use sluice::source::LineMaker;
+
+const WORDS_PER_LINE: u32 = 10;
+const PARTITIONS: i32 = 4;
+
+fn main() {
+    let Ok(brokers) = std::env::var("KAFKA_BOOTSTRAP") else {
+        eprintln!(
+            "kafka bench: KAFKA_BOOTSTRAP is not set; start a broker (README, \"Kafka\") and set it"
+        );
+        std::process::exit(2);
+    };
+    let lines: u64 = std::env::var("SLUICE_BENCH_LINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let input = format!("bench-lines-{run}");
+    let loaded = Instant::now();
+    load(&brokers, &input, lines);
+    println!(
+        "loaded {lines} lines into {input} ({PARTITIONS} partitions) in {:.1} s",
+        loaded.elapsed().as_secs_f64()
+    );
+
+    let native_secs = native(&brokers, &input, &format!("bench-native-{run}"), lines);
+    let sluice_secs = sluice(&brokers, &input, &format!("bench-sluice-{run}"), lines, run);
+
+    let native_rate = lines as f64 / native_secs;
+    let sluice_rate = lines as f64 / sluice_secs;
+    println!("kafka → word count → kafka, {lines} lines of {WORDS_PER_LINE} words");
+    println!("  native Rust (rdkafka)  {native_rate:>12.0} lines/s  ({native_secs:.3} s)");
+    println!("  sluice (Wasm stages)   {sluice_rate:>12.0} lines/s  ({sluice_secs:.3} s)");
+    println!(
+        "  ratio sluice/native    {:>12.2}",
+        sluice_rate / native_rate
+    );
+}
+
+fn producer(brokers: &str) -> BaseProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer")
+}
+
+fn send(producer: &BaseProducer, mut record: BaseRecord<'_, [u8], [u8]>) {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((_, back)) => {
+                producer.poll(Duration::from_millis(10));
+                record = back;
+            }
+        }
+    }
+}
+
+/// Creates `topic` and fills it with `lines` generated lines, spread
+/// evenly over its partitions.
+fn load(brokers: &str, topic: &str, lines: u64) {
+    create_topic(brokers, topic, PARTITIONS);
+    let producer = producer(brokers);
+    let mut maker = LineMaker::new(1, WORDS_PER_LINE);
+    for i in 0..lines {
+        let line = maker.next_line().to_string();
+        send(
+            &producer,
+            BaseRecord::to(topic)
+                .payload(line.as_bytes())
+                .partition((i % PARTITIONS as u64) as i32),
+        );
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(120)).expect("loading");
+}
+
+fn create_topic(brokers: &str, topic: &str, partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let topics = [NewTopic::new(topic, partitions, TopicReplication::Fixed(1))];
+    let result = rt
+        .block_on(admin.create_topics(&topics, &AdminOptions::new()))
+        .expect("creating topic");
+    for r in result {
+        r.unwrap_or_else(|(t, e)| panic!("creating {t}: {e:?}"));
+    }
+}
+
+/// The same round trip in plain Rust.
+fn native(brokers: &str, input: &str, output: &str, lines: u64) -> f64 {
+    create_topic(brokers, output, 1);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "bench-native")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        assignment
+            .add_partition_offset(input, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let producer = producer(brokers);
+    let started = Instant::now();
+    let mut read = 0u64;
+    while read < lines {
+        let mut counts: HashMap<Vec<u8>, u64> = HashMap::new();
+        let mut chunk = 0;
+        while chunk < 100_000 && read < lines {
+            let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+                break;
+            };
+            let message = message.expect("consuming");
+            let text = std::str::from_utf8(message.payload().unwrap_or_default()).unwrap();
+            for word in text.split_whitespace() {
+                match counts.get_mut(word.as_bytes()) {
+                    Some(c) => *c += 1,
+                    None => {
+                        counts.insert(word.as_bytes().to_vec(), 1);
+                    }
+                }
+            }
+            chunk += 1;
+            read += 1;
+        }
+        for (word, count) in &counts {
+            let value = count.to_string();
+            send(
+                &producer,
+                BaseRecord::to(output)
+                    .key(word.as_slice())
+                    .payload(value.as_bytes()),
+            );
+        }
+        producer.flush(Duration::from_secs(60)).expect("delivering");
+    }
+    started.elapsed().as_secs_f64()
+}
+
+/// The real binary, timed from partition assignment to the last commit.
+fn sluice(brokers: &str, input: &str, output: &str, lines: u64, run: u128) -> f64 {
+    create_topic(brokers, output, 1);
+    let guests = support::guests();
+    let group = format!("bench-sluice-{run}");
+    let pipeline = std::env::temp_dir().join(format!("sluice-kafka-bench-{run}.toml"));
+    std::fs::write(
+        &pipeline,
+        format!(
+            r#"
+name = "kafka-bench"
+batch_interval = "100ms"
+
+[[sources]]
+type = "kafka"
+brokers = "{brokers}"
+topics = ["{input}"]
+group = "{group}"
+start = "earliest"
+
+[[stages]]
+name = "split"
+plugin = '{}'
+
+[[stages]]
+name = "count"
+plugin = '{}'
+
+[[sinks]]
+type = "kafka"
+brokers = "{brokers}"
+topic = "{output}"
+"#,
+            guests.join("word_split.wasm").display(),
+            guests.join("word_count.wasm").display()
+        ),
+    )
+    .unwrap();
+    let mut child = support::sluice_run(&pipeline)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running sluice");
+    let (assigned_tx, assigned_rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut log = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("partitions assigned") {
+                let _ = assigned_tx.send(Instant::now());
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    let Ok(started) = assigned_rx.recv_timeout(Duration::from_secs(60)) else {
+        let _ = child.kill();
+        panic!("sluice got no partitions:\n{}", log.join().unwrap());
+    };
+
+    // The group's committed offsets, as another client sees them.
+    let watcher: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", &group)
+        .create()
+        .expect("consumer");
+    let mut partitions = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        partitions.add_partition(input, p);
+    }
+    let finished = loop {
+        let committed: i64 = watcher
+            .committed_offsets(partitions.clone(), Duration::from_secs(5))
+            .map(|list| {
+                list.elements()
+                    .iter()
+                    .filter_map(|e| match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    })
+                    .sum()
+            })
+            .unwrap_or(0);
+        if committed as u64 >= lines {
+            break Instant::now();
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("sluice exited ({status}):\n{}", log.join().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&pipeline);
+    let log = log.join().unwrap();
+    assert!(
+        log.contains(&format!("{lines} records in")),
+        "sluice did not report every line:\n{log}"
+    );
+    finished.duration_since(started).as_secs_f64()
+}

@@ -1,0 +1,528 @@
+//! `type = "kafka"`: messages from Kafka topics, read in a consumer group.
+//!
+//! At-least-once: auto-commit is off, and the offsets of a batch are
+//! committed only once every sink has acknowledged it (they come back
+//! through [`Emitter::acked`]). Each chunk handed to the batcher carries the
+//! next offset of every partition read so far, so the position of a batch
+//! is its last chunk's. When the group takes partitions away, the
+//! acknowledged offsets of those partitions are committed before they go;
+//! what was read from them but not yet acknowledged is read again by their
+//! new owner (a duplicate, never a loss).
+//!
+//! The consumer runs on a blocking thread of the runtime and polls with a
+//! short timeout, so a stop request is seen within [`POLL_WAIT`].
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use super::{CHUNK_BYTES, CHUNK_RECORDS, Emitter, Source, SourceError, SourceTask};
+use crate::batch::{Records, now_ms};
+use crate::config::PipelineFile;
+use crate::kafka::{LogContext, Options, client_config, validate};
+
+/// Longest wait for a message before the source checks for a stop request
+/// and for acknowledged positions to commit.
+pub const POLL_WAIT: Duration = Duration::from_millis(100);
+
+/// Reads `topics` as member `group` of a consumer group.
+///
+/// ```toml
+/// [[sources]]
+/// type = "kafka"
+/// brokers = "127.0.0.1:9092"
+/// topics = ["lines"]            # or a pattern: ["^logs-.*"]
+/// group = "wordcount"
+/// start = "earliest"
+/// options = { "fetch.min.bytes" = "1" }
+/// ```
+///
+/// Each message becomes a record with its key, value (a message without one
+/// gives an empty value), timestamp and headers. How much goes into one
+/// batch is bounded by the pipeline's `max_batch_records` and
+/// `max_batch_bytes`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceConfig {
+    /// Bootstrap brokers, `host:port[,host:port...]`.
+    pub brokers: String,
+    /// Topics to read. A name starting with `^` is a regular expression
+    /// matched against every topic, including ones created later.
+    pub topics: Vec<String>,
+    /// Consumer group: processes with the same group share the partitions,
+    /// and the group's committed offsets are where reading resumes.
+    pub group: String,
+    /// Where to begin in a partition the group has no committed offset for.
+    /// Default `latest`, as in Kafka.
+    #[serde(default)]
+    pub start: Start,
+    /// Any librdkafka consumer property, passed through (over the engine's
+    /// defaults: `session.timeout.ms` 6000, `heartbeat.interval.ms` 2000,
+    /// `topic.metadata.refresh.interval.ms` 5000).
+    #[serde(default)]
+    pub options: Options,
+}
+
+/// Where reading begins in a partition.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Start {
+    /// The group's committed offset, else the partition's first message.
+    Earliest,
+    /// The group's committed offset, else only messages that arrive from now.
+    #[default]
+    Latest,
+    /// The group's committed offset; a partition without one is an error.
+    Committed,
+}
+
+impl Start {
+    fn offset_reset(self) -> &'static str {
+        match self {
+            Start::Earliest => "earliest",
+            Start::Latest => "latest",
+            Start::Committed => "error",
+        }
+    }
+}
+
+/// Properties the engine sets itself, and why.
+const OWNED: &[(&str, &str)] = &[
+    ("bootstrap.servers", "is set by `brokers`"),
+    ("group.id", "is set by `group`"),
+    ("auto.offset.reset", "is set by `start`"),
+    (
+        "enable.auto.commit",
+        "must stay off: offsets are committed once the sinks have acknowledged a batch",
+    ),
+    (
+        "enable.auto.offset.store",
+        "must stay off: offsets are committed once the sinks have acknowledged a batch",
+    ),
+];
+
+impl KafkaSourceConfig {
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        validate("source", &self.brokers, &self.options, OWNED)?;
+        if self.topics.is_empty() || self.topics.iter().any(|t| t.trim().is_empty()) {
+            return Err(
+                "invalid kafka source: `topics` needs at least one non-empty topic name".into(),
+            );
+        }
+        if self.group.trim().is_empty() {
+            return Err("invalid kafka source: `group` is empty".into());
+        }
+        Ok(())
+    }
+
+    /// The running source.
+    pub fn build(&self, file: &PipelineFile) -> KafkaSource {
+        let pipeline = file.config.name.get_ref();
+        let mut config = client_config(
+            &self.brokers,
+            &[
+                ("session.timeout.ms", "6000"),
+                ("heartbeat.interval.ms", "2000"),
+                ("topic.metadata.refresh.interval.ms", "5000"),
+            ],
+            &self.options,
+        );
+        config
+            .set("group.id", &self.group)
+            .set("client.id", format!("sluice-{pipeline}"))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", self.start.offset_reset());
+        KafkaSource {
+            config,
+            topics: self.topics.clone(),
+            group: self.group.clone(),
+            brokers: self.brokers.clone(),
+        }
+    }
+}
+
+/// The running Kafka source.
+pub struct KafkaSource {
+    config: rdkafka::ClientConfig,
+    topics: Vec<String>,
+    group: String,
+    brokers: String,
+}
+
+impl Source for KafkaSource {
+    fn describe(&self) -> String {
+        format!(
+            "kafka {} (group {}) at {}",
+            self.topics.join(","),
+            self.group,
+            self.brokers
+        )
+    }
+
+    fn run(self: Box<Self>, emitter: Emitter) -> SourceTask {
+        Box::pin(async move {
+            let name = self.describe();
+            tokio::task::spawn_blocking(move || self.read(emitter))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(SourceError {
+                        source_name: name,
+                        message: format!("reader thread failed: {e}"),
+                    })
+                })
+        })
+    }
+}
+
+/// A topic and partition.
+type Partition = (String, i32);
+
+/// Next offset to read, per partition.
+type Offsets = BTreeMap<Partition, i64>;
+
+/// What the consumer's callbacks share with the reading loop.
+struct Shared {
+    log: LogContext,
+    /// Latest offsets every sink has acknowledged.
+    acked: Mutex<Offsets>,
+    /// Partitions taken away since the loop last looked.
+    revoked: Mutex<Vec<Partition>>,
+}
+
+struct SourceContext(Arc<Shared>);
+
+impl ClientContext for SourceContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        self.0.log.log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.0.log.error(error, reason);
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(partitions) = rebalance else {
+            return;
+        };
+        let revoked: Vec<Partition> = partitions
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        // Hand over the progress the sinks have confirmed; the rest is read
+        // again by the partitions' next owner.
+        let keep: Offsets = {
+            let mut acked = lock(&self.0.acked);
+            revoked
+                .iter()
+                .filter_map(|p| acked.remove(p).map(|o| (p.clone(), o)))
+                .collect()
+        };
+        if !keep.is_empty() {
+            if let Err(e) = consumer.commit(&partition_list(&keep), CommitMode::Sync) {
+                tracing::warn!(
+                    "{}: committing offsets of revoked partitions failed ({e}): they will be read again",
+                    self.0.log.who
+                );
+            }
+        }
+        tracing::info!(
+            "{}: partitions revoked: {}",
+            self.0.log.who,
+            list_partitions(partitions)
+        );
+        lock(&self.0.revoked).extend(revoked);
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(partitions) => tracing::info!(
+                "{}: partitions assigned: {}",
+                self.0.log.who,
+                list_partitions(partitions)
+            ),
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => tracing::warn!("{}: rebalance failed: {e}", self.0.log.who),
+        }
+    }
+}
+
+impl KafkaSource {
+    /// The reading loop, on a blocking thread.
+    fn read(self, emitter: Emitter) -> Result<(), SourceError> {
+        let who = self.describe();
+        let fail = |message: String| SourceError {
+            source_name: who.clone(),
+            message,
+        };
+        let shared = Arc::new(Shared {
+            log: LogContext::new(who.clone()),
+            acked: Mutex::new(Offsets::new()),
+            revoked: Mutex::new(Vec::new()),
+        });
+        let consumer: BaseConsumer<SourceContext> = self
+            .config
+            .create_with_context(SourceContext(shared.clone()))
+            .map_err(|e| fail(format!("cannot create the consumer: {e}")))?;
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|e| fail(format!("cannot subscribe: {e}")))?;
+        tracing::info!("{who}: subscribed, waiting for partitions");
+
+        let mut acked = emitter.acked();
+        let mut progress = Offsets::new();
+        let mut outcome = Ok(());
+        while !emitter.stopping() {
+            commit_acked(&consumer, &shared, &mut acked, CommitMode::Async);
+            for partition in lock(&shared.revoked).drain(..) {
+                progress.remove(&partition);
+            }
+            let mut records = Records::default();
+            let mut wait = POLL_WAIT;
+            while records.len() < CHUNK_RECORDS && records.byte_size() < CHUNK_BYTES {
+                let Some(polled) = consumer.poll(wait) else {
+                    break;
+                };
+                wait = Duration::ZERO;
+                match polled {
+                    Ok(message) => {
+                        push_message(&mut records, &message);
+                        progress.insert(
+                            (message.topic().to_string(), message.partition()),
+                            message.offset() + 1,
+                        );
+                    }
+                    Err(KafkaError::PartitionEOF(_)) => {}
+                    Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset)) => {
+                        outcome = Err(fail(format!(
+                            "a partition has no committed offset for group `{}` and `start` is \"committed\" \
+                             (use start = \"earliest\" or \"latest\" to begin without one)",
+                            self.group
+                        )));
+                        break;
+                    }
+                    Err(e) => {
+                        if let Some((code, reason)) = consumer.client().fatal_error() {
+                            outcome = Err(fail(format!("fatal consumer error {code:?}: {reason}")));
+                            break;
+                        }
+                        shared.log.error(e, "consuming");
+                    }
+                }
+            }
+            if outcome.is_err() {
+                break;
+            }
+            if !records.is_empty()
+                && emitter
+                    .emit_blocking(records, Some(encode(&progress)))
+                    .is_err()
+            {
+                break;
+            }
+        }
+        // Commit what the sinks acknowledge until the last batch is through
+        // (the batcher finishes once every source's emitter is gone).
+        drop(emitter);
+        let runtime = tokio::runtime::Handle::current();
+        while runtime.block_on(acked.changed()).is_ok() {
+            commit_acked(&consumer, &shared, &mut acked, CommitMode::Async);
+        }
+        let owned = consumer.assignment().unwrap_or_default();
+        let committed: Offsets = lock(&shared.acked)
+            .iter()
+            .filter(|((topic, partition), _)| owned.find_partition(topic, *partition).is_some())
+            .map(|(p, o)| (p.clone(), *o))
+            .collect();
+        if !committed.is_empty() {
+            if let Err(e) = consumer.commit(&partition_list(&committed), CommitMode::Sync) {
+                tracing::warn!(
+                    "{who}: last commit failed ({e}): the next run reads those batches again"
+                );
+            }
+        }
+        tracing::info!("{who}: leaving the group");
+        close(consumer, &who);
+        outcome
+    }
+}
+
+/// How long closing the consumer may take before the source gives up on it.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Leaves the group and releases the consumer. librdkafka's teardown can
+/// wait on a request the broker never answers (seen with tansu, until its
+/// socket timeout), so it runs on a thread of its own: the group has been
+/// left and the offsets committed by then, and the source does not wait
+/// more than [`CLOSE_WAIT`] for the rest.
+fn close(consumer: BaseConsumer<SourceContext>, who: &str) {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let closer = std::thread::Builder::new()
+        .name("sluice-kafka-close".into())
+        .spawn(move || {
+            drop(consumer);
+            let _ = done_tx.send(());
+        });
+    if closer.is_ok() && done_rx.recv_timeout(CLOSE_WAIT).is_err() {
+        tracing::debug!("{who}: the consumer is still closing after {CLOSE_WAIT:?}; not waiting");
+    }
+}
+
+/// Commits the newest acknowledged position, for the partitions this
+/// consumer still owns.
+fn commit_acked(
+    consumer: &BaseConsumer<SourceContext>,
+    shared: &Shared,
+    acked: &mut watch::Receiver<Option<String>>,
+    mode: CommitMode,
+) {
+    if !acked.has_changed().unwrap_or(false) {
+        return;
+    }
+    let Some(position) = acked.borrow_and_update().clone() else {
+        return;
+    };
+    let offsets = match decode(&position) {
+        Ok(offsets) => offsets,
+        Err(e) => {
+            tracing::error!("{}: {e}", shared.log.who);
+            return;
+        }
+    };
+    let owned = consumer.assignment().unwrap_or_default();
+    let offsets: Offsets = offsets
+        .into_iter()
+        .filter(|((topic, partition), _)| owned.find_partition(topic, *partition).is_some())
+        .collect();
+    lock(&shared.acked).extend(offsets.iter().map(|(p, o)| (p.clone(), *o)));
+    if offsets.is_empty() {
+        return;
+    }
+    if let Err(e) = consumer.commit(&partition_list(&offsets), mode) {
+        shared.log.error(e, "committing offsets");
+    }
+}
+
+fn push_message(records: &mut Records, message: &rdkafka::message::BorrowedMessage<'_>) {
+    let timestamp = message
+        .timestamp()
+        .to_millis()
+        .and_then(|ms| u64::try_from(ms).ok())
+        .unwrap_or_else(now_ms);
+    let headers: Vec<(&[u8], &[u8])> = message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|h| (h.key.as_bytes(), h.value.unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    records.push(
+        message.key(),
+        message.payload().unwrap_or_default(),
+        timestamp,
+        &headers,
+    );
+}
+
+fn partition_list(offsets: &Offsets) -> TopicPartitionList {
+    let mut list = TopicPartitionList::with_capacity(offsets.len());
+    for ((topic, partition), offset) in offsets {
+        // Offsets come from messages read, so they are valid.
+        let _ = list.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+    }
+    list
+}
+
+fn list_partitions(list: &TopicPartitionList) -> String {
+    let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    for e in list.elements() {
+        by_topic
+            .entry(e.topic().to_string())
+            .or_default()
+            .push(e.partition());
+    }
+    if by_topic.is_empty() {
+        return "none".into();
+    }
+    by_topic
+        .iter()
+        .map(|(topic, partitions)| {
+            let mut partitions = partitions.clone();
+            partitions.sort_unstable();
+            let partitions: Vec<String> = partitions.iter().map(i32::to_string).collect();
+            format!("{topic}[{}]", partitions.join(","))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A position as the batcher carries it: `topic:partition@next-offset`,
+/// space-separated (Kafka topic names cannot hold `:`, `@` or spaces).
+fn encode(offsets: &Offsets) -> String {
+    offsets
+        .iter()
+        .map(|((topic, partition), offset)| format!("{topic}:{partition}@{offset}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn decode(position: &str) -> Result<Offsets, String> {
+    position
+        .split_whitespace()
+        .map(|entry| {
+            let parsed = entry.rsplit_once('@').and_then(|(tp, offset)| {
+                let (topic, partition) = tp.rsplit_once(':')?;
+                Some((
+                    (topic.to_string(), partition.parse().ok()?),
+                    offset.parse().ok()?,
+                ))
+            });
+            parsed
+                .ok_or_else(|| format!("malformed kafka position entry `{entry}` in `{position}`"))
+        })
+        .collect()
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_round_trip() {
+        let mut offsets = Offsets::new();
+        offsets.insert(("lines".into(), 0), 120);
+        offsets.insert(("my.topic-2".into(), 11), 5);
+        let text = encode(&offsets);
+        assert_eq!(text, "lines:0@120 my.topic-2:11@5");
+        assert_eq!(decode(&text).unwrap(), offsets);
+        assert!(decode("lines:x@1").unwrap_err().contains("lines:x@1"));
+        assert_eq!(decode("").unwrap(), Offsets::new());
+    }
+
+    #[test]
+    fn start_maps_to_the_offset_reset_policy() {
+        assert_eq!(Start::Earliest.offset_reset(), "earliest");
+        assert_eq!(Start::Latest.offset_reset(), "latest");
+        assert_eq!(Start::Committed.offset_reset(), "error");
+        assert_eq!(Start::default(), Start::Latest);
+    }
+}
