@@ -57,17 +57,27 @@ fn main() {
         loaded.elapsed().as_secs_f64()
     );
 
-    let native_secs = native(&brokers, &input, &format!("bench-native-{run}"), lines);
-    let sluice_secs = sluice(&brokers, &input, &format!("bench-sluice-{run}"), lines, run);
+    let native = native(&brokers, &input, &format!("bench-native-{run}"), lines);
+    let sluice = sluice(&brokers, &input, &format!("bench-sluice-{run}"), lines, run);
 
-    let native_rate = lines as f64 / native_secs;
-    let sluice_rate = lines as f64 / sluice_secs;
+    let rate = |m: &Measured| lines as f64 / m.secs;
+    let cpu_us = |m: &Measured| m.cpu * 1e6 / lines as f64;
     println!("kafka → word count → kafka, {lines} lines of {WORDS_PER_LINE} words");
-    println!("  native Rust (rdkafka)  {native_rate:>12.0} lines/s  ({native_secs:.3} s)");
-    println!("  sluice (Wasm stages)   {sluice_rate:>12.0} lines/s  ({sluice_secs:.3} s)");
+    for (name, m) in [
+        ("native Rust (rdkafka)", &native),
+        ("sluice (Wasm stages)", &sluice),
+    ] {
+        println!(
+            "  {name:<22} {:>10.0} lines/s  ({:.3} s), CPU {:.2} µs/line",
+            rate(m),
+            m.secs,
+            cpu_us(m)
+        );
+    }
     println!(
-        "  ratio sluice/native    {:>12.2}",
-        sluice_rate / native_rate
+        "  ratio sluice/native    {:>10.2} (throughput), {:.2} (CPU per line)",
+        rate(&sluice) / rate(&native),
+        cpu_us(&sluice) / cpu_us(&native)
     );
 }
 
@@ -97,7 +107,15 @@ fn send(producer: &BaseProducer, mut record: BaseRecord<'_, [u8], [u8]>) {
 /// evenly over its partitions.
 fn load(brokers: &str, topic: &str, lines: u64) {
     create_topic(brokers, topic, PARTITIONS);
-    let producer = producer(brokers);
+    // Large producer batches: a fetch returns whole batches, so this is
+    // what lets the readers below fetch much per request.
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "50")
+        .set("batch.size", "1000000")
+        .set("batch.num.messages", "100000")
+        .create()
+        .expect("producer");
     let mut maker = LineMaker::new(1, WORDS_PER_LINE);
     for i in 0..lines {
         let line = maker.next_line().to_string();
@@ -133,7 +151,7 @@ fn create_topic(brokers: &str, topic: &str, partitions: i32) {
 }
 
 /// The same round trip in plain Rust.
-fn native(brokers: &str, input: &str, output: &str, lines: u64) -> f64 {
+fn native(brokers: &str, input: &str, output: &str, lines: u64) -> Measured {
     create_topic(brokers, output, 1);
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -150,6 +168,7 @@ fn native(brokers: &str, input: &str, output: &str, lines: u64) -> f64 {
     consumer.assign(&assignment).unwrap();
     let producer = producer(brokers);
     let started = Instant::now();
+    let cpu_before = cpu_seconds("self");
     let mut read = 0u64;
     while read < lines {
         let mut counts: HashMap<Vec<u8>, u64> = HashMap::new();
@@ -180,13 +199,44 @@ fn native(brokers: &str, input: &str, output: &str, lines: u64) -> f64 {
                     .payload(value.as_bytes()),
             );
         }
-        producer.flush(Duration::from_secs(60)).expect("delivering");
+        producer.poll(Duration::ZERO);
     }
-    started.elapsed().as_secs_f64()
+    producer.flush(Duration::from_secs(60)).expect("delivering");
+    Measured {
+        secs: started.elapsed().as_secs_f64(),
+        cpu: cpu_seconds("self") - cpu_before,
+    }
+}
+
+/// CPU seconds (user + system) a process has used so far, from
+/// `/proc/PID/stat` (`self` for this one).
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command name (in parentheses), utime is the 12th field and
+    // stime the 13th, in clock ticks of 1/100 s on Linux.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Wall-clock and CPU time of one side.
+struct Measured {
+    secs: f64,
+    /// CPU seconds of the whole process (sluice: from its start, so
+    /// including start-up and the group join).
+    cpu: f64,
 }
 
 /// The real binary, timed from partition assignment to the last commit.
-fn sluice(brokers: &str, input: &str, output: &str, lines: u64, run: u128) -> f64 {
+fn sluice(brokers: &str, input: &str, output: &str, lines: u64, run: u128) -> Measured {
     create_topic(brokers, output, 1);
     let guests = support::guests();
     let group = format!("bench-sluice-{run}");
@@ -277,6 +327,7 @@ topic = "{output}"
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    let cpu = cpu_seconds(&child.id().to_string());
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -287,5 +338,8 @@ topic = "{output}"
         log.contains(&format!("{lines} records in")),
         "sluice did not report every line:\n{log}"
     );
-    finished.duration_since(started).as_secs_f64()
+    Measured {
+        secs: finished.duration_since(started).as_secs_f64(),
+        cpu,
+    }
 }
