@@ -43,6 +43,8 @@ fn settings(plugin_path: PathBuf) -> StageSettings {
         dead_letter: DeadLetter {
             dir: std::env::temp_dir().join("sluice-bench-dead-letter"),
         },
+        state: None,
+        state_limit: 1 << 20,
     }
 }
 

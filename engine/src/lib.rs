@@ -17,4 +17,5 @@ pub mod reload;
 pub mod sink;
 pub mod source;
 pub mod stage;
+pub mod state;
 pub mod telemetry;

@@ -74,6 +74,7 @@ mod error;
 pub mod log;
 mod output;
 mod runtime;
+pub mod state;
 
 pub use batch::{Batch, BatchInfo, Headers, RecordRef, Records};
 pub use config::Config;

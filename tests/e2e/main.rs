@@ -16,4 +16,5 @@ mod languages;
 mod plugin_files;
 mod sandbox;
 mod shutdown;
+mod state;
 mod wordcount;

@@ -58,6 +58,12 @@ pub struct PipelineConfig {
     /// sources wait: this bounds memory. Default 64.
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: Spanned<usize>,
+    /// The folder of the pipeline's state file (`<name>.redb`: every
+    /// stage's state and the checkpoint), relative to this file. Default
+    /// `state`. The file is created when a stage's plugin uses the `state`
+    /// interface, or when this key is set.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
     /// Where records come from; at least one.
     #[serde(default)]
     pub sources: Vec<Spanned<SourceConfig>>,

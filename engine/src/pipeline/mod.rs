@@ -7,7 +7,7 @@
 
 mod run;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use crate::plugin::{Grants, LoadError, PluginHost};
 use crate::sink::{Sink, SinkError};
 use crate::source::{Source, SourceError};
 use crate::stage::{DeadLetter, Grant, InitError, Stage, StageError, StageSettings};
+use crate::state::{StageState, StateError, StateStore};
 use crate::telemetry::{PipelineMetrics, Totals};
 
 /// A pipeline could not be built.
@@ -87,6 +88,16 @@ pub enum RunError {
         /// Why.
         source: SinkError,
     },
+    /// A checkpoint could not be written.
+    #[error("pipeline `{pipeline}`, batch {batch}: checkpoint failed: {source}")]
+    State {
+        /// Pipeline name.
+        pipeline: String,
+        /// Batch id.
+        batch: u64,
+        /// Why.
+        source: StateError,
+    },
     /// A source failed.
     #[error("pipeline `{pipeline}`: {source}")]
     Source {
@@ -110,10 +121,9 @@ pub struct RunSummary {
 pub fn build_stages(file: &PipelineFile, host: &PluginHost) -> Result<Vec<Stage>, BuildError> {
     let config = &file.config;
     let pipeline = config.name.get_ref().clone();
-    let mut stages = Vec::with_capacity(config.stages.len());
+    let mut plugins = Vec::with_capacity(config.stages.len());
     for stage in &config.stages {
         let s = stage.get_ref();
-        let name = s.name.get_ref().clone();
         let path = file.resolve(s.plugin.get_ref());
         let plugin = host.load(&path).map_err(|source| {
             let (line, column) = file.line_column(s.plugin.span());
@@ -121,10 +131,30 @@ pub fn build_stages(file: &PipelineFile, host: &PluginHost) -> Result<Vec<Stage>
                 file: file.path.clone(),
                 line,
                 column,
-                stage: name.clone(),
+                stage: s.name.get_ref().clone(),
                 source,
             }
         })?;
+        plugins.push((path, plugin));
+    }
+    // The state store, when a stage needs one (or the file asks for it).
+    let store = if config.state_dir.is_some() || plugins.iter().any(|(_, p)| p.uses_state) {
+        let dir = file.resolve(config.state_dir.as_deref().unwrap_or(Path::new("state")));
+        Some(StateStore::open(&dir, &pipeline).map_err(|e| {
+            BuildError::Config(ConfigError::Invalid {
+                path: file.path.clone(),
+                line: 1,
+                column: 1,
+                message: e.to_string(),
+            })
+        })?)
+    } else {
+        None
+    };
+    let mut stages = Vec::with_capacity(config.stages.len());
+    for (stage, (path, plugin)) in config.stages.iter().zip(plugins) {
+        let s = stage.get_ref();
+        let name = s.name.get_ref().clone();
         let dead_letter = s
             .dead_letter
             .as_ref()
@@ -135,6 +165,9 @@ pub fn build_stages(file: &PipelineFile, host: &PluginHost) -> Result<Vec<Stage>
                     .join(&pipeline)
                     .join(&name)
             });
+        let stage_state = store
+            .as_ref()
+            .map(|store| StageState::new(store.clone(), &name, s.state_limit.get_ref().0));
         let settings = StageSettings {
             pipeline: pipeline.clone(),
             name,
@@ -157,6 +190,8 @@ pub fn build_stages(file: &PipelineFile, host: &PluginHost) -> Result<Vec<Stage>
             retries: *s.retries.get_ref(),
             recycle_after: s.recycle_after,
             dead_letter: DeadLetter { dir: dead_letter },
+            state: stage_state,
+            state_limit: s.state_limit.get_ref().0,
         };
         stages.push(Stage::new(settings, plugin).map_err(|error| {
             let (line, column) = file.line_column(stage.span());
@@ -196,6 +231,8 @@ pub struct Pipeline {
     stages: Vec<Stage>,
     sinks: Vec<Box<dyn Sink>>,
     metrics: Arc<PipelineMetrics>,
+    /// Where stage state and checkpoints go, when a stage keeps state.
+    state: Option<Arc<StateStore>>,
 }
 
 impl Pipeline {
@@ -214,7 +251,11 @@ impl Pipeline {
                 error,
                 file: file.path.clone(),
             })?;
+        let state = stages
+            .iter()
+            .find_map(|s| s.settings().state.as_ref().map(|s| s.store().clone()));
         Ok(Pipeline {
+            state,
             name: config.name.get_ref().clone(),
             interval: config.batch_interval.get_ref().0,
             max_batch_records: *config.max_batch_records.get_ref(),

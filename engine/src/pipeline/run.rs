@@ -18,6 +18,7 @@ use crate::batch::{Batch, Batcher, Cut};
 use crate::sink::{BatchMeta, Sink};
 use crate::source::{Emitter, SourceError};
 use crate::stage::Stage;
+use crate::state::{Checkpoint, StageState, Writes};
 use crate::telemetry::{BatchMetrics, PipelineMetrics, Reporter, StageMetrics};
 
 /// A batch on its way through the stages.
@@ -29,6 +30,8 @@ struct InFlight {
     records_in: usize,
     /// Each stage's share so far.
     stages: Vec<StageMetrics>,
+    /// Each stage's writes to its state, to checkpoint with the batch.
+    writes: Vec<(Arc<StageState>, Writes)>,
 }
 
 impl Pipeline {
@@ -101,6 +104,7 @@ impl Pipeline {
                         batch,
                         started: None,
                         stages: Vec::new(),
+                        writes: Vec::new(),
                     };
                     // A closed channel means a stage or a sink failed.
                     if next.send(flight).is_err() {
@@ -193,6 +197,11 @@ fn spawn_stage(
                         busy: out.busy,
                     });
                     flight.batch.records = out.records;
+                    if let Some(state) = &stage.settings().state {
+                        if !out.writes.is_empty() {
+                            flight.writes.push((state.clone(), out.writes));
+                        }
+                    }
                 }
                 if tx.send(flight).is_err() {
                     // Further down failed; it reports.
@@ -214,6 +223,7 @@ fn spawn_sinks(
     let name = pipeline.name.clone();
     let interval = pipeline.interval;
     let metrics: Arc<PipelineMetrics> = pipeline.metrics.clone();
+    let store = pipeline.state.clone();
     std::thread::Builder::new()
         .name("sluice-sinks".into())
         .spawn(move || {
@@ -224,6 +234,7 @@ fn spawn_sinks(
                 batch,
                 source,
             };
+            let mut checkpoint = Checkpoint::default();
             for flight in rx {
                 let started = flight.started.unwrap_or_else(Instant::now);
                 let batch = &flight.batch;
@@ -238,8 +249,27 @@ fn spawn_sinks(
                         sink.write(meta, &batch.records).map_err(|e| sink_error(batch.id, e))?;
                     }
                 }
-                // Every sink has the batch: its positions are safe to commit
-                // (sources that can, such as Kafka, commit them back).
+                // Every sink has the batch: the checkpoint takes its state
+                // writes and positions together (when a stage keeps state)...
+                if let Some(store) = &store {
+                    if !flight.writes.is_empty() || !batch.positions.is_empty() {
+                        checkpoint.batch = batch.id;
+                        for position in &batch.positions {
+                            checkpoint
+                                .positions
+                                .insert(position.source, position.position.clone());
+                        }
+                        store.commit(&flight.writes, &checkpoint).map_err(|source| {
+                            RunError::State {
+                                pipeline: name.clone(),
+                                batch: batch.id,
+                                source,
+                            }
+                        })?;
+                    }
+                }
+                // ...and its positions are safe to commit (sources that can,
+                // such as Kafka, commit them back).
                 for position in &batch.positions {
                     if let Some(ack) = acks.get(position.source) {
                         ack.send_replace(Some(position.position.clone()));

@@ -7,4 +7,4 @@ wasmtime::component::bindgen!({
     world: "stage",
 });
 
-pub use self::sluice::plugin::{log, types};
+pub use self::sluice::plugin::{log, state, types};

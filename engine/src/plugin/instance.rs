@@ -10,11 +10,12 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::bindings::{self, Stage, log::Level, types};
+use super::bindings::{self, Stage, log::Level, state::StateError, types};
 use super::sandbox::{BatchClock, BatchContext, BatchRng, stage_seed};
 use super::stdio::{LINES_PER_CALL, LogBudget, LogStream, Stream};
 use super::{EPOCH_TICK, LogTag, Plugin};
 use crate::batch::{Column, Records};
+use crate::state::{StageState, Writes};
 
 /// Resource limits of one instance.
 #[derive(Debug, Clone, Copy)]
@@ -53,6 +54,8 @@ pub struct Output {
     pub records: Records,
     /// Input records that failed on their own: (index, message).
     pub failures: Vec<(u32, String)>,
+    /// The batch's writes to the stage's state.
+    pub writes: Writes,
 }
 
 /// Why a call into a plugin did not produce an output.
@@ -98,6 +101,76 @@ pub struct InstanceState {
     limiter: Limiter,
     tag: Arc<LogTag>,
     budget: Arc<LogBudget>,
+    state: StateView,
+}
+
+/// What a plugin's `state` calls reach: the current batch's writes over
+/// the stage's state ([`StageState`]), or, where there is none (`sluice
+/// plugin test`, `sluice check`), over entries kept in the instance alone.
+pub struct StateView {
+    stage: Option<Arc<StageState>>,
+    /// Largest key + value, in bytes.
+    limit: u64,
+    /// This batch's writes, so far.
+    writes: Writes,
+    /// Without a stage state: earlier batches' writes, for this instance.
+    scratch: Writes,
+}
+
+impl StateView {
+    /// A view over `stage`, or over the instance's own entries.
+    pub fn new(stage: Option<Arc<StageState>>, limit: u64) -> Self {
+        StateView {
+            limit: stage.as_ref().map_or(limit, |s| s.limit),
+            stage,
+            writes: Writes::new(),
+            scratch: Writes::new(),
+        }
+    }
+
+    /// Ends a call: the writes of a good batch are kept, others dropped.
+    fn finish(&mut self, keep: bool) -> Writes {
+        let writes = std::mem::take(&mut self.writes);
+        if !keep {
+            return Writes::new();
+        }
+        if self.stage.is_none() {
+            self.scratch
+                .extend(writes.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        writes
+    }
+}
+
+impl bindings::state::Host for InstanceState {
+    fn get(&mut self, key: Vec<u8>) -> Result<Option<Vec<u8>>, StateError> {
+        let view = &self.state;
+        if let Some(value) = view.writes.get(&key) {
+            return Ok(value.clone());
+        }
+        match &view.stage {
+            Some(stage) => stage
+                .get(&key)
+                .map_err(|e| StateError::Unavailable(e.to_string())),
+            None => Ok(view.scratch.get(&key).cloned().flatten()),
+        }
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), StateError> {
+        let size = (key.len() + value.len()) as u64;
+        if size > self.state.limit {
+            return Err(StateError::TooLarge(format!(
+                "a key and value of {size} bytes is over the stage's state_limit of {} bytes",
+                self.state.limit
+            )));
+        }
+        self.state.writes.insert(key, Some(value));
+        Ok(())
+    }
+
+    fn delete(&mut self, key: Vec<u8>) {
+        self.state.writes.insert(key, None);
+    }
 }
 
 impl WasiView for InstanceState {
@@ -200,6 +273,7 @@ impl Instance {
         limits: Limits,
         grants: Grants,
         config: &[(String, String)],
+        state: StateView,
     ) -> Result<Self, CallError> {
         let batch = Arc::new(BatchContext::default());
         let seed = stage_seed(&tag.pipeline, &tag.stage);
@@ -234,6 +308,7 @@ impl Instance {
             },
             tag,
             budget,
+            state,
         };
         let mut store = Store::new(plugin.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
@@ -265,6 +340,8 @@ impl Instance {
             .stage
             .sluice_plugin_processor()
             .call_init(&mut instance.store, config);
+        // Writes made in `init` count for nothing: state belongs to batches.
+        instance.store.data_mut().state.finish(false);
         match result {
             Ok(Ok(())) => Ok(instance),
             Ok(Err(types::Error::InvalidConfig(m))) => Err(CallError::InvalidConfig(m)),
@@ -295,6 +372,11 @@ impl Instance {
             &wit_input,
         );
         let input = from_wit(wit_input);
+        let writes = self
+            .store
+            .data_mut()
+            .state
+            .finish(matches!(result, Ok(Ok(_))));
         let dropped = self.store.data().budget.reset();
         if dropped > 0 {
             let t = &self.store.data().tag;
@@ -314,6 +396,7 @@ impl Instance {
                             .into_iter()
                             .map(|f| (f.index, f.message))
                             .collect(),
+                        writes,
                     }),
                     Err(problem) => Err(CallError::BadOutput(problem)),
                 }

@@ -23,7 +23,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use inspect::{Inspection, inspect};
-pub use instance::{CallError, CallInfo, Grants, Instance, Limits, Output};
+pub use instance::{CallError, CallInfo, Grants, Instance, Limits, Output, StateView};
 pub use tester::{TestReport, test_plugin};
 
 use bindings::{Stage, StagePre};
@@ -121,6 +121,8 @@ pub struct Plugin {
     pub path: PathBuf,
     /// SHA-256 of the file (hex), identifying this version.
     pub hash: String,
+    /// Whether it imports the `state` interface.
+    pub uses_state: bool,
     pre: StagePre<InstanceState>,
 }
 
@@ -239,6 +241,10 @@ impl PluginHost {
         component: Component,
     ) -> Result<Arc<Plugin>, LoadError> {
         let path_buf = path.to_path_buf();
+        let uses_state = component
+            .component_type()
+            .imports(&self.engine)
+            .any(|(name, _)| name.starts_with("sluice:plugin/state@"));
         let instance_pre =
             self.linker
                 .instantiate_pre(&component)
@@ -254,6 +260,7 @@ impl PluginHost {
         Ok(Arc::new(Plugin {
             path: path_buf,
             hash,
+            uses_state,
             pre,
         }))
     }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{CallInfo, Grants, Instance, Limits, LogTag, PluginHost};
+use super::{CallInfo, Grants, Instance, Limits, LogTag, PluginHost, StateView};
 use crate::batch::Records;
 use crate::sink::{Format, format};
 
@@ -41,7 +41,9 @@ pub fn test_plugin(
         memory: 256 << 20,
         time: Duration::from_secs(10),
     };
-    let mut instance = Instance::new(&plugin, tag, limits, Grants::default(), config)
+    // State lives in the instance for the length of the test.
+    let state = StateView::new(None, 1 << 20);
+    let mut instance = Instance::new(&plugin, tag, limits, Grants::default(), config, state)
         .map_err(|e| format!("plugin {} {e}", plugin.label()))?;
     let mut report = TestReport::default();
     let total = records.len();

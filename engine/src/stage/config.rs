@@ -71,6 +71,15 @@ pub struct StageConfig {
     /// stores are meant to be short-lived). Default 1000; 0 never replaces.
     #[serde(default = "default_recycle_after")]
     pub recycle_after: u64,
+    /// Largest key plus value the plugin may store in its state, e.g.
+    /// `"64KiB"`; a larger `put` fails that call with `too-large`.
+    /// Default `"1MiB"`.
+    #[serde(default = "default_state_limit")]
+    pub state_limit: Spanned<ByteSize>,
+}
+
+fn default_state_limit() -> Spanned<ByteSize> {
+    Spanned::new(0..0, ByteSize(1 << 20))
 }
 
 fn default_recycle_after() -> u64 {

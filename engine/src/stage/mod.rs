@@ -18,7 +18,9 @@ pub use dead_letter::DeadLetter;
 pub use versions::{StageHandle, StageStatus, Update, VersionInfo};
 
 use crate::batch::Records;
-use crate::plugin::{CallError, CallInfo, Grants, Instance, Limits, LogTag, Output, Plugin};
+use crate::plugin::{
+    CallError, CallInfo, Grants, Instance, Limits, LogTag, Output, Plugin, StateView,
+};
 
 /// A stage could not get a batch through, and nothing may be dropped.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +78,8 @@ pub struct StageOutput {
     pub failed: usize,
     /// Time spent in the plugin, including retries.
     pub busy: Duration,
+    /// The batch's writes to the stage's state (to checkpoint).
+    pub writes: crate::state::Writes,
 }
 
 /// Everything a stage needs besides its plugin.
@@ -104,6 +108,10 @@ pub struct StageSettings {
     pub recycle_after: u64,
     /// Where failed records go.
     pub dead_letter: DeadLetter,
+    /// The stage's state, when the pipeline keeps a state store.
+    pub state: Option<Arc<crate::state::StageState>>,
+    /// Largest key + value a plugin may put into its state, in bytes.
+    pub state_limit: u64,
 }
 
 /// How many batches a new version must process without failing before it
@@ -156,6 +164,7 @@ pub fn prepare(settings: &StageSettings, plugin: &Arc<Plugin>) -> Result<Instanc
         settings.limits,
         settings.grants,
         &settings.config,
+        StateView::new(settings.state.clone(), settings.state_limit),
     )
 }
 
@@ -271,10 +280,14 @@ impl Stage {
                 let failed =
                     self.dead_letter_failures(batch_id, time_ms, &input, &output.failures)?;
                 self.count_probation_batch();
+                if let Some(state) = &self.settings.state {
+                    state.absorb(batch_id, &output.writes);
+                }
                 Ok(StageOutput {
                     records: output.records,
                     failed,
                     busy: Default::default(),
+                    writes: output.writes,
                 })
             }
             Err((input, error)) if self.fallback.is_some() => {
@@ -413,6 +426,7 @@ impl Stage {
                     records: Records::default(),
                     failed: input.len(),
                     busy: Default::default(),
+                    writes: Default::default(),
                 })
             }
         }

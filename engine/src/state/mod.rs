@@ -1,0 +1,388 @@
+//! Host-owned state for stages (the WIT `state` interface) and the
+//! checkpoint that makes it durable.
+//!
+//! Store: one [redb](https://docs.rs/redb) file per pipeline,
+//! `<state_dir>/<pipeline>.redb`, with a table per stage and a `checkpoint`
+//! table. redb is embedded, pure Rust (nothing to install, quick to build),
+//! crash-safe (copy-on-write B-trees, a commit is atomic and durable) and
+//! lets readers run beside the one writer, which is the shape here: stage
+//! threads read while the sink thread commits.
+//!
+//! Three layers answer a read, newest first:
+//! 1. the batch's own writes (in the instance, dropped if the call fails);
+//! 2. the stage's writes of batches that succeeded but are not yet
+//!    checkpointed ([`StageState`]'s `pending`, since stages run ahead of
+//!    the sinks);
+//! 3. the last checkpoint, in the file.
+//!
+//! The sink thread, once every sink has a batch, writes that batch's writes
+//! of every stage and its source positions in one transaction: the
+//! checkpoint. Pending entries the checkpoint covers are then dropped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use redb::{Database, ReadableDatabase, TableDefinition};
+
+/// The writes of one batch to one stage's state: `None` deletes.
+pub type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+const CHECKPOINT: TableDefinition<&str, &[u8]> = TableDefinition::new("checkpoint");
+
+/// A state store that could not be opened, read or written.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("state file {}: {message}", path.display())]
+pub struct StateError {
+    /// The file.
+    pub path: PathBuf,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// A pipeline's state file.
+pub struct StateStore {
+    db: Database,
+    path: PathBuf,
+}
+
+impl StateStore {
+    /// Opens (or creates) the state file of pipeline `pipeline` in `dir`.
+    /// A file that is not a valid store is an error naming it, never
+    /// silently replaced.
+    pub fn open(dir: &Path, pipeline: &str) -> Result<Arc<StateStore>, StateError> {
+        let path = dir.join(format!("{pipeline}.redb"));
+        let fail = |message: String| StateError {
+            path: path.clone(),
+            message,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create its folder: {e}")))?;
+        let damaged = |e: String| {
+            fail(format!(
+                "cannot open it ({e}); if it is damaged, restore it from a backup \
+                 or move it away to start from empty state"
+            ))
+        };
+        // Every page's checksum, once at start: damage is found here, not
+        // as wrong totals later. redb panics on some kinds of damage; that
+        // is reported the same way.
+        let opened = std::panic::catch_unwind(|| {
+            let mut db = Database::create(&path).map_err(|e| e.to_string())?;
+            let intact = db.check_integrity().map_err(|e| e.to_string())?;
+            Ok::<_, String>((db, intact))
+        });
+        let (db, intact) = match opened {
+            Ok(result) => result.map_err(damaged)?,
+            Err(_) => return Err(damaged("its pages do not check out".into())),
+        };
+        if !intact {
+            // redb rebuilds its allocator state after an unclean shutdown;
+            // committed data is untouched.
+            tracing::info!(
+                "state file {}: recovered after an unclean shutdown",
+                path.display()
+            );
+        }
+        Ok(Arc::new(StateStore { db, path }))
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn error(&self, what: &str, e: impl std::fmt::Display) -> StateError {
+        StateError {
+            path: self.path.clone(),
+            message: format!("{what}: {e}"),
+        }
+    }
+
+    /// The committed value of `key` in `table`.
+    fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        let read = self.db.begin_read().map_err(|e| self.error("reading", e))?;
+        let definition: TableDefinition<&[u8], &[u8]> = TableDefinition::new(table);
+        let table = match read.open_table(definition) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.error("reading", e)),
+        };
+        let value = table.get(key).map_err(|e| self.error("reading", e))?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    /// The last checkpoint's batch number and source positions.
+    pub fn checkpoint(&self) -> Result<Option<Checkpoint>, StateError> {
+        let read = self.db.begin_read().map_err(|e| self.error("reading", e))?;
+        let table = match read.open_table(CHECKPOINT) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.error("reading the checkpoint", e)),
+        };
+        let Some(text) = table
+            .get("checkpoint")
+            .map_err(|e| self.error("reading the checkpoint", e))?
+        else {
+            return Ok(None);
+        };
+        Checkpoint::decode(text.value())
+            .map(Some)
+            .ok_or_else(|| self.error("reading the checkpoint", "it is malformed"))
+    }
+
+    /// Writes one batch's checkpoint: every stage's writes and the sources'
+    /// positions, in one transaction.
+    pub fn commit(
+        &self,
+        writes: &[(Arc<StageState>, Writes)],
+        checkpoint: &Checkpoint,
+    ) -> Result<(), StateError> {
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(|e| self.error("writing", e))?;
+        for (stage, writes) in writes {
+            let definition: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&stage.table);
+            let mut table = txn
+                .open_table(definition)
+                .map_err(|e| self.error("writing", e))?;
+            for (key, value) in writes {
+                match value {
+                    Some(value) => table.insert(key.as_slice(), value.as_slice()).map(drop),
+                    None => table.remove(key.as_slice()).map(drop),
+                }
+                .map_err(|e| self.error("writing", e))?;
+            }
+        }
+        {
+            let mut table = txn
+                .open_table(CHECKPOINT)
+                .map_err(|e| self.error("writing the checkpoint", e))?;
+            table
+                .insert("checkpoint", checkpoint.encode().as_slice())
+                .map_err(|e| self.error("writing the checkpoint", e))?;
+        }
+        txn.commit().map_err(|e| self.error("committing", e))?;
+        for (stage, _) in writes {
+            stage.checkpointed(checkpoint.batch);
+        }
+        Ok(())
+    }
+}
+
+/// What a checkpoint records besides the state itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The batch it was taken after (its id in the run that took it).
+    pub batch: u64,
+    /// The newest acknowledged position of each source, by source index.
+    pub positions: BTreeMap<usize, String>,
+}
+
+impl Checkpoint {
+    fn encode(&self) -> Vec<u8> {
+        let mut text = format!("batch {}\n", self.batch);
+        for (source, position) in &self.positions {
+            text.push_str(&format!(
+                "source {source} {}\n",
+                position.replace('\n', " ")
+            ));
+        }
+        text.into_bytes()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Checkpoint> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut checkpoint = Checkpoint::default();
+        for line in text.lines() {
+            if let Some(batch) = line.strip_prefix("batch ") {
+                checkpoint.batch = batch.parse().ok()?;
+            } else if let Some(rest) = line.strip_prefix("source ") {
+                let (index, position) = rest.split_once(' ').unwrap_or((rest, ""));
+                checkpoint
+                    .positions
+                    .insert(index.parse().ok()?, position.to_string());
+            } else {
+                return None;
+            }
+        }
+        Some(checkpoint)
+    }
+}
+
+impl std::fmt::Debug for StageState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "StageState({} in {})",
+            self.table,
+            self.store.path.display()
+        )
+    }
+}
+
+/// One stage's view of the store, shared by its instances and the sink
+/// thread.
+pub struct StageState {
+    store: Arc<StateStore>,
+    table: String,
+    /// Largest key + value, in bytes.
+    pub limit: u64,
+    /// Writes of batches that succeeded in this stage but are not yet
+    /// checkpointed: key → (batch, value).
+    pending: Mutex<HashMap<Vec<u8>, (u64, Option<Vec<u8>>)>>,
+}
+
+impl StageState {
+    /// The state of stage `stage`.
+    pub fn new(store: Arc<StateStore>, stage: &str, limit: u64) -> Arc<StageState> {
+        Arc::new(StageState {
+            store,
+            table: format!("stage:{stage}"),
+            limit,
+            pending: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The value under `key` as of the last successful batch.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        if let Some((_, value)) = lock(&self.pending).get(key) {
+            return Ok(value.clone());
+        }
+        self.store.get(&self.table, key)
+    }
+
+    /// Records a successful batch's writes until its checkpoint.
+    pub fn absorb(&self, batch: u64, writes: &Writes) {
+        let mut pending = lock(&self.pending);
+        for (key, value) in writes {
+            pending.insert(key.clone(), (batch, value.clone()));
+        }
+    }
+
+    /// Batch `batch` is checkpointed: what it (or an earlier batch) wrote
+    /// is in the file now.
+    fn checkpointed(&self, batch: u64) {
+        lock(&self.pending).retain(|_, (written, _)| *written > batch);
+    }
+
+    /// The store it lives in.
+    pub fn store(&self) -> &Arc<StateStore> {
+        &self.store
+    }
+
+    /// Entries waiting for a checkpoint (for tests and metrics).
+    pub fn pending_len(&self) -> usize {
+        lock(&self.pending).len()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writes(entries: &[(&str, Option<&str>)]) -> Writes {
+        entries
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.map(|v| v.as_bytes().to_vec())))
+            .collect()
+    }
+
+    #[test]
+    fn reads_see_pending_writes_then_the_checkpoint_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path(), "p").unwrap();
+        let stage = StageState::new(store.clone(), "count", 1 << 20);
+        assert_eq!(stage.get(b"a").unwrap(), None);
+
+        stage.absorb(0, &writes(&[("a", Some("1")), ("b", Some("1"))]));
+        stage.absorb(1, &writes(&[("a", Some("2")), ("b", None)]));
+        assert_eq!(stage.get(b"a").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(stage.get(b"b").unwrap(), None);
+
+        // Batch 0's checkpoint: batch 1's writes stay pending and win.
+        let mut checkpoint = Checkpoint {
+            batch: 0,
+            positions: BTreeMap::from([(0, "f.txt:10".to_string())]),
+        };
+        store
+            .commit(
+                &[(stage.clone(), writes(&[("a", Some("1")), ("b", Some("1"))]))],
+                &checkpoint,
+            )
+            .unwrap();
+        assert_eq!(stage.pending_len(), 2);
+        assert_eq!(stage.get(b"a").unwrap(), Some(b"2".to_vec()));
+        checkpoint.batch = 1;
+        store
+            .commit(
+                &[(stage.clone(), writes(&[("a", Some("2")), ("b", None)]))],
+                &checkpoint,
+            )
+            .unwrap();
+        assert_eq!(stage.pending_len(), 0);
+        assert_eq!(stage.get(b"a").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(stage.get(b"b").unwrap(), None);
+        drop((stage, store));
+
+        let store = StateStore::open(dir.path(), "p").unwrap();
+        let stage = StageState::new(store.clone(), "count", 1 << 20);
+        assert_eq!(stage.get(b"a").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(store.checkpoint().unwrap(), Some(checkpoint));
+        // Another stage's table is its own.
+        let other = StageState::new(store, "other", 1 << 20);
+        assert_eq!(other.get(b"a").unwrap(), None);
+    }
+
+    #[test]
+    fn a_damaged_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.redb"), vec![0x5a; 8192]).unwrap();
+        let err = StateStore::open(dir.path(), "p")
+            .err()
+            .expect("a damaged file must not open");
+        let text = err.to_string();
+        assert!(text.contains("p.redb"), "{text}");
+        assert!(text.contains("cannot open it"), "{text}");
+    }
+
+    #[test]
+    fn damaged_pages_are_found_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = StateStore::open(dir.path(), "p").unwrap();
+            let stage = StageState::new(store.clone(), "s", 1 << 20);
+            let batch: Writes = (0..200u32)
+                .map(|i| (i.to_be_bytes().to_vec(), Some(vec![7u8; 100])))
+                .collect();
+            store
+                .commit(&[(stage, batch)], &Checkpoint::default())
+                .unwrap();
+        }
+        let path = dir.path().join("p.redb");
+        let mut bytes = std::fs::read(&path).unwrap();
+        // Everything past the header page.
+        for (i, b) in bytes.iter_mut().enumerate().skip(4096) {
+            *b ^= 0xa5 ^ (i as u8);
+        }
+        std::fs::write(&path, bytes).unwrap();
+        let err = StateStore::open(dir.path(), "p")
+            .err()
+            .expect("damage must be found");
+        assert!(err.to_string().contains("p.redb"), "{err}");
+    }
+
+    #[test]
+    fn checkpoints_round_trip() {
+        let checkpoint = Checkpoint {
+            batch: 42,
+            positions: BTreeMap::from([(0, "lines:0@5 lines:1@7".into()), (2, String::new())]),
+        };
+        assert_eq!(Checkpoint::decode(&checkpoint.encode()), Some(checkpoint));
+        assert_eq!(Checkpoint::decode(b"nonsense"), None);
+    }
+}

@@ -1,0 +1,151 @@
+//! Host-owned state (`running-count`): totals carried across batches and
+//! across runs, the size limit as a per-record error, a damaged state file
+//! as a clear error, and no state file for pipelines that keep no state.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::support::*;
+
+fn running_count(state_limit: &str, sink_dir: &str) -> String {
+    format!(
+        r#"
+name = "totals"
+batch_interval = "50ms"
+
+[[sources]]
+type = "stdin"
+
+[[stages]]
+name = "split"
+plugin = '{}'
+
+[[stages]]
+name = "count"
+plugin = '{}'
+state_limit = "{state_limit}"
+on_error = "fail"
+
+[[sinks]]
+type = "directory"
+path = "{sink_dir}"
+format = "jsonl"
+"#,
+        plugin("word_split").display(),
+        plugin("running_count").display()
+    )
+}
+
+/// Each word's latest total in running-count's output (files in order).
+fn latest_totals(records: &[serde_json::Value]) -> BTreeMap<String, u64> {
+    records
+        .iter()
+        .map(|r| {
+            (
+                r["key"].as_str().unwrap().to_string(),
+                r["value"].as_str().unwrap().parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn run(s: &Scratch, chunks: &[&str]) -> Finished {
+    run_paced(
+        s.sluice(&["run", "p.toml", "--control", "off"]),
+        chunks,
+        Duration::from_millis(120),
+        Duration::from_secs(60),
+    )
+}
+
+#[test]
+fn totals_continue_across_batches_and_restarts() {
+    let s = Scratch::new();
+    s.write("p.toml", &running_count("1MiB", "out-1"));
+    let first = [
+        sample_text(200, 71),
+        sample_text(200, 72),
+        sample_text(50, 73),
+    ];
+    let done = run(&s, &first.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(done.status.success(), "{}", done.stderr);
+    let text_1 = first.concat();
+    assert_eq!(
+        latest_totals(&read_jsonl_dir(&s.path("out-1"))),
+        count_words(&text_1)
+    );
+    assert!(s.path("state/totals.redb").exists());
+
+    // A second run goes on from the first one's totals.
+    s.write("p.toml", &running_count("1MiB", "out-2"));
+    let second = [sample_text(100, 74), sample_text(100, 75)];
+    let done = run(&s, &second.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(done.status.success(), "{}", done.stderr);
+    let all = format!("{text_1}{}", second.concat());
+    let expected = count_words(&all);
+    let got = latest_totals(&read_jsonl_dir(&s.path("out-2")));
+    for (word, total) in &got {
+        assert_eq!(
+            Some(total),
+            expected.get(word),
+            "total of `{word}` after the restart"
+        );
+    }
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        count_words(&second.concat()).keys().collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn an_entry_over_the_state_limit_fails_its_records_alone() {
+    let s = Scratch::new();
+    s.write("p.toml", &running_count("16B", "out"));
+    let done = run(
+        &s,
+        &["short words here\nan-extraordinarily-long-word short\n"],
+    );
+    assert!(done.status.success(), "{}", done.stderr);
+    let totals = latest_totals(&read_jsonl_dir(&s.path("out")));
+    assert_eq!(totals, count_words("short words here short"));
+    let dead = read_jsonl_dir(&s.path("dead-letter/totals/count"));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["value"], "an-extraordinarily-long-word");
+    let error = dead[0]["error"].as_str().unwrap();
+    assert!(error.contains("state_limit of 16 bytes"), "{error}");
+}
+
+#[test]
+fn a_damaged_state_file_is_an_error_naming_it() {
+    let s = Scratch::new();
+    s.write("p.toml", &running_count("1MiB", "out"));
+    s.write("state/totals.redb", &"not a state file ".repeat(500));
+    let done = run(&s, &["a b c\n"]);
+    assert_eq!(done.status.code(), Some(2), "{}", done.stderr);
+    assert!(
+        done.stderr.contains("state/totals.redb") && done.stderr.contains("cannot open it"),
+        "{}",
+        done.stderr
+    );
+    // Left as it was, for the user to inspect or restore.
+    assert!(
+        std::fs::read_to_string(s.path("state/totals.redb"))
+            .unwrap()
+            .starts_with("not a state")
+    );
+}
+
+#[test]
+fn a_pipeline_without_state_writes_no_state_file() {
+    let s = Scratch::new();
+    s.write(
+        "p.toml",
+        &running_count("1MiB", "out").replace(
+            &plugin("running_count").display().to_string(),
+            &plugin("word_count").display().to_string(),
+        ),
+    );
+    let done = run(&s, &["a b a\n"]);
+    assert!(done.status.success(), "{}", done.stderr);
+    assert!(!s.path("state").exists());
+}
