@@ -26,7 +26,7 @@ use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use sluice::batch::Records;
-use sluice::plugin::{CallInfo, Grants, Instance, Limits, LogTag, PluginHost};
+use sluice::plugin::{CallInfo, Grants, Instance, Limits, LogTag, PluginHost, StateView};
 use sluice::source::LineMaker;
 
 mod layouts {
@@ -130,7 +130,15 @@ fn boundary(c: &mut Criterion) {
         memory: 1 << 30,
         time: Duration::from_secs(60),
     };
-    let mut instance = Instance::new(&word_split, tag, limits, Grants::default(), &[]).unwrap();
+    let mut instance = Instance::new(
+        &word_split,
+        tag,
+        limits,
+        Grants::default(),
+        &[],
+        StateView::new(None, 1 << 20),
+    )
+    .unwrap();
     let info = CallInfo {
         id: 0,
         time_ms: 0,

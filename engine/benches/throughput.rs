@@ -5,6 +5,10 @@
 //! (the same generated lines, cut into batches, split on whitespace and
 //! counted per batch in a hash map). Prints lines/s for both and the ratio.
 //!
+//! Also runs the same pipeline with `running-count` (totals across batches
+//! in the stage's host-owned state, checkpointed every batch) in place of
+//! `word-count`, beside it.
+//!
 //! Run: `cargo bench -p sluice --bench throughput` (set `SLUICE_BENCH_LINES`
 //! to change the 2,000,000 lines, `SLUICE_BENCH_INTERVAL` for the batch
 //! interval, default `100ms`).
@@ -61,11 +65,12 @@ fn main() {
     let dir = support::guests();
     let scratch = std::env::temp_dir().join(format!("sluice-throughput-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).unwrap();
-    let pipeline = scratch.join("wordcount.toml");
-    std::fs::write(
-        &pipeline,
-        format!(
-            r#"
+    let write_pipeline = |file: &str, count_plugin: &str| {
+        let pipeline = scratch.join(file);
+        std::fs::write(
+            &pipeline,
+            format!(
+                r#"
 name = "throughput"
 batch_interval = "{interval}"
 
@@ -86,16 +91,20 @@ plugin = '{}'
 [[sinks]]
 type = "null"
 "#,
-            dir.join("word_split.wasm").display(),
-            dir.join("word_count.wasm").display()
-        ),
-    )
-    .unwrap();
+                dir.join("word_split.wasm").display(),
+                dir.join(count_plugin).display()
+            ),
+        )
+        .unwrap();
+        pipeline
+    };
+    let pipeline = write_pipeline("wordcount.toml", "word_count.wasm");
+    let stateful = write_pipeline("running.toml", "running_count.wasm");
 
     // Warm the page cache and the binary once, then measure.
-    let sluice_run = || {
+    let sluice_run = |pipeline: &std::path::Path| {
         let started = Instant::now();
-        let out = support::sluice_run(&pipeline)
+        let out = support::sluice_run(pipeline)
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
             .output()
@@ -110,8 +119,12 @@ type = "null"
         );
         (secs, log)
     };
-    let _ = sluice_run();
-    let (wasm_secs, log) = sluice_run();
+    let _ = sluice_run(&pipeline);
+    let (wasm_secs, log) = sluice_run(&pipeline);
+    // running-count keeps every word's total in the stage's state (a fresh
+    // state file each run) and checkpoints it after every batch.
+    let _ = std::fs::remove_dir_all(scratch.join("state"));
+    let (state_secs, _) = sluice_run(&stateful);
     // Native batches as large as the engine's average batch.
     let batches: u64 = log
         .lines()
@@ -143,5 +156,11 @@ type = "null"
         wasm_rate
     );
     println!("  ratio sluice/native {:>10.2}", wasm_rate / native_rate);
+    let state_rate = lines as f64 / state_secs;
+    println!(
+        "  sluice, running-count (state) {:>12.0} lines/s  ({state_secs:.3} s), {:.2} of stateless",
+        state_rate,
+        state_rate / wasm_rate
+    );
     let _ = std::fs::remove_dir_all(&scratch);
 }
