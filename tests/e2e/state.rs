@@ -149,3 +149,83 @@ fn a_pipeline_without_state_writes_no_state_file() {
     assert!(done.status.success(), "{}", done.stderr);
     assert!(!s.path("state").exists());
 }
+
+/// The checkpoint's promise: under continuous input into a watched folder,
+/// kill the engine with SIGKILL at (pseudo-)random moments, restart it each
+/// time; afterwards every word's latest total equals its count in the
+/// input exactly: nothing lost, nothing counted twice.
+#[test]
+fn ten_sigkills_under_continuous_input_leave_every_total_exact() {
+    let s = Scratch::new();
+    s.mkdir("input");
+    let pipeline = running_count("1MiB", "out").replace(
+        "[[sources]]\ntype = \"stdin\"",
+        "[[sources]]\ntype = \"directory\"\npath = \"input\"\nsettle = \"200ms\"",
+    );
+    s.write("p.toml", &pipeline);
+
+    // The writer: 60 files, one every 80 ms, each moved in by rename.
+    let input = s.path("input");
+    let writer = std::thread::spawn(move || {
+        let mut all = String::new();
+        for i in 0..60u64 {
+            let text = sample_text(80, 1000 + i);
+            let tmp = input.join(format!(".f{i:03}.tmp"));
+            std::fs::write(&tmp, &text).unwrap();
+            std::fs::rename(&tmp, input.join(format!("f{i:03}.txt"))).unwrap();
+            all.push_str(&text);
+            std::thread::sleep(Duration::from_millis(80));
+        }
+        all
+    });
+
+    let spawn = |n: usize| {
+        let log = std::fs::File::create(s.path(&format!("log-{n}"))).unwrap();
+        s.sluice(&["run", "p.toml", "--control", "off"])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    };
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for n in 0..10 {
+        let mut child = spawn(n);
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(150 + seed % 500));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let all = writer.join().unwrap();
+    let expected = count_words(&all);
+
+    let mut child = spawn(10);
+    let out = s.path("out");
+    let mut last = BTreeMap::new();
+    let finished = std::time::Instant::now();
+    while finished.elapsed() < Duration::from_secs(60) {
+        last = latest_totals(&read_jsonl_dir(&out));
+        if last == expected {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    terminate(&child);
+    let status = wait_deadline(&mut child, Duration::from_secs(30));
+    let logs: Vec<String> = (0..=10)
+        .map(|n| std::fs::read_to_string(s.path(&format!("log-{n}"))).unwrap_or_default())
+        .collect();
+    assert_eq!(
+        last,
+        expected,
+        "totals differ after 10 SIGKILLs; logs:\n{}",
+        logs.join("\n----\n")
+    );
+    assert!(status.success(), "{}", logs[10]);
+    assert!(
+        logs[10].contains("resuming from the checkpoint"),
+        "{}",
+        logs[10]
+    );
+}

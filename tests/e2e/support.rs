@@ -92,12 +92,14 @@ impl Scratch {
         path
     }
 
-    /// A `sluice` command run in this folder.
+    /// A `sluice` command run in this folder, logging at `info` (or as
+    /// `E2E_LOG` says, e.g. `E2E_LOG=debug` when chasing a failure).
     pub fn sluice(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(sluice_bin());
-        cmd.args(args)
-            .current_dir(self.dir.path())
-            .env("RUST_LOG", "info");
+        cmd.args(args).current_dir(self.dir.path()).env(
+            "RUST_LOG",
+            std::env::var("E2E_LOG").unwrap_or("info".into()),
+        );
         cmd
     }
 }

@@ -206,6 +206,53 @@ pub fn build_stages(file: &PipelineFile, host: &PluginHost) -> Result<Vec<Stage>
     Ok(stages)
 }
 
+/// Points the sources at the last checkpoint's positions, so the state
+/// and the input carry on together.
+fn resume(
+    file: &PipelineFile,
+    store: &StateStore,
+    sources: &mut [Box<dyn Source>],
+) -> Result<(), BuildError> {
+    let invalid = |message: String| {
+        BuildError::Config(ConfigError::Invalid {
+            path: file.path.clone(),
+            line: 1,
+            column: 1,
+            message,
+        })
+    };
+    let Some(checkpoint) = store.checkpoint().map_err(|e| invalid(e.to_string()))? else {
+        return Ok(());
+    };
+    for (index, source) in sources.iter_mut().enumerate() {
+        let Some(position) = checkpoint.positions.get(&index) else {
+            continue;
+        };
+        tracing::debug!("{}: checkpointed position {position:?}", source.describe());
+        match source.resume(position) {
+            Ok(true) => tracing::info!(
+                "{}: resuming from the checkpoint in {}",
+                source.describe(),
+                store.path().display()
+            ),
+
+            Ok(false) => tracing::warn!(
+                "{}: cannot replay from the checkpoint in {}; it reads as if new, so state \
+                 may count what the last run read but did not checkpoint",
+                source.describe(),
+                store.path().display()
+            ),
+            Err(e) => {
+                return Err(invalid(format!(
+                    "checkpoint in {}: source {index}: {e}",
+                    store.path().display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Sources built from a pipeline file (no side effects: they start reading
 /// only when run). Errors point at the source's table.
 pub fn build_sources(file: &PipelineFile) -> Result<Vec<Box<dyn Source>>, BuildError> {
@@ -254,6 +301,10 @@ impl Pipeline {
         let state = stages
             .iter()
             .find_map(|s| s.settings().state.as_ref().map(|s| s.store().clone()));
+        let mut sources = sources;
+        if let Some(store) = &state {
+            resume(file, store, &mut sources)?;
+        }
         Ok(Pipeline {
             state,
             name: config.name.get_ref().clone(),

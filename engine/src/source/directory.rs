@@ -8,7 +8,7 @@
 //! write under such a name and rename are picked up at the rename. Each file
 //! is read once; files are treated as immutable once read.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -81,6 +81,7 @@ impl DirectoryConfig {
             existing: self.existing,
             watch: self.watch,
             settle: self.settle.0,
+            resume: Progress::default(),
         })
     }
 }
@@ -91,6 +92,43 @@ pub struct DirectorySource {
     existing: bool,
     watch: bool,
     settle: Duration,
+    /// Where a checkpoint says the last run got to.
+    resume: Progress,
+}
+
+/// How far the source has read: the files read to the end, and the lines
+/// read of files begun but not finished (the one being read, and any a
+/// crashed run left part-way, until they are read again). As a position:
+/// entries separated by `/` (which no file name holds), `d:NAME` for a
+/// finished file, `pLINES:NAME` for a begun one.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Progress {
+    done: Vec<String>,
+    partial: BTreeMap<String, u64>,
+}
+
+impl Progress {
+    fn encode(&self) -> String {
+        let mut entries: Vec<String> = self.done.iter().map(|n| format!("d:{n}")).collect();
+        for (name, lines) in &self.partial {
+            entries.push(format!("p{lines}:{name}"));
+        }
+        entries.join("/")
+    }
+
+    fn decode(position: &str) -> Option<Progress> {
+        let mut progress = Progress::default();
+        for entry in position.split('/').filter(|e| !e.is_empty()) {
+            let (head, name) = entry.split_once(':')?;
+            if head == "d" {
+                progress.done.push(name.to_string());
+            } else {
+                let lines = head.strip_prefix('p')?.parse().ok()?;
+                progress.partial.insert(name.to_string(), lines);
+            }
+        }
+        Some(progress)
+    }
 }
 
 /// How often the folder is listed even without events.
@@ -111,6 +149,12 @@ impl Source for DirectorySource {
         format!("directory {}", self.dir.display())
     }
 
+    fn resume(&mut self, position: &str) -> Result<bool, String> {
+        self.resume = Progress::decode(position)
+            .ok_or_else(|| format!("malformed directory position `{position}`"))?;
+        Ok(true)
+    }
+
     fn run(self: Box<Self>, emitter: Emitter) -> SourceTask {
         Box::pin(async move {
             let name = self.describe();
@@ -129,6 +173,10 @@ impl Source for DirectorySource {
             };
             let mut read: HashSet<OsString> = HashSet::new();
             let mut candidates: HashMap<OsString, Candidate> = HashMap::new();
+            // Files the last checkpoint covers are not read again; the one
+            // it was part-way through is read from the line after.
+            let mut progress = self.resume.clone();
+            read.extend(self.resume.done.iter().map(OsString::from));
             if !self.existing {
                 for entry in list(&self.dir) {
                     read.insert(entry);
@@ -180,8 +228,12 @@ impl Source for DirectorySource {
                     candidates.remove(&file);
                     read.insert(file.clone());
                     let path = self.dir.join(&file);
-                    match read_file(&path, &emitter).await {
+                    let file_name = file.to_string_lossy().into_owned();
+                    let skip_lines = progress.partial.get(&file_name).copied().unwrap_or(0);
+                    match read_file(&path, &emitter, &progress, skip_lines).await {
                         Ok((lines, true)) => {
+                            progress.partial.remove(&file_name);
+                            progress.done.push(file_name);
                             tracing::info!(source = %name, "read {} ({lines} lines)", file.to_string_lossy())
                         }
                         Ok((lines, false)) => {
@@ -289,9 +341,15 @@ enum ReadError {
 }
 
 /// Reads a file in blocks, handing its lines over in chunks, so a large
-/// file never sits in memory whole. Returns the lines read and whether the
-/// whole file was read (false when asked to stop part-way).
-async fn read_file(path: &Path, emitter: &Emitter) -> Result<(u64, bool), ReadError> {
+/// file never sits in memory whole; the first `skip` lines (read before a
+/// restart) are dropped. Returns the lines read and whether the whole file
+/// was read (false when asked to stop part-way).
+async fn read_file(
+    path: &Path,
+    emitter: &Emitter,
+    progress: &Progress,
+    skip: u64,
+) -> Result<(u64, bool), ReadError> {
     let mut file = std::fs::File::open(path).map_err(ReadError::Io)?;
     let name = path
         .file_name()
@@ -311,10 +369,22 @@ async fn read_file(path: &Path, emitter: &Emitter) -> Result<(u64, bool), ReadEr
             splitter.feed(&buf[..n], &mut records);
         }
         if n == 0 || records.len() >= CHUNK_RECORDS || records.values.data.len() >= CHUNK_BYTES {
-            lines += records.len() as u64;
-            let position = Some(format!("{name}:{lines}"));
+            let mut chunk = std::mem::take(&mut records);
+            let before = lines;
+            lines += chunk.len() as u64;
+            if before < skip {
+                // Lines the last checkpoint already covers.
+                let keep_from = (skip - before).min(chunk.len() as u64) as usize;
+                let mut rest = Records::default();
+                for i in keep_from..chunk.len() {
+                    rest.push_record(chunk.get(i));
+                }
+                chunk = rest;
+            }
+            let mut at = progress.clone();
+            at.partial.insert(name.clone(), lines.max(skip));
             emitter
-                .emit(std::mem::take(&mut records), position)
+                .emit(chunk, Some(at.encode()))
                 .await
                 .map_err(|_| ReadError::Closed)?;
         }
@@ -324,5 +394,24 @@ async fn read_file(path: &Path, emitter: &Emitter) -> Result<(u64, bool), ReadEr
         if emitter.stopping() && records.is_empty() {
             return Ok((lines, false));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_round_trips_through_its_position() {
+        let progress = Progress {
+            done: vec!["a.txt".into(), "b:with colon.txt".into()],
+            partial: BTreeMap::from([("c.txt".into(), 40), ("d d.txt".into(), 7)]),
+        };
+        let position = progress.encode();
+        assert_eq!(position, "d:a.txt/d:b:with colon.txt/p40:c.txt/p7:d d.txt");
+        assert_eq!(Progress::decode(&position), Some(progress));
+        assert_eq!(Progress::decode(""), Some(Progress::default()));
+        assert_eq!(Progress::decode("x:y"), None);
+        assert_eq!(Progress::decode("pq:y"), None);
     }
 }

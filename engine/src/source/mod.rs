@@ -53,6 +53,14 @@ pub trait Source: Send {
 
     /// Reads until the input ends or `emitter` says to stop.
     fn run(self: Box<Self>, emitter: Emitter) -> SourceTask;
+
+    /// Before `run`: continue after `position` (one this source emitted,
+    /// from the last checkpoint) instead of from the start. Returns whether
+    /// the source can; one that cannot replay reads as if new.
+    fn resume(&mut self, position: &str) -> Result<bool, String> {
+        let _ = position;
+        Ok(false)
+    }
 }
 
 /// A source's way to the batcher, its stop signal, and the positions the

@@ -180,13 +180,12 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// As stored: `batch N` then `source I POSITION` lines, positions with
+    /// their bytes escaped so that any text survives.
     fn encode(&self) -> Vec<u8> {
         let mut text = format!("batch {}\n", self.batch);
         for (source, position) in &self.positions {
-            text.push_str(&format!(
-                "source {source} {}\n",
-                position.replace('\n', " ")
-            ));
+            text.push_str(&format!("source {source} {}\n", position.escape_default()));
         }
         text.into_bytes()
     }
@@ -201,13 +200,39 @@ impl Checkpoint {
                 let (index, position) = rest.split_once(' ').unwrap_or((rest, ""));
                 checkpoint
                     .positions
-                    .insert(index.parse().ok()?, position.to_string());
+                    .insert(index.parse().ok()?, unescape(position)?);
             } else {
                 return None;
             }
         }
         Some(checkpoint)
     }
+}
+
+/// The inverse of `str::escape_default`.
+fn unescape(text: &str) -> Option<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next()? {
+            'n' => out.push('\n'),
+            'r' => out.push('\r'),
+            't' => out.push('\t'),
+            '\\' => out.push('\\'),
+            '\'' => out.push('\''),
+            '"' => out.push('"'),
+            'u' => {
+                let hex: String = chars.by_ref().skip(1).take_while(|c| *c != '}').collect();
+                out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 impl std::fmt::Debug for StageState {
@@ -380,7 +405,11 @@ mod tests {
     fn checkpoints_round_trip() {
         let checkpoint = Checkpoint {
             batch: 42,
-            positions: BTreeMap::from([(0, "lines:0@5 lines:1@7".into()), (2, String::new())]),
+            positions: BTreeMap::from([
+                (0, "lines:0@5 lines:1@7".into()),
+                (1, "d:a b.txt/p12:naïve\nname \\ \"x\"".into()),
+                (2, String::new()),
+            ]),
         };
         assert_eq!(Checkpoint::decode(&checkpoint.encode()), Some(checkpoint));
         assert_eq!(Checkpoint::decode(b"nonsense"), None);
