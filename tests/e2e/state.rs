@@ -229,3 +229,27 @@ fn ten_sigkills_under_continuous_input_leave_every_total_exact() {
         logs[10]
     );
 }
+
+#[test]
+fn cumulative_sum_carries_its_sum_across_runs() {
+    let s = Scratch::new();
+    let pipeline = |out: &str| {
+        format!(
+            "name = \"sums\"\nbatch_interval = \"50ms\"\n[[sources]]\ntype = \"stdin\"\n\
+             [[stages]]\nname = \"sum\"\nplugin = '{}'\n\
+             [[sinks]]\ntype = \"directory\"\npath = \"{out}\"\nformat = \"jsonl\"\n",
+            plugin("cumulative_sum").display()
+        )
+    };
+    s.write("p.toml", &pipeline("out-1"));
+    let done = run(&s, &["1\n2.5\n", "not a number\n"]);
+    assert!(done.status.success(), "{}", done.stderr);
+    s.write("p.toml", &pipeline("out-2"));
+    let done = run(&s, &["4\n-0.5\n"]);
+    assert!(done.status.success(), "{}", done.stderr);
+    let last = read_jsonl_dir(&s.path("out-2"));
+    assert_eq!(last.last().unwrap()["value"], "7", "{last:?}");
+    let dead = read_jsonl_dir(&s.path("dead-letter/sums/sum"));
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["value"], "not a number");
+}

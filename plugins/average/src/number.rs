@@ -1,7 +1,7 @@
 //! Reading a record's number: the value itself as decimal text, or one field
 //! of a JSON object value (a JSON number, or a string holding one).
 //!
-//! The same file serves `average` and `threshold-alert` (which includes it
+//! The same file serves `average`, `threshold-alert` and `cumulative-sum` (which include it
 //! by path).
 
 use std::borrow::Cow;
