@@ -95,35 +95,15 @@ impl Measured {
 
 fn pipeline(dir: &Path, name: &str, guests: &Path, lines: u64) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
-    std::fs::write(
+    support::wordcount_pipeline(
         &path,
-        format!(
-            r#"
-name = "{name}"
-batch_interval = "100ms"
-
-[[sources]]
-type = "generator"
-rate = 0
-count = {lines}
-words_per_line = {WORDS_PER_LINE}
-
-[[stages]]
-name = "split"
-plugin = '{}'
-
-[[stages]]
-name = "count"
-plugin = '{}'
-
-[[sinks]]
-type = "null"
-"#,
-            guests.join("word_split.wasm").display(),
-            guests.join("word_count.wasm").display()
-        ),
-    )
-    .unwrap();
+        name,
+        "100ms",
+        lines,
+        WORDS_PER_LINE,
+        guests,
+        "word_count.wasm",
+    );
     path
 }
 
@@ -142,7 +122,7 @@ fn run(cpus: Option<&str>, pipelines: &[&Path], total_lines: u64) -> Measured {
         .args(["--control", "off", "--no-watch"])
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::null());
-    let cpu_before = children_cpu();
+    let cpu_before = support::cpu_seconds("self", true);
     let started = Instant::now();
     let out = cmd.output().expect("running sluice");
     let secs = started.elapsed().as_secs_f64();
@@ -161,25 +141,13 @@ fn run(cpus: Option<&str>, pipelines: &[&Path], total_lines: u64) -> Measured {
     Measured {
         lines: total_lines,
         secs,
-        cpu: children_cpu() - cpu_before,
+        cpu: support::cpu_seconds("self", true) - cpu_before,
     }
-}
-
-/// CPU seconds used by this process's finished children (`cutime` and
-/// `cstime` in `/proc/self/stat`, clock ticks of 1/100 s).
-fn children_cpu() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap();
-    let ticks = |i: usize| fields[i].parse::<f64>().unwrap();
-    (ticks(13) + ticks(14)) / 100.0
 }
 
 /// The same work in plain Rust, on `threads` threads at once, `lines` each.
 fn native(threads: usize, lines: u64) -> Measured {
-    let cpu_before = self_cpu();
+    let cpu_before = support::cpu_seconds("self", false);
     let started = Instant::now();
     std::thread::scope(|scope| {
         for t in 0..threads {
@@ -212,17 +180,6 @@ fn native(threads: usize, lines: u64) -> Measured {
     Measured {
         lines: lines * threads as u64,
         secs: started.elapsed().as_secs_f64(),
-        cpu: self_cpu() - cpu_before,
+        cpu: support::cpu_seconds("self", false) - cpu_before,
     }
-}
-
-/// CPU seconds used by this process so far (`utime` + `stime`).
-fn self_cpu() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap();
-    let ticks = |i: usize| fields[i].parse::<f64>().unwrap();
-    (ticks(11) + ticks(12)) / 100.0
 }

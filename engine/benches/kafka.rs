@@ -168,7 +168,7 @@ fn native(brokers: &str, input: &str, output: &str, lines: u64) -> Measured {
     consumer.assign(&assignment).unwrap();
     let producer = producer(brokers);
     let started = Instant::now();
-    let cpu_before = cpu_seconds("self");
+    let cpu_before = support::cpu_seconds("self", false);
     let mut read = 0u64;
     while read < lines {
         let mut counts: HashMap<Vec<u8>, u64> = HashMap::new();
@@ -204,27 +204,8 @@ fn native(brokers: &str, input: &str, output: &str, lines: u64) -> Measured {
     producer.flush(Duration::from_secs(60)).expect("delivering");
     Measured {
         secs: started.elapsed().as_secs_f64(),
-        cpu: cpu_seconds("self") - cpu_before,
+        cpu: support::cpu_seconds("self", false) - cpu_before,
     }
-}
-
-/// CPU seconds (user + system) a process has used so far, from
-/// `/proc/PID/stat` (`self` for this one).
-fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // After the command name (in parentheses), utime is the 12th field and
-    // stime the 13th, in clock ticks of 1/100 s on Linux.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Wall-clock and CPU time of one side.
@@ -327,7 +308,7 @@ topic = "{output}"
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let cpu = cpu_seconds(&child.id().to_string());
+    let cpu = support::cpu_seconds(&child.id().to_string(), false);
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

@@ -66,37 +66,17 @@ fn main() {
     let scratch = std::env::temp_dir().join(format!("sluice-throughput-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).unwrap();
     let write_pipeline = |file: &str, count_plugin: &str| {
-        let pipeline = scratch.join(file);
-        std::fs::write(
-            &pipeline,
-            format!(
-                r#"
-name = "throughput"
-batch_interval = "{interval}"
-
-[[sources]]
-type = "generator"
-rate = 0
-count = {lines}
-words_per_line = {WORDS_PER_LINE}
-
-[[stages]]
-name = "split"
-plugin = '{}'
-
-[[stages]]
-name = "count"
-plugin = '{}'
-
-[[sinks]]
-type = "null"
-"#,
-                dir.join("word_split.wasm").display(),
-                dir.join(count_plugin).display()
-            ),
-        )
-        .unwrap();
-        pipeline
+        let path = scratch.join(file);
+        support::wordcount_pipeline(
+            &path,
+            "throughput",
+            &interval,
+            lines,
+            WORDS_PER_LINE,
+            &dir,
+            count_plugin,
+        );
+        path
     };
     let pipeline = write_pipeline("wordcount.toml", "word_count.wasm");
     let stateful = write_pipeline("running.toml", "running_count.wasm");

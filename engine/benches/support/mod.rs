@@ -39,3 +39,69 @@ pub fn sluice_run(pipeline: &Path) -> Command {
     .stdout(std::process::Stdio::null());
     cmd
 }
+
+/// Writes a word-count pipeline to `path`: `generator` (`lines` lines of
+/// `words` words, as fast as taken) → `word-split` → `count_plugin` (a file
+/// in `guests`) → `null`.
+#[allow(dead_code)] // not every benchmark writes one
+pub fn wordcount_pipeline(
+    path: &Path,
+    name: &str,
+    interval: &str,
+    lines: u64,
+    words: u32,
+    guests: &Path,
+    count_plugin: &str,
+) {
+    std::fs::write(
+        path,
+        format!(
+            r#"
+name = "{name}"
+batch_interval = "{interval}"
+
+[[sources]]
+type = "generator"
+rate = 0
+count = {lines}
+words_per_line = {words}
+
+[[stages]]
+name = "split"
+plugin = '{}'
+
+[[stages]]
+name = "count"
+plugin = '{}'
+
+[[sinks]]
+type = "null"
+"#,
+            guests.join("word_split.wasm").display(),
+            guests.join(count_plugin).display()
+        ),
+    )
+    .unwrap();
+}
+
+/// CPU seconds (user + system) from `/proc/PID/stat` (`self` for this
+/// process): the process's own, or with `children` those of its children
+/// that have been waited for. Linux counts them in ticks of 1/100 s.
+#[allow(dead_code)] // not every benchmark measures CPU
+pub fn cpu_seconds(pid: &str, children: bool) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (in parentheses): utime, stime, cutime
+    // and cstime are the 12th to 15th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let first = if children { 13 } else { 11 };
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(first) + ticks(first + 1)) / 100.0
+}

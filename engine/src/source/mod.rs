@@ -97,16 +97,20 @@ impl Emitter {
     /// [`Emitter::emit`] for a source that reads on a blocking thread (never
     /// call it on the runtime's own threads).
     pub fn emit_blocking(&self, records: Records, position: Option<String>) -> Result<(), Closed> {
-        if records.is_empty() {
-            return Ok(());
+        match self.chunk(records, position) {
+            Some(chunk) => self.tx.blocking_send(chunk).map_err(|_| Closed),
+            None => Ok(()),
         }
-        let chunk = Chunk {
+    }
+
+    /// A chunk of this source's records received now; none for no records.
+    fn chunk(&self, records: Records, position: Option<String>) -> Option<Chunk> {
+        (!records.is_empty()).then(|| Chunk {
             source: self.source,
             received: Instant::now(),
             records,
             position,
-        };
-        self.tx.blocking_send(chunk).map_err(|_| Closed)
+        })
     }
 
     /// The positions the sinks have acknowledged, for a source that commits
@@ -118,16 +122,10 @@ impl Emitter {
     /// Hands records to the batcher, waiting while the queue is full. Records
     /// already read are always handed over, even while stopping.
     pub async fn emit(&self, records: Records, position: Option<String>) -> Result<(), Closed> {
-        if records.is_empty() {
-            return Ok(());
+        match self.chunk(records, position) {
+            Some(chunk) => self.tx.send(chunk).await.map_err(|_| Closed),
+            None => Ok(()),
         }
-        let chunk = Chunk {
-            source: self.source,
-            received: Instant::now(),
-            records,
-            position,
-        };
-        self.tx.send(chunk).await.map_err(|_| Closed)
     }
 
     /// Whether the source has been asked to stop reading.
