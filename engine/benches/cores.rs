@@ -17,13 +17,10 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
-
-use sluice::source::LineMaker;
 
 const WORDS_PER_LINE: u32 = 10;
 const BATCH_LINES: u64 = 100_000;
@@ -152,28 +149,12 @@ fn native(threads: usize, lines: u64) -> Measured {
     std::thread::scope(|scope| {
         for t in 0..threads {
             scope.spawn(move || {
-                let mut maker = LineMaker::new(t as u64 + 1, WORDS_PER_LINE);
-                let mut done = 0;
-                while done < lines {
-                    let n = BATCH_LINES.min(lines - done);
-                    let mut counts: HashMap<String, u64> = HashMap::new();
-                    for _ in 0..n {
-                        for word in maker.next_line().split_whitespace() {
-                            match counts.get_mut(word) {
-                                Some(c) => *c += 1,
-                                None => {
-                                    counts.insert(word.to_string(), 1);
-                                }
-                            }
-                        }
-                    }
-                    let out: Vec<(String, String)> = counts
-                        .into_iter()
-                        .map(|(w, c)| (w, c.to_string()))
-                        .collect();
-                    black_box(out);
-                    done += n;
-                }
+                black_box(support::native_wordcount(
+                    t as u64 + 1,
+                    WORDS_PER_LINE,
+                    lines,
+                    BATCH_LINES,
+                ))
             });
         }
     });

@@ -15,43 +15,16 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::process::Stdio;
 use std::time::Instant;
-
-use sluice::source::LineMaker;
 
 const WORDS_PER_LINE: u32 = 10;
 
 /// The same work in plain Rust: generate, split, count per batch.
 fn native(lines: u64, batch: u64) -> f64 {
     let started = Instant::now();
-    let mut maker = LineMaker::new(1, WORDS_PER_LINE);
-    let mut done = 0;
-    let mut distinct = 0;
-    while done < lines {
-        let n = batch.min(lines - done);
-        let mut counts: HashMap<String, u64> = HashMap::new();
-        for _ in 0..n {
-            for word in maker.next_line().split_whitespace() {
-                match counts.get_mut(word) {
-                    Some(c) => *c += 1,
-                    None => {
-                        counts.insert(word.to_string(), 1);
-                    }
-                }
-            }
-        }
-        // Emit as the plugin does: key = word, value = count as text.
-        let out: Vec<(String, String)> = counts
-            .into_iter()
-            .map(|(w, c)| (w, c.to_string()))
-            .collect();
-        distinct += black_box(out).len();
-        done += n;
-    }
-    black_box(distinct);
+    black_box(support::native_wordcount(1, WORDS_PER_LINE, lines, batch));
     started.elapsed().as_secs_f64()
 }
 

@@ -105,3 +105,38 @@ pub fn cpu_seconds(pid: &str, children: bool) -> f64 {
     };
     (ticks(first) + ticks(first + 1)) / 100.0
 }
+
+/// Word count in plain Rust, the baseline beside the engine: `lines`
+/// generated lines (seed `seed`, `words` words each) cut into batches of
+/// `batch` lines, each split on whitespace, counted in a `HashMap` and
+/// emitted as the plugin does (key = word, value = count as text). Returns
+/// the distinct words emitted over all batches.
+#[allow(dead_code)] // not every benchmark has this baseline
+pub fn native_wordcount(seed: u64, words: u32, lines: u64, batch: u64) -> usize {
+    use std::collections::HashMap;
+    use std::hint::black_box;
+    let mut maker = sluice::source::LineMaker::new(seed, words);
+    let mut done = 0;
+    let mut distinct = 0;
+    while done < lines {
+        let n = batch.min(lines - done);
+        let mut counts: HashMap<String, u64> = HashMap::new();
+        for _ in 0..n {
+            for word in maker.next_line().split_whitespace() {
+                match counts.get_mut(word) {
+                    Some(c) => *c += 1,
+                    None => {
+                        counts.insert(word.to_string(), 1);
+                    }
+                }
+            }
+        }
+        let out: Vec<(String, String)> = counts
+            .into_iter()
+            .map(|(w, c)| (w, c.to_string()))
+            .collect();
+        distinct += black_box(out).len();
+        done += n;
+    }
+    distinct
+}
