@@ -650,3 +650,108 @@ fn start_committed_without_committed_offsets_is_a_clear_error() {
         done.stderr
     );
 }
+
+/// State over Kafka: `running-count` reads a 4-partition topic while input
+/// streams in and the engine is SIGKILLed five times (each time after it got
+/// its partitions); the checkpoint's offsets, not the group's, say where
+/// each restart begins, so every word's latest total is exact at the end.
+#[test]
+fn running_count_over_kafka_stays_exact_through_sigkills() {
+    let brokers = shared_broker();
+    let (lines, group) = (unique("lines"), unique("group"));
+    create_topic(&brokers, &lines, 4);
+    let s = Scratch::new();
+    s.write(
+        "p.toml",
+        &format!(
+            r#"
+name = "kafka-totals"
+batch_interval = "100ms"
+
+[[sources]]
+type = "kafka"
+brokers = "{brokers}"
+topics = ["{lines}"]
+group = "{group}"
+start = "earliest"
+
+[[stages]]
+name = "split"
+plugin = '{}'
+
+[[stages]]
+name = "count"
+plugin = '{}'
+
+[[sinks]]
+type = "directory"
+path = "out"
+format = "jsonl"
+"#,
+            plugin("word_split").display(),
+            plugin("running_count").display()
+        ),
+    );
+
+    let producer = {
+        let (brokers, lines) = (brokers.clone(), lines.clone());
+        std::thread::spawn(move || {
+            let mut all = String::new();
+            for i in 0..16 {
+                let chunk = sample_text(60, 500 + i);
+                produce(&brokers, &lines, &line_messages(&chunk, 4));
+                all.push_str(&chunk);
+                std::thread::sleep(Duration::from_millis(400));
+            }
+            all
+        })
+    };
+    let mut logs = Vec::new();
+    for n in 0..5 {
+        let log = format!("log-{n}");
+        let mut child = spawn_logged(&s, "p.toml", &log);
+        let path = s.path(&log);
+        eventually(Duration::from_secs(60), "partitions assigned", || {
+            read(&path).contains("partitions assigned")
+        });
+        std::thread::sleep(Duration::from_millis(300 + 150 * n));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        logs.push(path);
+    }
+    let expected = count_words(&producer.join().unwrap());
+    let mut child = spawn_logged(&s, "p.toml", "log-last");
+    logs.push(s.path("log-last"));
+    let start = Instant::now();
+    let mut got = BTreeMap::new();
+    while start.elapsed() < Duration::from_secs(90) {
+        got = read_jsonl_dir(&s.path("out"))
+            .iter()
+            .map(|r| {
+                (
+                    r["key"].as_str().unwrap().to_string(),
+                    r["value"].as_str().unwrap().parse::<u64>().unwrap(),
+                )
+            })
+            .collect();
+        if got == expected {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    terminate(&child);
+    let _ = wait_deadline(&mut child, Duration::from_secs(30));
+    let all_logs: Vec<String> = logs.iter().map(|l| read(l)).collect();
+    assert_eq!(
+        got,
+        expected,
+        "totals differ; logs:\n{}",
+        all_logs.join("\n----\n")
+    );
+    assert!(
+        all_logs
+            .iter()
+            .any(|l| l.contains("starting from the checkpoint")),
+        "no restart began at the checkpoint"
+    );
+}

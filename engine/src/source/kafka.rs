@@ -9,6 +9,11 @@
 //! what was read from them but not yet acknowledged is read again by their
 //! new owner (a duplicate, never a loss).
 //!
+//! With stage state, the last checkpoint's offsets win over the group's
+//! committed ones the first time each partition is assigned (see
+//! `SourceContext::rebalance`), so the input resumes exactly where the
+//! checkpointed state does.
+//!
 //! The consumer runs on a blocking thread of the runtime and polls with a
 //! short timeout, so a stop request is seen within [`POLL_WAIT`].
 
@@ -16,10 +21,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
+};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -147,6 +154,7 @@ impl KafkaSourceConfig {
             topics: self.topics.clone(),
             group: self.group.clone(),
             brokers: self.brokers.clone(),
+            resume: Offsets::new(),
         }
     }
 }
@@ -157,6 +165,9 @@ pub struct KafkaSource {
     topics: Vec<String>,
     group: String,
     brokers: String,
+    /// Offsets from the last checkpoint, which win over the group's
+    /// committed ones the first time each partition is assigned.
+    resume: Offsets,
 }
 
 impl Source for KafkaSource {
@@ -167,6 +178,11 @@ impl Source for KafkaSource {
             self.group,
             self.brokers
         )
+    }
+
+    fn resume(&mut self, position: &str) -> Result<bool, String> {
+        self.resume = decode(position)?;
+        Ok(true)
     }
 
     fn run(self: Box<Self>, emitter: Emitter) -> SourceTask {
@@ -197,6 +213,8 @@ struct Shared {
     acked: Mutex<Offsets>,
     /// Partitions taken away since the loop last looked.
     revoked: Mutex<Vec<Partition>>,
+    /// Checkpoint offsets not yet applied to an assignment.
+    resume: Mutex<Offsets>,
 }
 
 struct SourceContext(Arc<Shared>);
@@ -212,6 +230,59 @@ impl ClientContext for SourceContext {
 }
 
 impl ConsumerContext for SourceContext {
+    /// librdkafka's rebalance as rdkafka does it, except that partitions
+    /// the last checkpoint covers start at the checkpoint's offsets (once),
+    /// so the input continues exactly where the checkpointed state does.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let assigning = err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+        if assigning {
+            let mut resume = lock(&self.0.resume);
+            let mut applied = Vec::new();
+            for ((topic, partition), offset) in resume.iter() {
+                if tpl.find_partition(topic, *partition).is_some()
+                    && tpl
+                        .set_partition_offset(topic, *partition, Offset::Offset(*offset))
+                        .is_ok()
+                {
+                    applied.push(format!("{topic}[{partition}]@{offset}"));
+                }
+            }
+            resume.retain(|(topic, partition), _| tpl.find_partition(topic, *partition).is_none());
+            if !applied.is_empty() {
+                tracing::info!(
+                    "{}: starting from the checkpoint: {}",
+                    self.0.log.who,
+                    applied.join(" ")
+                );
+            }
+        }
+        let rebalance = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(tpl),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(tpl),
+            other => Rebalance::Error(KafkaError::Rebalance(other.into())),
+        };
+        self.pre_rebalance(consumer, &rebalance);
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let outcome = match (assigning, cooperative) {
+            (true, true) => consumer.incremental_assign(tpl),
+            (true, false) => consumer.assign(tpl),
+            (false, true) => consumer.incremental_unassign(tpl),
+            (false, false) => consumer.unassign(),
+        };
+        if let Err(e) = outcome {
+            tracing::warn!("{}: applying the rebalance failed: {e}", self.0.log.who);
+        }
+        self.post_rebalance(consumer, &rebalance);
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(partitions) = rebalance else {
             return;
@@ -271,6 +342,7 @@ impl KafkaSource {
             log: LogContext::new(who.clone()),
             acked: Mutex::new(Offsets::new()),
             revoked: Mutex::new(Vec::new()),
+            resume: Mutex::new(self.resume.clone()),
         });
         let consumer: BaseConsumer<SourceContext> = self
             .config
