@@ -14,7 +14,9 @@
 //!   a consumer reads every partition, splits and counts each chunk of
 //!   messages in a hash map, produces the counts (idempotent, `acks=all`)
 //!   and waits for their delivery; timed from assignment to the last
-//!   delivery.
+//!   delivery;
+//! - **read only**: the same consumer reading every message and doing
+//!   nothing with it, first: what the broker itself can deliver.
 //!
 //! Run: `KAFKA_BOOTSTRAP=127.0.0.1:9092 cargo bench -p sluice --bench kafka`
 
@@ -57,6 +59,7 @@ fn main() {
         loaded.elapsed().as_secs_f64()
     );
 
+    let bare = read_only(&brokers, &input, lines);
     let native = native(&brokers, &input, &format!("bench-native-{run}"), lines);
     let sluice = sluice(&brokers, &input, &format!("bench-sluice-{run}"), lines, run);
 
@@ -64,6 +67,7 @@ fn main() {
     let cpu_us = |m: &Measured| m.cpu * 1e6 / lines as f64;
     println!("kafka → word count → kafka, {lines} lines of {WORDS_PER_LINE} words");
     for (name, m) in [
+        ("read only (no work)", &bare),
         ("native Rust (rdkafka)", &native),
         ("sluice (Wasm stages)", &sluice),
     ] {
@@ -150,9 +154,9 @@ fn create_topic(brokers: &str, topic: &str, partitions: i32) {
     }
 }
 
-/// The same round trip in plain Rust.
-fn native(brokers: &str, input: &str, output: &str, lines: u64) -> Measured {
-    create_topic(brokers, output, 1);
+/// A consumer of every partition of `input` from its start, outside any
+/// group.
+fn reader(brokers: &str, input: &str) -> BaseConsumer {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "bench-native")
@@ -166,6 +170,31 @@ fn native(brokers: &str, input: &str, output: &str, lines: u64) -> Measured {
             .unwrap();
     }
     consumer.assign(&assignment).unwrap();
+    consumer
+}
+
+/// Only reading the input: the broker's own limit for both sides.
+fn read_only(brokers: &str, input: &str, lines: u64) -> Measured {
+    let consumer = reader(brokers, input);
+    let started = Instant::now();
+    let cpu_before = support::cpu_seconds("self", false);
+    let mut read = 0u64;
+    while read < lines {
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            message.expect("consuming");
+            read += 1;
+        }
+    }
+    Measured {
+        secs: started.elapsed().as_secs_f64(),
+        cpu: support::cpu_seconds("self", false) - cpu_before,
+    }
+}
+
+/// The same round trip in plain Rust.
+fn native(brokers: &str, input: &str, output: &str, lines: u64) -> Measured {
+    create_topic(brokers, output, 1);
+    let consumer = reader(brokers, input);
     let producer = producer(brokers);
     let started = Instant::now();
     let cpu_before = support::cpu_seconds("self", false);

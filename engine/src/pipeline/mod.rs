@@ -16,7 +16,7 @@ use crate::plugin::{Grants, LoadError, PluginHost};
 use crate::sink::{Sink, SinkError};
 use crate::source::{Source, SourceError};
 use crate::stage::{DeadLetter, Grant, InitError, Stage, StageError, StageSettings};
-use crate::state::{StageState, StateError, StateStore};
+use crate::state::{Checkpoint, StageState, StateError, StateStore};
 use crate::telemetry::{PipelineMetrics, Totals};
 
 /// A pipeline could not be built.
@@ -50,6 +50,14 @@ pub enum BuildError {
         line: usize,
         /// Column of the stage's table.
         column: usize,
+    },
+    /// The state file could not be opened or its checkpoint read.
+    #[error("{}: {source}", file.display())]
+    State {
+        /// Why.
+        source: StateError,
+        /// The pipeline file.
+        file: PathBuf,
     },
     /// A sink could not be set up.
     #[error("{}: {error}", file.display())]
@@ -140,14 +148,12 @@ pub fn build_stages(file: &PipelineFile, host: &PluginHost) -> Result<Vec<Stage>
     // The state store, when a stage needs one (or the file asks for it).
     let store = if config.state_dir.is_some() || plugins.iter().any(|(_, p)| p.uses_state) {
         let dir = file.resolve(config.state_dir.as_deref().unwrap_or(Path::new("state")));
-        Some(StateStore::open(&dir, &pipeline).map_err(|e| {
-            BuildError::Config(ConfigError::Invalid {
-                path: file.path.clone(),
-                line: 1,
-                column: 1,
-                message: e.to_string(),
-            })
-        })?)
+        Some(
+            StateStore::open(&dir, &pipeline).map_err(|source| BuildError::State {
+                source,
+                file: file.path.clone(),
+            })?,
+        )
     } else {
         None
     };
@@ -167,7 +173,7 @@ pub fn build_stages(file: &PipelineFile, host: &PluginHost) -> Result<Vec<Stage>
             });
         let stage_state = store
             .as_ref()
-            .map(|store| StageState::new(store.clone(), &name, s.state_limit.get_ref().0));
+            .map(|store| StageState::new(store.clone(), &name));
         let settings = StageSettings {
             pipeline: pipeline.clone(),
             name,
@@ -207,22 +213,19 @@ pub fn build_stages(file: &PipelineFile, host: &PluginHost) -> Result<Vec<Stage>
 }
 
 /// Points the sources at the last checkpoint's positions, so the state
-/// and the input carry on together.
+/// and the input carry on together. Returns that checkpoint, which the run
+/// goes on from (a source that is quiet in this run keeps its position).
 fn resume(
     file: &PipelineFile,
     store: &StateStore,
     sources: &mut [Box<dyn Source>],
-) -> Result<(), BuildError> {
-    let invalid = |message: String| {
-        BuildError::Config(ConfigError::Invalid {
-            path: file.path.clone(),
-            line: 1,
-            column: 1,
-            message,
-        })
+) -> Result<Checkpoint, BuildError> {
+    let fail = |source: StateError| BuildError::State {
+        source,
+        file: file.path.clone(),
     };
-    let Some(checkpoint) = store.checkpoint().map_err(|e| invalid(e.to_string()))? else {
-        return Ok(());
+    let Some(checkpoint) = store.checkpoint().map_err(fail)? else {
+        return Ok(Checkpoint::default());
     };
     for (index, source) in sources.iter_mut().enumerate() {
         let Some(position) = checkpoint.positions.get(&index) else {
@@ -235,7 +238,6 @@ fn resume(
                 source.describe(),
                 store.path().display()
             ),
-
             Ok(false) => tracing::warn!(
                 "{}: cannot replay from the checkpoint in {}; it reads as if new, so state \
                  may count what the last run read but did not checkpoint",
@@ -243,14 +245,14 @@ fn resume(
                 store.path().display()
             ),
             Err(e) => {
-                return Err(invalid(format!(
-                    "checkpoint in {}: source {index}: {e}",
-                    store.path().display()
-                )));
+                return Err(fail(StateError {
+                    path: store.path().to_path_buf(),
+                    message: format!("checkpoint of source {index}: {e}"),
+                }));
             }
         }
     }
-    Ok(())
+    Ok(checkpoint)
 }
 
 /// Sources built from a pipeline file (no side effects: they start reading
@@ -280,6 +282,8 @@ pub struct Pipeline {
     metrics: Arc<PipelineMetrics>,
     /// Where stage state and checkpoints go, when a stage keeps state.
     state: Option<Arc<StateStore>>,
+    /// The checkpoint this run starts from.
+    resumed: Checkpoint,
 }
 
 impl Pipeline {
@@ -302,11 +306,13 @@ impl Pipeline {
             .iter()
             .find_map(|s| s.settings().state.as_ref().map(|s| s.store().clone()));
         let mut sources = sources;
-        if let Some(store) = &state {
-            resume(file, store, &mut sources)?;
-        }
+        let resumed = match &state {
+            Some(store) => resume(file, store, &mut sources)?,
+            None => Checkpoint::default(),
+        };
         Ok(Pipeline {
             state,
+            resumed,
             name: config.name.get_ref().clone(),
             interval: config.batch_interval.get_ref().0,
             max_batch_records: *config.max_batch_records.get_ref(),

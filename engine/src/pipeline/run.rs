@@ -18,7 +18,7 @@ use crate::batch::{Batch, Batcher, Cut};
 use crate::sink::{BatchMeta, Sink};
 use crate::source::{Emitter, SourceError};
 use crate::stage::Stage;
-use crate::state::{Checkpoint, StageState, Writes};
+use crate::state::{StageState, Writes};
 use crate::telemetry::{BatchMetrics, PipelineMetrics, Reporter, StageMetrics};
 
 /// A batch on its way through the stages.
@@ -224,6 +224,8 @@ fn spawn_sinks(
     let interval = pipeline.interval;
     let metrics: Arc<PipelineMetrics> = pipeline.metrics.clone();
     let store = pipeline.state.clone();
+    // Positions of sources that stay quiet in this run carry over.
+    let mut checkpoint = pipeline.resumed.clone();
     std::thread::Builder::new()
         .name("sluice-sinks".into())
         .spawn(move || {
@@ -234,7 +236,6 @@ fn spawn_sinks(
                 batch,
                 source,
             };
-            let mut checkpoint = Checkpoint::default();
             for flight in rx {
                 let started = flight.started.unwrap_or_else(Instant::now);
                 let batch = &flight.batch;

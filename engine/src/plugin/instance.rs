@@ -118,27 +118,30 @@ pub struct StateView {
 }
 
 impl StateView {
-    /// A view over `stage`, or over the instance's own entries.
+    /// A view over `stage`, or over the instance's own entries; `limit`
+    /// bounds key + value.
     pub fn new(stage: Option<Arc<StageState>>, limit: u64) -> Self {
         StateView {
-            limit: stage.as_ref().map_or(limit, |s| s.limit),
             stage,
+            limit,
             writes: Writes::new(),
             scratch: Writes::new(),
         }
     }
 
-    /// Ends a call: the writes of a good batch are kept, others dropped.
+    /// Ends a call: a good batch's writes are handed back for the stage to
+    /// checkpoint (or, without a stage state, kept in the instance); a
+    /// failed one's are dropped.
     fn finish(&mut self, keep: bool) -> Writes {
         let writes = std::mem::take(&mut self.writes);
-        if !keep {
-            return Writes::new();
+        match (keep, &self.stage) {
+            (false, _) => Writes::new(),
+            (true, Some(_)) => writes,
+            (true, None) => {
+                self.scratch.extend(writes);
+                Writes::new()
+            }
         }
-        if self.stage.is_none() {
-            self.scratch
-                .extend(writes.iter().map(|(k, v)| (k.clone(), v.clone())));
-        }
-        writes
     }
 }
 
@@ -372,11 +375,6 @@ impl Instance {
             &wit_input,
         );
         let input = from_wit(wit_input);
-        let writes = self
-            .store
-            .data_mut()
-            .state
-            .finish(matches!(result, Ok(Ok(_))));
         let dropped = self.store.data().budget.reset();
         if dropped > 0 {
             let t = &self.store.data().tag;
@@ -396,7 +394,7 @@ impl Instance {
                             .into_iter()
                             .map(|f| (f.index, f.message))
                             .collect(),
-                        writes,
+                        writes: Writes::new(),
                     }),
                     Err(problem) => Err(CallError::BadOutput(problem)),
                 }
@@ -406,6 +404,9 @@ impl Instance {
             }
             Err(e) => Err(classify(&self.store, self.limits, e)),
         };
+        // Only an output the engine accepts keeps the batch's state writes.
+        let writes = self.store.data_mut().state.finish(outcome.is_ok());
+        let outcome = outcome.map(|output| Output { writes, ..output });
         (input, outcome)
     }
 }

@@ -195,17 +195,21 @@ impl KafkaSink {
             let topic = self
                 .topic_of(&record)
                 .map_err(|e| format!("record {i}: {e}"))?;
-            let mut headers = OwnedHeaders::new();
-            for (name, value) in record.headers() {
-                headers = headers.insert(Header {
-                    key: &String::from_utf8_lossy(name),
-                    value: Some(value),
-                });
-            }
             let mut message = BaseRecord::with_opaque_to(topic, i)
                 .payload(record.value())
-                .timestamp(record.timestamp() as i64)
-                .headers(headers);
+                .timestamp(record.timestamp() as i64);
+            // A header list is a C allocation: only for records with headers.
+            let mut headers = record.headers().peekable();
+            if headers.peek().is_some() {
+                let mut list = OwnedHeaders::new();
+                for (name, value) in headers {
+                    list = list.insert(Header {
+                        key: &String::from_utf8_lossy(name),
+                        value: Some(value),
+                    });
+                }
+                message = message.headers(list);
+            }
             if let Some(key) = record.key() {
                 message = message.key(key);
             }

@@ -101,19 +101,57 @@ pub struct DirectorySource {
 /// crashed run left part-way, until they are read again). As a position:
 /// entries separated by `/` (which no file name holds), `d:NAME` for a
 /// finished file, `pLINES:NAME` for a begun one.
+///
+/// Every chunk carries its position, so the finished files are kept
+/// already encoded: a chunk copies one string instead of formatting an
+/// entry per file read so far.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct Progress {
-    done: Vec<String>,
+    /// The `d:NAME` entries, `/`-separated.
+    done: String,
     partial: BTreeMap<String, u64>,
 }
 
 impl Progress {
-    fn encode(&self) -> String {
-        let mut entries: Vec<String> = self.done.iter().map(|n| format!("d:{n}")).collect();
-        for (name, lines) in &self.partial {
-            entries.push(format!("p{lines}:{name}"));
+    /// `name` has been read to the end.
+    fn finish(&mut self, name: &str) {
+        self.partial.remove(name);
+        if !self.done.is_empty() {
+            self.done.push('/');
         }
-        entries.join("/")
+        self.done.push_str("d:");
+        self.done.push_str(name);
+    }
+
+    /// The files read to the end.
+    fn done_names(&self) -> impl Iterator<Item = &str> {
+        self.done.split('/').filter_map(|e| e.strip_prefix("d:"))
+    }
+
+    #[cfg(test)]
+    fn encode(&self) -> String {
+        self.encode_reading(None)
+    }
+
+    /// The position while `reading` = (file, lines read) is under way.
+    fn encode_reading(&self, reading: Option<(&str, u64)>) -> String {
+        let mut text = self.done.clone();
+        let mut entry = |name: &str, lines: u64| {
+            if !text.is_empty() {
+                text.push('/');
+            }
+            text.push_str(&format!("p{lines}:{name}"));
+        };
+        for (name, lines) in &self.partial {
+            match reading {
+                Some((current, _)) if current == name => {}
+                _ => entry(name, *lines),
+            }
+        }
+        if let Some((name, lines)) = reading {
+            entry(name, lines);
+        }
+        text
     }
 
     fn decode(position: &str) -> Option<Progress> {
@@ -121,7 +159,7 @@ impl Progress {
         for entry in position.split('/').filter(|e| !e.is_empty()) {
             let (head, name) = entry.split_once(':')?;
             if head == "d" {
-                progress.done.push(name.to_string());
+                progress.finish(name);
             } else {
                 let lines = head.strip_prefix('p')?.parse().ok()?;
                 progress.partial.insert(name.to_string(), lines);
@@ -176,7 +214,7 @@ impl Source for DirectorySource {
             // Files the last checkpoint covers are not read again; the one
             // it was part-way through is read from the line after.
             let mut progress = self.resume.clone();
-            read.extend(self.resume.done.iter().map(OsString::from));
+            read.extend(self.resume.done_names().map(OsString::from));
             if !self.existing {
                 for entry in list(&self.dir) {
                     read.insert(entry);
@@ -232,8 +270,7 @@ impl Source for DirectorySource {
                     let skip_lines = progress.partial.get(&file_name).copied().unwrap_or(0);
                     match read_file(&path, &emitter, &progress, skip_lines).await {
                         Ok((lines, true)) => {
-                            progress.partial.remove(&file_name);
-                            progress.done.push(file_name);
+                            progress.finish(&file_name);
                             tracing::info!(source = %name, "read {} ({lines} lines)", file.to_string_lossy())
                         }
                         Ok((lines, false)) => {
@@ -381,10 +418,9 @@ async fn read_file(
                 }
                 chunk = rest;
             }
-            let mut at = progress.clone();
-            at.partial.insert(name.clone(), lines.max(skip));
+            let position = progress.encode_reading(Some((&name, lines.max(skip))));
             emitter
-                .emit(chunk, Some(at.encode()))
+                .emit(chunk, Some(position))
                 .await
                 .map_err(|_| ReadError::Closed)?;
         }
@@ -403,15 +439,24 @@ mod tests {
 
     #[test]
     fn progress_round_trips_through_its_position() {
-        let progress = Progress {
-            done: vec!["a.txt".into(), "b:with colon.txt".into()],
-            partial: BTreeMap::from([("c.txt".into(), 40), ("d d.txt".into(), 7)]),
-        };
+        let mut progress = Progress::default();
+        progress.finish("a.txt");
+        progress.finish("b:with colon.txt");
+        progress.partial = BTreeMap::from([("c.txt".into(), 40), ("d d.txt".into(), 7)]);
         let position = progress.encode();
         assert_eq!(position, "d:a.txt/d:b:with colon.txt/p40:c.txt/p7:d d.txt");
-        assert_eq!(Progress::decode(&position), Some(progress));
+        assert_eq!(Progress::decode(&position), Some(progress.clone()));
         assert_eq!(Progress::decode(""), Some(Progress::default()));
         assert_eq!(Progress::decode("x:y"), None);
         assert_eq!(Progress::decode("pq:y"), None);
+        assert_eq!(
+            progress.done_names().collect::<Vec<_>>(),
+            ["a.txt", "b:with colon.txt"]
+        );
+        // While a begun file is read again, its entry moves on.
+        assert_eq!(
+            progress.encode_reading(Some(("c.txt", 55))),
+            "d:a.txt/d:b:with colon.txt/p7:d d.txt/p55:c.txt"
+        );
     }
 }

@@ -251,8 +251,6 @@ impl std::fmt::Debug for StageState {
 pub struct StageState {
     store: Arc<StateStore>,
     table: String,
-    /// Largest key + value, in bytes.
-    pub limit: u64,
     /// Writes of batches that succeeded in this stage but are not yet
     /// checkpointed: key → (batch, value).
     pending: Mutex<HashMap<Vec<u8>, (u64, Option<Vec<u8>>)>>,
@@ -260,11 +258,10 @@ pub struct StageState {
 
 impl StageState {
     /// The state of stage `stage`.
-    pub fn new(store: Arc<StateStore>, stage: &str, limit: u64) -> Arc<StageState> {
+    pub fn new(store: Arc<StateStore>, stage: &str) -> Arc<StageState> {
         Arc::new(StageState {
             store,
             table: format!("stage:{stage}"),
-            limit,
             pending: Mutex::new(HashMap::new()),
         })
     }
@@ -321,7 +318,7 @@ mod tests {
     fn reads_see_pending_writes_then_the_checkpoint_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path(), "p").unwrap();
-        let stage = StageState::new(store.clone(), "count", 1 << 20);
+        let stage = StageState::new(store.clone(), "count");
         assert_eq!(stage.get(b"a").unwrap(), None);
 
         stage.absorb(0, &writes(&[("a", Some("1")), ("b", Some("1"))]));
@@ -355,11 +352,11 @@ mod tests {
         drop((stage, store));
 
         let store = StateStore::open(dir.path(), "p").unwrap();
-        let stage = StageState::new(store.clone(), "count", 1 << 20);
+        let stage = StageState::new(store.clone(), "count");
         assert_eq!(stage.get(b"a").unwrap(), Some(b"2".to_vec()));
         assert_eq!(store.checkpoint().unwrap(), Some(checkpoint));
         // Another stage's table is its own.
-        let other = StageState::new(store, "other", 1 << 20);
+        let other = StageState::new(store, "other");
         assert_eq!(other.get(b"a").unwrap(), None);
     }
 
@@ -380,7 +377,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = StateStore::open(dir.path(), "p").unwrap();
-            let stage = StageState::new(store.clone(), "s", 1 << 20);
+            let stage = StageState::new(store.clone(), "s");
             let batch: Writes = (0..200u32)
                 .map(|i| (i.to_be_bytes().to_vec(), Some(vec![7u8; 100])))
                 .collect();

@@ -17,6 +17,10 @@
 //! every record before passing it through: a slow stage, for backpressure
 //! tests (the guest has no clock, so this is pure CPU).
 //!
+//! `tally = "true"` first adds the batch's record count to the state entry
+//! `records` and emits `tally:<total>`, before misbehaving: the engine must
+//! drop those writes when the batch then fails.
+//!
 //! `mode = "probe"` reaches for what the sandbox should withhold and emits,
 //! per batch, one record per finding with no timestamp of its own (so the
 //! engine stamps it with the batch time): `fs:<outcome of listing />`,
@@ -42,11 +46,12 @@ struct Misbehave {
     mode: Mode,
     when: String,
     spin: u64,
+    tally: bool,
 }
 
 impl Processor for Misbehave {
     fn init(config: &Config) -> Result<Self, Error> {
-        config.allow_only(&["mode", "when", "spin"])?;
+        config.allow_only(&["mode", "when", "spin", "tally"])?;
         let mode = match config.require("mode")? {
             "trap" => Mode::Trap,
             "loop" => Mode::Loop,
@@ -64,7 +69,13 @@ impl Processor for Misbehave {
         };
         let when = config.get_or("when", "boom").to_owned();
         let spin = config.parse_or("spin", 200_000)?;
-        Ok(Misbehave { mode, when, spin })
+        let tally = config.parse_or("tally", false)?;
+        Ok(Misbehave {
+            mode,
+            when,
+            spin,
+            tally,
+        })
     }
 
     fn process(&mut self, batch: &Batch, out: &mut Output) -> Result<(), Error> {
@@ -78,6 +89,14 @@ impl Processor for Misbehave {
         if let Mode::Probe = self.mode {
             probe(out);
             return Ok(());
+        }
+        if self.tally {
+            let before: u64 = sluice_sdk::state::get("records")?
+                .and_then(|v| String::from_utf8(v).ok()?.parse().ok())
+                .unwrap_or(0);
+            let total = before + batch.len() as u64;
+            sluice_sdk::state::put("records", total.to_string())?;
+            out.emit_fmt(format_args!("tally:{total}"), None, 0);
         }
         let trigger = batch
             .records()
