@@ -17,4 +17,5 @@ mod plugin_files;
 mod sandbox;
 mod shutdown;
 mod state;
+mod windows;
 mod wordcount;

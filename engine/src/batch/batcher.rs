@@ -159,6 +159,7 @@ impl Batcher {
             oldest_received: oldest,
             records,
             positions,
+            ends_interval: interval_over,
         };
         self.next_id += 1;
         if interval_over {

@@ -38,6 +38,10 @@ pub struct Batch {
     pub records: Records,
     /// Latest position of each source that contributed to the batch.
     pub positions: Vec<SourcePosition>,
+    /// Whether this is the interval's last batch (false for a batch cut
+    /// early by `max_batch_records` or `max_batch_bytes`: the rest of its
+    /// interval follows with the same batch time).
+    pub ends_interval: bool,
 }
 
 /// Milliseconds since the Unix epoch, now.

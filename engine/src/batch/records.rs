@@ -347,6 +347,103 @@ impl Records {
     }
 }
 
+/// First bytes of [`Records::to_bytes`], with the format's version.
+const STORED_MAGIC: &[u8; 4] = b"SLR1";
+
+impl Records {
+    /// The records as bytes, for storing them (window contents, the
+    /// write-ahead log): every column with its length, little-endian.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        fn bytes(out: &mut Vec<u8>, data: &[u8]) {
+            out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+            out.extend_from_slice(data);
+        }
+        fn words(out: &mut Vec<u8>, data: &[u32]) {
+            out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+            for w in data {
+                out.extend_from_slice(&w.to_le_bytes());
+            }
+        }
+        let mut out = Vec::with_capacity(self.byte_size() + 80);
+        out.extend_from_slice(STORED_MAGIC);
+        out.extend_from_slice(&(self.timestamps.len() as u64).to_le_bytes());
+        for t in &self.timestamps {
+            out.extend_from_slice(&t.to_le_bytes());
+        }
+        for column in [
+            &self.values,
+            &self.keys,
+            &self.header_names,
+            &self.header_values,
+        ] {
+            bytes(&mut out, &column.data);
+            words(&mut out, &column.offsets);
+        }
+        bytes(&mut out, &self.keys_absent);
+        words(&mut out, &self.header_offsets);
+        out
+    }
+
+    /// Records stored by [`Records::to_bytes`]; `None` when the bytes are
+    /// not such records (damaged or from another format version).
+    pub fn from_bytes(mut data: &[u8]) -> Option<Records> {
+        fn take<'a>(data: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            if data.len() < n {
+                return None;
+            }
+            let (head, rest) = data.split_at(n);
+            *data = rest;
+            Some(head)
+        }
+        fn len(data: &mut &[u8], unit: usize) -> Option<usize> {
+            let n = u64::from_le_bytes(take(data, 8)?.try_into().ok()?) as usize;
+            // Never trust a length the data cannot hold.
+            (n.checked_mul(unit)? <= data.len()).then_some(n)
+        }
+        fn bytes(data: &mut &[u8]) -> Option<Vec<u8>> {
+            let n = len(data, 1)?;
+            Some(take(data, n)?.to_vec())
+        }
+        fn words(data: &mut &[u8]) -> Option<Vec<u32>> {
+            let n = len(data, 4)?;
+            let raw = take(data, n * 4)?;
+            Some(
+                raw.chunks_exact(4)
+                    .map(|w| u32::from_le_bytes(w.try_into().unwrap()))
+                    .collect(),
+            )
+        }
+        fn column(data: &mut &[u8]) -> Option<Column> {
+            Some(Column {
+                data: bytes(data)?,
+                offsets: words(data)?,
+            })
+        }
+        if take(&mut data, 4)? != STORED_MAGIC {
+            return None;
+        }
+        let n = len(&mut data, 8)?;
+        let timestamps = take(&mut data, n * 8)?
+            .chunks_exact(8)
+            .map(|t| u64::from_le_bytes(t.try_into().unwrap()))
+            .collect();
+        let values = column(&mut data)?;
+        let keys = column(&mut data)?;
+        let header_names = column(&mut data)?;
+        let header_values = column(&mut data)?;
+        let records = Records {
+            timestamps,
+            values,
+            keys,
+            keys_absent: bytes(&mut data)?,
+            header_offsets: words(&mut data)?,
+            header_names,
+            header_values,
+        };
+        (data.is_empty() && records.check().is_ok()).then_some(records)
+    }
+}
+
 fn set_bit(bitmap: &mut Vec<u8>, i: usize) {
     if bitmap.len() <= i / 8 {
         bitmap.resize(i / 8 + 1, 0);
@@ -363,6 +460,26 @@ fn clear_bit(bitmap: &mut [u8], i: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_records_read_back_the_same_and_damage_is_refused() {
+        let mut r = Records::default();
+        r.push_value(b"plain", 7);
+        r.push(Some(b"k"), b"with key", 8, &[(b"h", b"1")]);
+        r.push(None, b"", u64::MAX, &[]);
+        let stored = r.to_bytes();
+        assert_eq!(Records::from_bytes(&stored), Some(r));
+        assert_eq!(
+            Records::from_bytes(&Records::default().to_bytes()),
+            Some(Records::default())
+        );
+        for cut in 0..stored.len() {
+            assert_eq!(Records::from_bytes(&stored[..cut]), None, "cut at {cut}");
+        }
+        let mut wrong = stored.clone();
+        wrong[4] = 9; // three records claimed as nine
+        assert_eq!(Records::from_bytes(&wrong), None);
+    }
 
     #[test]
     fn values_only() {

@@ -240,6 +240,15 @@ impl PipelineFile {
                 let span = if span.is_empty() { stage.span() } else { span };
                 self.error_at(span, message)
             })?;
+            if let Some(window) = &s.window {
+                window
+                    .get_ref()
+                    .spec(s.name.get_ref(), interval)
+                    .map_err(|(span, message)| {
+                        let span = if span.is_empty() { window.span() } else { span };
+                        self.error_at(span, message)
+                    })?;
+            }
             if !seen.insert(s.name.get_ref().as_str()) {
                 return Err(self.error_at(
                     s.name.span(),

@@ -15,7 +15,7 @@ use crate::config::{ConfigError, PipelineFile};
 use crate::plugin::{Grants, LoadError, PluginHost};
 use crate::sink::{Sink, SinkError};
 use crate::source::{Source, SourceError};
-use crate::stage::{DeadLetter, Grant, InitError, Stage, StageError, StageSettings};
+use crate::stage::{DeadLetter, Grant, InitError, Stage, StageError, StageSettings, Window};
 use crate::state::{Checkpoint, StageState, StateError, StateStore};
 use crate::telemetry::{PipelineMetrics, Totals};
 
@@ -146,17 +146,19 @@ pub fn build_stages(file: &PipelineFile, host: &PluginHost) -> Result<Vec<Stage>
         plugins.push((path, plugin));
     }
     // The state store, when a stage needs one (or the file asks for it).
-    let store = if config.state_dir.is_some() || plugins.iter().any(|(_, p)| p.uses_state) {
-        let dir = file.resolve(config.state_dir.as_deref().unwrap_or(Path::new("state")));
-        Some(
-            StateStore::open(&dir, &pipeline).map_err(|source| BuildError::State {
-                source,
-                file: file.path.clone(),
-            })?,
-        )
-    } else {
-        None
-    };
+    let windowed = config.stages.iter().any(|s| s.get_ref().window.is_some());
+    let store =
+        if config.state_dir.is_some() || windowed || plugins.iter().any(|(_, p)| p.uses_state) {
+            let dir = file.resolve(config.state_dir.as_deref().unwrap_or(Path::new("state")));
+            Some(
+                StateStore::open(&dir, &pipeline).map_err(|source| BuildError::State {
+                    source,
+                    file: file.path.clone(),
+                })?,
+            )
+        } else {
+            None
+        };
     let mut stages = Vec::with_capacity(config.stages.len());
     for (stage, (path, plugin)) in config.stages.iter().zip(plugins) {
         let s = stage.get_ref();
@@ -199,7 +201,7 @@ pub fn build_stages(file: &PipelineFile, host: &PluginHost) -> Result<Vec<Stage>
             state: stage_state,
             state_limit: s.state_limit.get_ref().0,
         };
-        stages.push(Stage::new(settings, plugin).map_err(|error| {
+        let mut built = Stage::new(settings, plugin).map_err(|error| {
             let (line, column) = file.line_column(stage.span());
             BuildError::Init {
                 error,
@@ -207,7 +209,25 @@ pub fn build_stages(file: &PipelineFile, host: &PluginHost) -> Result<Vec<Stage>
                 line,
                 column,
             }
-        })?);
+        })?;
+        if let (Some(window), Some(store)) = (&s.window, &store) {
+            let interval = config.batch_interval.get_ref().0;
+            // Checked when the file was loaded.
+            let spec = window
+                .get_ref()
+                .spec(s.name.get_ref(), interval)
+                .map_err(|(span, message)| BuildError::Config(file.error_at(span, message)))?;
+            let state = StageState::window(store.clone(), s.name.get_ref());
+            let window =
+                Window::open(spec, interval.as_millis() as u64, state).map_err(|source| {
+                    BuildError::State {
+                        source,
+                        file: file.path.clone(),
+                    }
+                })?;
+            built = built.with_window(window);
+        }
+        stages.push(built);
     }
     Ok(stages)
 }

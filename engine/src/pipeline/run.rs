@@ -185,10 +185,15 @@ fn spawn_stage(
             for mut flight in rx {
                 flight.started.get_or_insert_with(Instant::now);
                 let batch = &mut flight.batch;
-                if !batch.records.is_empty() {
+                if !batch.records.is_empty() || stage.is_windowed() {
                     let count_in = batch.records.len();
                     let records = std::mem::take(&mut batch.records);
-                    let out = stage.process(batch.id, batch.time_ms, records)?;
+                    let out = stage.process_batch(
+                        batch.id,
+                        batch.time_ms,
+                        batch.ends_interval,
+                        records,
+                    )?;
                     flight.stages.push(StageMetrics {
                         name: stage.name().to_string(),
                         records_in: count_in,
@@ -201,6 +206,9 @@ fn spawn_stage(
                         if !out.writes.is_empty() {
                             flight.writes.push((state.clone(), out.writes));
                         }
+                    }
+                    if let Some(window) = out.window_writes {
+                        flight.writes.push(window);
                     }
                 }
                 if tx.send(flight).is_err() {

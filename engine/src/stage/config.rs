@@ -76,6 +76,94 @@ pub struct StageConfig {
     /// Default `"1MiB"`.
     #[serde(default = "default_state_limit")]
     pub state_limit: Spanned<ByteSize>,
+    /// Makes the stage windowed, as `window = { length = "30s", slide =
+    /// "10s" }`: every `slide` the plugin is called once with the records
+    /// of the last `length` (the engine keeps them, in the state file, so
+    /// a window survives restarts); between calls it sees nothing. Both
+    /// are multiples of `batch_interval`; `slide` defaults to it. See
+    /// [`WindowConfig`].
+    pub window: Option<Spanned<WindowConfig>>,
+}
+
+/// A stage's sliding window, counted in batch intervals.
+///
+/// A window's intervals are those the pipeline ran: time the engine was
+/// stopped does not count, so after a restart a window carries on with the
+/// records it held, then those the sources bring (or replay).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    /// How far back the plugin sees, e.g. `"30s"`.
+    pub length: Spanned<HumanDuration>,
+    /// How often the plugin is called. Default: every batch interval.
+    pub slide: Option<Spanned<HumanDuration>>,
+}
+
+/// A window in batch intervals, checked against the batch interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSpec {
+    /// Intervals the window covers.
+    pub length: u64,
+    /// Intervals between calls.
+    pub slide: u64,
+}
+
+/// Most intervals one window may cover: its records are kept in memory.
+const MAX_WINDOW_INTERVALS: u64 = 100_000;
+
+impl WindowConfig {
+    /// The window in intervals of `interval`, or an error with the span of
+    /// the offending value.
+    pub fn spec(
+        &self,
+        stage: &str,
+        interval: Duration,
+    ) -> Result<WindowSpec, (Range<usize>, String)> {
+        let interval_ms = interval.as_millis().max(1) as u64;
+        let count = |field: &str, value: &Spanned<HumanDuration>| {
+            let ms = value.get_ref().0.as_millis() as u64;
+            let shown = value.get_ref();
+            let batch = HumanDuration(interval);
+            if ms == 0 || ms % interval_ms != 0 {
+                return Err((
+                    value.span(),
+                    format!(
+                        "invalid window `{field}` `{shown}` in stage `{stage}`: must be a \
+                         non-zero multiple of `batch_interval` ({batch})"
+                    ),
+                ));
+            }
+            Ok(ms / interval_ms)
+        };
+        let length = count("length", &self.length)?;
+        let slide = match &self.slide {
+            Some(slide) => count("slide", slide)?,
+            None => 1,
+        };
+        if slide > length {
+            let span = self.slide.as_ref().map(Spanned::span).unwrap_or(0..0);
+            return Err((
+                span,
+                format!(
+                    "invalid window in stage `{stage}`: `slide` ({}) is longer than `length` \
+                     ({}), so some records would never be seen",
+                    HumanDuration(interval * slide as u32),
+                    self.length.get_ref()
+                ),
+            ));
+        }
+        if length > MAX_WINDOW_INTERVALS {
+            return Err((
+                self.length.span(),
+                format!(
+                    "invalid window `length` `{}` in stage `{stage}`: at most \
+                     {MAX_WINDOW_INTERVALS} batch intervals (the window is kept in memory)",
+                    self.length.get_ref()
+                ),
+            ));
+        }
+        Ok(WindowSpec { length, slide })
+    }
 }
 
 fn default_state_limit() -> Spanned<ByteSize> {

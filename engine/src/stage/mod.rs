@@ -8,14 +8,16 @@
 mod config;
 mod dead_letter;
 mod versions;
+mod window;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use config::{ConfigText, Grant, OnError, StageConfig};
+pub use config::{ConfigText, Grant, OnError, StageConfig, WindowConfig, WindowSpec};
 pub use dead_letter::DeadLetter;
 pub use versions::{StageHandle, StageStatus, Update, VersionInfo};
+pub use window::Window;
 
 use crate::batch::Records;
 use crate::plugin::{
@@ -80,6 +82,8 @@ pub struct StageOutput {
     pub busy: Duration,
     /// The batch's writes to the stage's state (to checkpoint).
     pub writes: crate::state::Writes,
+    /// A windowed stage's changes to its window (to checkpoint).
+    pub window_writes: Option<(Arc<crate::state::StageState>, crate::state::Writes)>,
 }
 
 /// Everything a stage needs besides its plugin.
@@ -152,6 +156,8 @@ pub struct Stage {
     fallback: Option<Version>,
     probation_left: u32,
     handle: Arc<StageHandle>,
+    /// The records a windowed stage holds.
+    window: Option<Window>,
 }
 
 /// Instantiates `plugin` for a stage and runs its `init` with the stage's
@@ -184,7 +190,48 @@ impl Stage {
             fallback: None,
             probation_left: 0,
             handle,
+            window: None,
         })
+    }
+
+    /// Makes the stage windowed: it is called with `window`'s records when
+    /// a call is due, and not at all in between.
+    pub fn with_window(mut self, window: Window) -> Self {
+        tracing::info!(
+            pipeline = %self.settings.pipeline, stage = %self.settings.name,
+            "window holds {} record(s) from the last checkpoint", window.held_records()
+        );
+        self.window = Some(window);
+        self
+    }
+
+    /// Whether the stage is windowed (it then takes every batch, empty
+    /// ones too, since time moves its window).
+    pub fn is_windowed(&self) -> bool {
+        self.window.is_some()
+    }
+
+    /// Runs one batch: straight through the plugin, or, for a windowed
+    /// stage, into its window, with the window through the plugin when a
+    /// call is due (`ends_interval`: the batch is its interval's last).
+    pub fn process_batch(
+        &mut self,
+        batch_id: u64,
+        time_ms: u64,
+        ends_interval: bool,
+        input: Records,
+    ) -> Result<StageOutput, StageError> {
+        let Some(window) = &mut self.window else {
+            return self.process(batch_id, time_ms, input);
+        };
+        let step = window.take(time_ms, ends_interval, input);
+        let state = window.state().clone();
+        let mut out = match step.fire {
+            Some(records) if !records.is_empty() => self.process(batch_id, time_ms, records)?,
+            _ => StageOutput::default(),
+        };
+        out.window_writes = Some((state, step.writes));
+        Ok(out)
     }
 
     /// The stage's name.
@@ -288,6 +335,7 @@ impl Stage {
                     failed,
                     busy: Default::default(),
                     writes: output.writes,
+                    window_writes: None,
                 })
             }
             Err((input, error)) if self.fallback.is_some() => {
@@ -425,8 +473,7 @@ impl Stage {
                 Ok(StageOutput {
                     records: Records::default(),
                     failed: input.len(),
-                    busy: Default::default(),
-                    writes: Default::default(),
+                    ..Default::default()
                 })
             }
         }

@@ -111,6 +111,24 @@ impl StateStore {
         Ok(value.map(|v| v.value().to_vec()))
     }
 
+    /// Every committed entry of `table`, in key order.
+    fn scan(&self, table: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        use redb::ReadableTable;
+        let read = self.db.begin_read().map_err(|e| self.error("reading", e))?;
+        let definition: TableDefinition<&[u8], &[u8]> = TableDefinition::new(table);
+        let table = match read.open_table(definition) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.error("reading", e)),
+        };
+        let mut entries = Vec::new();
+        for entry in table.iter().map_err(|e| self.error("reading", e))? {
+            let (key, value) = entry.map_err(|e| self.error("reading", e))?;
+            entries.push((key.value().to_vec(), value.value().to_vec()));
+        }
+        Ok(entries)
+    }
+
     /// The last checkpoint's batch number and source positions.
     pub fn checkpoint(&self) -> Result<Option<Checkpoint>, StateError> {
         let read = self.db.begin_read().map_err(|e| self.error("reading", e))?;
@@ -264,6 +282,22 @@ impl StageState {
             table: format!("stage:{stage}"),
             pending: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The contents of stage `stage`'s window, which the engine keeps
+    /// (plugins never see this table).
+    pub fn window(store: Arc<StateStore>, stage: &str) -> Arc<StageState> {
+        Arc::new(StageState {
+            store,
+            table: format!("window:{stage}"),
+            pending: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Every checkpointed entry, in key order (pending writes are not
+    /// included: this is for restoring at start).
+    pub fn checkpointed_entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        self.store.scan(&self.table)
     }
 
     /// The value under `key` as of the last successful batch.
