@@ -64,6 +64,14 @@ pub struct PipelineConfig {
     /// interface, or when this key is set.
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
+    /// `"at-least-once"` (the default): after a crash, sinks may see the
+    /// output of replayed batches again. `"exactly-once"`: every sink
+    /// publishes a batch only after its checkpoint, so each batch's output
+    /// appears once, crash or not. It needs sources that replay
+    /// (`directory`, `kafka`) and sinks that can hold a batch back
+    /// (`directory`, `null`), and keeps a state file for the checkpoint.
+    #[serde(default = "default_delivery")]
+    pub delivery: Spanned<Delivery>,
     /// Where records come from; at least one.
     #[serde(default)]
     pub sources: Vec<Spanned<SourceConfig>>,
@@ -74,6 +82,21 @@ pub struct PipelineConfig {
     /// Where each batch's output goes; at least one.
     #[serde(default)]
     pub sinks: Vec<Spanned<SinkConfig>>,
+}
+
+/// What a pipeline promises about its output after a crash.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Nothing lost; replayed batches may be written again.
+    #[default]
+    AtLeastOnce,
+    /// Nothing lost and nothing written twice.
+    ExactlyOnce,
+}
+
+fn default_delivery() -> Spanned<Delivery> {
+    Spanned::new(0..0, Delivery::AtLeastOnce)
 }
 
 fn default_max_batch_records() -> Spanned<usize> {
@@ -263,6 +286,24 @@ impl PipelineFile {
             sink.get_ref()
                 .validate()
                 .map_err(|message| self.error_at(sink.span(), message))?;
+        }
+        if *c.delivery.get_ref() == Delivery::ExactlyOnce {
+            for source in &c.sources {
+                if let Some(why) = source.get_ref().cannot_replay() {
+                    return Err(self.error_at(
+                        source.span(),
+                        format!("`delivery = \"exactly-once\"` needs sources that replay after a crash: {why}"),
+                    ));
+                }
+            }
+            for sink in &c.sinks {
+                if let Some(why) = sink.get_ref().cannot_hold_back() {
+                    return Err(self.error_at(
+                        sink.span(),
+                        format!("`delivery = \"exactly-once\"` needs sinks that publish a batch only after its checkpoint: {why}"),
+                    ));
+                }
+            }
         }
         Ok(())
     }

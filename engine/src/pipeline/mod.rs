@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{ConfigError, PipelineFile};
+use crate::config::{ConfigError, Delivery, PipelineFile};
 use crate::plugin::{Grants, LoadError, PluginHost};
 use crate::sink::{Sink, SinkError};
 use crate::source::{Source, SourceError};
@@ -147,18 +147,7 @@ pub fn build_stages(file: &PipelineFile, host: &PluginHost) -> Result<Vec<Stage>
     }
     // The state store, when a stage needs one (or the file asks for it).
     let windowed = config.stages.iter().any(|s| s.get_ref().window.is_some());
-    let store =
-        if config.state_dir.is_some() || windowed || plugins.iter().any(|(_, p)| p.uses_state) {
-            let dir = file.resolve(config.state_dir.as_deref().unwrap_or(Path::new("state")));
-            Some(
-                StateStore::open(&dir, &pipeline).map_err(|source| BuildError::State {
-                    source,
-                    file: file.path.clone(),
-                })?,
-            )
-        } else {
-            None
-        };
+    let store = open_store(file, windowed || plugins.iter().any(|(_, p)| p.uses_state))?;
     let mut stages = Vec::with_capacity(config.stages.len());
     for (stage, (path, plugin)) in config.stages.iter().zip(plugins) {
         let s = stage.get_ref();
@@ -230,6 +219,23 @@ pub fn build_stages(file: &PipelineFile, host: &PluginHost) -> Result<Vec<Stage>
         stages.push(built);
     }
     Ok(stages)
+}
+
+/// The pipeline's state file, when `needed`, `state_dir` is set or the
+/// delivery is exactly-once (which checkpoints even stateless pipelines).
+fn open_store(file: &PipelineFile, needed: bool) -> Result<Option<Arc<StateStore>>, BuildError> {
+    let config = &file.config;
+    let exactly_once = *config.delivery.get_ref() == Delivery::ExactlyOnce;
+    if !(needed || exactly_once || config.state_dir.is_some()) {
+        return Ok(None);
+    }
+    let dir = file.resolve(config.state_dir.as_deref().unwrap_or(Path::new("state")));
+    StateStore::open(&dir, config.name.get_ref())
+        .map(Some)
+        .map_err(|source| BuildError::State {
+            source,
+            file: file.path.clone(),
+        })
 }
 
 /// Points the sources at the last checkpoint's positions, so the state
@@ -304,6 +310,8 @@ pub struct Pipeline {
     state: Option<Arc<StateStore>>,
     /// The checkpoint this run starts from.
     resumed: Checkpoint,
+    /// Sinks publish each batch only after its checkpoint.
+    exactly_once: bool,
 }
 
 impl Pipeline {
@@ -322,17 +330,33 @@ impl Pipeline {
                 error,
                 file: file.path.clone(),
             })?;
-        let state = stages
+        let state = match stages
             .iter()
-            .find_map(|s| s.settings().state.as_ref().map(|s| s.store().clone()));
+            .find_map(|s| s.settings().state.as_ref().map(|s| s.store().clone()))
+        {
+            Some(store) => Some(store),
+            None => open_store(file, false)?,
+        };
         let mut sources = sources;
+        let mut sinks = sinks;
         let resumed = match &state {
             Some(store) => resume(file, store, &mut sources)?,
             None => Checkpoint::default(),
         };
+        let exactly_once = *config.delivery.get_ref() == Delivery::ExactlyOnce;
+        // Output staged before a crash (exactly-once): published if its
+        // checkpoint made it, dropped (to be replayed) if not.
+        for sink in &mut sinks {
+            sink.recover(resumed.number)
+                .map_err(|error| BuildError::Sink {
+                    error,
+                    file: file.path.clone(),
+                })?;
+        }
         Ok(Pipeline {
             state,
             resumed,
+            exactly_once,
             name: config.name.get_ref().clone(),
             interval: config.batch_interval.get_ref().0,
             max_batch_records: *config.max_batch_records.get_ref(),

@@ -232,6 +232,7 @@ fn spawn_sinks(
     let interval = pipeline.interval;
     let metrics: Arc<PipelineMetrics> = pipeline.metrics.clone();
     let store = pipeline.state.clone();
+    let exactly_once = pipeline.exactly_once;
     // Positions of sources that stay quiet in this run carry over.
     let mut checkpoint = pipeline.resumed.clone();
     std::thread::Builder::new()
@@ -248,33 +249,46 @@ fn spawn_sinks(
                 let started = flight.started.unwrap_or_else(Instant::now);
                 let batch = &flight.batch;
                 last_id = batch.id;
-                if !batch.records.is_empty() {
-                    let meta = BatchMeta {
-                        pipeline: &name,
-                        id: batch.id,
-                        time_ms: batch.time_ms,
-                    };
+                let has_output = !batch.records.is_empty();
+                let checkpointed = store.is_some()
+                    && (!flight.writes.is_empty()
+                        || !batch.positions.is_empty()
+                        || (exactly_once && has_output));
+                let meta = BatchMeta {
+                    pipeline: &name,
+                    id: batch.id,
+                    time_ms: batch.time_ms,
+                    // Exactly-once: sinks stage the batch under the number
+                    // of the checkpoint that will cover it.
+                    checkpoint: (exactly_once && checkpointed).then_some(checkpoint.number + 1),
+                };
+                if has_output {
                     for sink in &mut sinks {
                         sink.write(meta, &batch.records).map_err(|e| sink_error(batch.id, e))?;
                     }
                 }
                 // Every sink has the batch: the checkpoint takes its state
                 // writes and positions together (when a stage keeps state)...
-                if let Some(store) = &store {
-                    if !flight.writes.is_empty() || !batch.positions.is_empty() {
-                        checkpoint.batch = batch.id;
-                        for position in &batch.positions {
-                            checkpoint
-                                .positions
-                                .insert(position.source, position.position.clone());
+                if let (Some(store), true) = (&store, checkpointed) {
+                    checkpoint.batch = batch.id;
+                    checkpoint.number += 1;
+                    for position in &batch.positions {
+                        checkpoint
+                            .positions
+                            .insert(position.source, position.position.clone());
+                    }
+                    store.commit(&flight.writes, &checkpoint).map_err(|source| {
+                        RunError::State {
+                            pipeline: name.clone(),
+                            batch: batch.id,
+                            source,
                         }
-                        store.commit(&flight.writes, &checkpoint).map_err(|source| {
-                            RunError::State {
-                                pipeline: name.clone(),
-                                batch: batch.id,
-                                source,
-                            }
-                        })?;
+                    })?;
+                }
+                // Exactly-once: the checkpoint is durable, publish.
+                if has_output && meta.checkpoint.is_some() {
+                    for sink in &mut sinks {
+                        sink.commit(meta).map_err(|e| sink_error(batch.id, e))?;
                     }
                 }
                 // ...and its positions are safe to commit (sources that can,

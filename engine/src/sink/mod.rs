@@ -29,6 +29,9 @@ pub struct BatchMeta<'a> {
     pub id: u64,
     /// Batch time, ms since the epoch.
     pub time_ms: u64,
+    /// Under exactly-once delivery, the number of the checkpoint that will
+    /// cover the batch (it keeps counting across runs); `None` otherwise.
+    pub checkpoint: Option<u64>,
 }
 
 /// A sink could not take a batch.
@@ -49,6 +52,24 @@ pub trait Sink: Send {
 
     /// Called once when the pipeline ends.
     fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// Exactly-once delivery, second step: the checkpoint covering `batch`
+    /// (written earlier with `write`, which under exactly-once only stages
+    /// it) is durable, so its output may be published.
+    fn commit(&mut self, batch: BatchMeta<'_>) -> Result<(), SinkError> {
+        let _ = batch;
+        Ok(())
+    }
+
+    /// Called at start with the last durable checkpoint's number (0 when
+    /// there is none). Under exactly-once delivery: publishes what was
+    /// staged for checkpoints up to `checkpoint` (the crash came before
+    /// their `commit`) and discards what was staged after it (those batches
+    /// are replayed). Also the time to clear what a crash left half-written.
+    fn recover(&mut self, checkpoint: u64) -> Result<(), SinkError> {
+        let _ = checkpoint;
         Ok(())
     }
 }
@@ -84,11 +105,24 @@ impl SinkConfig {
         }
     }
 
+    /// Why this sink cannot hold a batch back until its checkpoint, if it
+    /// cannot (exactly-once delivery needs that).
+    pub fn cannot_hold_back(&self) -> Option<&'static str> {
+        match self {
+            SinkConfig::Directory(_) | SinkConfig::Null(_) => None,
+            SinkConfig::Console(_) => Some("what a `console` sink printed cannot be taken back"),
+            SinkConfig::Kafka(_) => {
+                Some("the `kafka` sink does not write in transactions yet (it is at-least-once)")
+            }
+        }
+    }
+
     /// Creates the running sink.
     pub fn build(&self, file: &PipelineFile) -> Result<Box<dyn Sink>, SinkError> {
+        let exactly_once = *file.config.delivery.get_ref() == crate::config::Delivery::ExactlyOnce;
         Ok(match self {
             SinkConfig::Console(c) => Box::new(ConsoleSink::new(c)),
-            SinkConfig::Directory(c) => Box::new(DirectorySink::new(c, file)?),
+            SinkConfig::Directory(c) => Box::new(DirectorySink::new(c, file, exactly_once)?),
             SinkConfig::Null(_) => Box::new(NullSink),
             SinkConfig::Kafka(c) => Box::new(c.build(file.config.name.get_ref())?),
         })

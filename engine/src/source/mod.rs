@@ -168,6 +168,22 @@ impl SourceConfig {
         }
     }
 
+    /// Why this source cannot replay from a checkpoint, if it cannot.
+    pub fn cannot_replay(&self) -> Option<&'static str> {
+        match self {
+            SourceConfig::Directory(_) | SourceConfig::Kafka(_) => None,
+            SourceConfig::Socket(_) => {
+                Some("a `socket` source cannot read again what it read before a crash")
+            }
+            SourceConfig::Stdin(_) => {
+                Some("a `stdin` source cannot read again what it read before a crash")
+            }
+            SourceConfig::Generator(_) => {
+                Some("a `generator` source does not keep its place across runs")
+            }
+        }
+    }
+
     /// Creates the running source.
     pub fn build(&self, file: &PipelineFile) -> Result<Box<dyn Source>, SourceError> {
         Ok(match self {

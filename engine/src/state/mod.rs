@@ -193,6 +193,9 @@ impl StateStore {
 pub struct Checkpoint {
     /// The batch it was taken after (its id in the run that took it).
     pub batch: u64,
+    /// Checkpoints taken so far, over every run of the pipeline: this one's
+    /// number (0 before the first).
+    pub number: u64,
     /// The newest acknowledged position of each source, by source index.
     pub positions: BTreeMap<usize, String>,
 }
@@ -201,7 +204,7 @@ impl Checkpoint {
     /// As stored: `batch N` then `source I POSITION` lines, positions with
     /// their bytes escaped so that any text survives.
     fn encode(&self) -> Vec<u8> {
-        let mut text = format!("batch {}\n", self.batch);
+        let mut text = format!("batch {}\nnumber {}\n", self.batch, self.number);
         for (source, position) in &self.positions {
             text.push_str(&format!("source {source} {}\n", position.escape_default()));
         }
@@ -214,6 +217,8 @@ impl Checkpoint {
         for line in text.lines() {
             if let Some(batch) = line.strip_prefix("batch ") {
                 checkpoint.batch = batch.parse().ok()?;
+            } else if let Some(number) = line.strip_prefix("number ") {
+                checkpoint.number = number.parse().ok()?;
             } else if let Some(rest) = line.strip_prefix("source ") {
                 let (index, position) = rest.split_once(' ').unwrap_or((rest, ""));
                 checkpoint
@@ -363,6 +368,7 @@ mod tests {
         // Batch 0's checkpoint: batch 1's writes stay pending and win.
         let mut checkpoint = Checkpoint {
             batch: 0,
+            number: 1,
             positions: BTreeMap::from([(0, "f.txt:10".to_string())]),
         };
         store
@@ -436,6 +442,7 @@ mod tests {
     fn checkpoints_round_trip() {
         let checkpoint = Checkpoint {
             batch: 42,
+            number: 7,
             positions: BTreeMap::from([
                 (0, "lines:0@5 lines:1@7".into()),
                 (1, "d:a b.txt/p12:naïve\nname \\ \"x\"".into()),
