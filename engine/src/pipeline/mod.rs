@@ -238,6 +238,31 @@ fn open_store(file: &PipelineFile, needed: bool) -> Result<Option<Arc<StateStore
         })
 }
 
+/// Key of a sink's kept output: the checkpoint's number (8 bytes, big
+/// endian), then the records.
+pub(crate) const KEPT_OUTPUT: &[u8] = b"output";
+
+/// The output kept for checkpoint `number` in a sink's table, if that is
+/// the checkpoint it was kept for.
+fn kept(table: &StageState, number: u64) -> Result<Option<crate::batch::Records>, StateError> {
+    for (key, value) in table.checkpointed_entries()? {
+        if key != KEPT_OUTPUT || value.len() < 8 {
+            continue;
+        }
+        let kept_for = u64::from_be_bytes(value[..8].try_into().unwrap());
+        if kept_for != number {
+            return Ok(None);
+        }
+        return crate::batch::Records::from_bytes(&value[8..])
+            .map(Some)
+            .ok_or_else(|| StateError {
+                path: table.store().path().to_path_buf(),
+                message: format!("the output kept for checkpoint {number} is damaged"),
+            });
+    }
+    Ok(None)
+}
+
 /// Points the sources at the last checkpoint's positions, so the state
 /// and the input carry on together. Returns that checkpoint, which the run
 /// goes on from (a source that is quiet in this run keeps its position).
@@ -312,6 +337,9 @@ pub struct Pipeline {
     resumed: Checkpoint,
     /// Sinks publish each batch only after its checkpoint.
     exactly_once: bool,
+    /// Per sink, where its output is kept with the checkpoint, for sinks
+    /// that keep it (exactly-once Kafka).
+    kept_output: Vec<Option<Arc<StageState>>>,
 }
 
 impl Pipeline {
@@ -324,7 +352,8 @@ impl Pipeline {
         let sinks = config
             .sinks
             .iter()
-            .map(|s| s.get_ref().build(file))
+            .enumerate()
+            .map(|(index, s)| s.get_ref().build(file, index))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| BuildError::Sink {
                 error,
@@ -346,17 +375,31 @@ impl Pipeline {
         let exactly_once = *config.delivery.get_ref() == Delivery::ExactlyOnce;
         // Output staged before a crash (exactly-once): published if its
         // checkpoint made it, dropped (to be replayed) if not.
-        for sink in &mut sinks {
-            sink.recover(resumed.number)
+        let mut kept_output = Vec::new();
+        for (index, sink) in sinks.iter_mut().enumerate() {
+            let table = match (&state, exactly_once && sink.keeps_output()) {
+                (Some(store), true) => Some(StageState::sink(store.clone(), index)),
+                _ => None,
+            };
+            let output = match &table {
+                Some(table) => kept(table, resumed.number).map_err(|source| BuildError::State {
+                    source,
+                    file: file.path.clone(),
+                })?,
+                None => None,
+            };
+            sink.recover(resumed.number, output)
                 .map_err(|error| BuildError::Sink {
                     error,
                     file: file.path.clone(),
                 })?;
+            kept_output.push(table);
         }
         Ok(Pipeline {
             state,
             resumed,
             exactly_once,
+            kept_output,
             name: config.name.get_ref().clone(),
             interval: config.batch_interval.get_ref().0,
             max_batch_records: *config.max_batch_records.get_ref(),

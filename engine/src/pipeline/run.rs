@@ -233,6 +233,9 @@ fn spawn_sinks(
     let metrics: Arc<PipelineMetrics> = pipeline.metrics.clone();
     let store = pipeline.state.clone();
     let exactly_once = pipeline.exactly_once;
+    let kept_output = pipeline.kept_output.clone();
+    let crash_at = CrashPoint::from_env();
+    let mut output_batches = 0u64;
     // Positions of sources that stay quiet in this run carry over.
     let mut checkpoint = pipeline.resumed.clone();
     std::thread::Builder::new()
@@ -245,7 +248,7 @@ fn spawn_sinks(
                 batch,
                 source,
             };
-            for flight in rx {
+            for mut flight in rx {
                 let started = flight.started.unwrap_or_else(Instant::now);
                 let batch = &flight.batch;
                 last_id = batch.id;
@@ -267,6 +270,20 @@ fn spawn_sinks(
                         sink.write(meta, &batch.records).map_err(|e| sink_error(batch.id, e))?;
                     }
                 }
+                // Sinks that publish again after a crash keep the output
+                // with the checkpoint.
+                if let Some(number) = meta.checkpoint.filter(|_| has_output) {
+                    for table in kept_output.iter().flatten() {
+                        let mut value = number.to_be_bytes().to_vec();
+                        value.extend_from_slice(&batch.records.to_bytes());
+                        let writes = [(super::KEPT_OUTPUT.to_vec(), Some(value))].into();
+                        flight.writes.push((table.clone(), writes));
+                    }
+                }
+                if has_output {
+                    output_batches += 1;
+                    crash_at.reached(Step::Written, output_batches);
+                }
                 // Every sink has the batch: the checkpoint takes its state
                 // writes and positions together (when a stage keeps state)...
                 if let (Some(store), true) = (&store, checkpointed) {
@@ -284,6 +301,9 @@ fn spawn_sinks(
                             source,
                         }
                     })?;
+                }
+                if has_output {
+                    crash_at.reached(Step::Checkpointed, output_batches);
                 }
                 // Exactly-once: the checkpoint is durable, publish.
                 if has_output && meta.checkpoint.is_some() {
@@ -329,4 +349,49 @@ fn spawn_sinks(
             first
         })
         .expect("spawning the sink thread")
+}
+
+/// Where in the sink thread's work a crash can be injected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// The sinks have written the batch; its checkpoint is not taken.
+    Written,
+    /// The checkpoint is taken; the sinks have not committed the batch.
+    Checkpointed,
+}
+
+/// A crash injected for crash tests of the delivery guarantees (a
+/// failpoint): `SLUICE_CRASH_AT=written:N` aborts the process right after
+/// the sinks wrote this run's `N`-th batch with output, before its
+/// checkpoint; `checkpointed:N` right after that checkpoint, before the
+/// sinks commit. Random SIGKILLs rarely land in those few milliseconds;
+/// this lands there every time. Unset in normal use.
+#[derive(Debug, Clone, Copy)]
+struct CrashPoint(Option<(Step, u64)>);
+
+impl CrashPoint {
+    fn from_env() -> Self {
+        let Ok(text) = std::env::var("SLUICE_CRASH_AT") else {
+            return CrashPoint(None);
+        };
+        let parsed = text.split_once(':').and_then(|(step, n)| {
+            let step = match step {
+                "written" => Step::Written,
+                "checkpointed" => Step::Checkpointed,
+                _ => return None,
+            };
+            Some((step, n.parse().ok()?))
+        });
+        if parsed.is_none() {
+            tracing::warn!("SLUICE_CRASH_AT={text} ignored: expected written:N or checkpointed:N");
+        }
+        CrashPoint(parsed)
+    }
+
+    fn reached(&self, step: Step, batch: u64) {
+        if self.0 == Some((step, batch)) {
+            eprintln!("sluice: SLUICE_CRASH_AT: crashing at {step:?} of output batch {batch}");
+            std::process::abort();
+        }
+    }
 }

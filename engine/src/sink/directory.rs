@@ -137,7 +137,7 @@ impl Sink for DirectorySink {
         Ok(())
     }
 
-    fn recover(&mut self, checkpoint: u64) -> Result<(), SinkError> {
+    fn recover(&mut self, checkpoint: u64, _: Option<Records>) -> Result<(), SinkError> {
         let entries = std::fs::read_dir(&self.dir)
             .map_err(|e| self.error(format!("cannot list the folder: {e}")))?;
         let mut staged: Vec<(u64, String, String)> = Vec::new();
@@ -249,7 +249,7 @@ mod tests {
         )
         .unwrap();
         let mut restarted = sink(dir.path());
-        restarted.recover(8).unwrap();
+        restarted.recover(8, None).unwrap();
         assert_eq!(
             names(dir.path()),
             ["p-1000-000000.jsonl", "p-1000-000001.jsonl"]

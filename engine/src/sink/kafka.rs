@@ -6,14 +6,26 @@
 //! messages are sent again, by a new producer, up to [`ATTEMPTS`] times,
 //! and then the batch fails the pipeline, so its source positions are not committed and it is read
 //! again on the next run. Nothing is dropped silently.
+//!
+//! Under `delivery = "exactly-once"` each batch is one transaction
+//! (transactional id `sluice-<pipeline>-sink<index>`): `write` opens it and
+//! sends the batch, `commit` (after the engine's checkpoint) adds a progress
+//! marker and commits. The marker is an offset committed, inside the same
+//! transaction, for partition 0 of `topic` in the consumer group named as
+//! the transactional id: its value is the checkpoint's number. At start,
+//! the new producer fences the old one (whose open transaction the broker
+//! aborts), and if the marker is behind the last checkpoint the batch of that
+//! checkpoint is written again from the copy the engine kept with it.
+//! Readers with `isolation.level = read_committed` see every batch once.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::Deserialize;
 
 use super::{BatchMeta, Sink, SinkError};
@@ -22,6 +34,9 @@ use crate::kafka::{LogContext, Options, client_config, validate};
 
 /// Times a batch's undelivered messages are sent before the batch fails.
 pub const ATTEMPTS: usize = 3;
+
+/// Longest wait for one transaction step (init, commit, abort, marker read).
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Writes records to a topic.
 ///
@@ -45,7 +60,9 @@ pub struct KafkaSinkConfig {
     pub topic_header: Option<String>,
     /// Any librdkafka producer property, passed through (over the engine's
     /// defaults: `message.timeout.ms` 120000, the longest a message is
-    /// retried before its delivery fails, and `linger.ms` 5).
+    /// retried before its delivery fails, and `linger.ms` 5; under
+    /// exactly-once delivery `message.timeout.ms` and
+    /// `transaction.timeout.ms` are both 60000).
     #[serde(default)]
     pub options: Options,
 }
@@ -61,7 +78,10 @@ const OWNED: &[(&str, &str)] = &[
         "acks",
         "must stay `all`: a batch counts as written only once every replica has it",
     ),
-    ("transactional.id", "is not supported by this sink yet"),
+    (
+        "transactional.id",
+        "is set by the engine under `delivery = \"exactly-once\"` (`sluice-<pipeline>-sink<index>`)",
+    ),
 ];
 
 impl KafkaSinkConfig {
@@ -80,13 +100,28 @@ impl KafkaSinkConfig {
         }
     }
 
-    /// The running sink: the producer connects on first use.
-    pub fn build(&self, pipeline: &str) -> Result<KafkaSink, SinkError> {
-        let mut config = client_config(
-            &self.brokers,
-            &[("message.timeout.ms", "120000"), ("linger.ms", "5")],
-            &self.options,
-        );
+    /// The running sink, the `index`-th of pipeline `pipeline`; the
+    /// producer connects on first use, except under exactly-once delivery,
+    /// where it starts by fencing the previous run's producer.
+    pub fn build(
+        &self,
+        pipeline: &str,
+        index: usize,
+        exactly_once: bool,
+    ) -> Result<KafkaSink, SinkError> {
+        // A transaction may not outlive its messages' retries; a crashed
+        // run's open transaction holds read_committed readers back until
+        // the restart fences it, or for `transaction.timeout.ms` at most.
+        let defaults: &[(&str, &str)] = if exactly_once {
+            &[
+                ("message.timeout.ms", "60000"),
+                ("transaction.timeout.ms", "60000"),
+                ("linger.ms", "5"),
+            ]
+        } else {
+            &[("message.timeout.ms", "120000"), ("linger.ms", "5")]
+        };
+        let mut config = client_config(&self.brokers, defaults, &self.options);
         config
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -96,18 +131,43 @@ impl KafkaSinkConfig {
             self.topic.as_deref().unwrap_or("(by header)"),
             self.brokers
         );
-        let sink = KafkaSink {
+        let fail = |message: String| SinkError {
+            sink: who.clone(),
+            message,
+        };
+        let transactions = match (exactly_once, &self.topic) {
+            (true, Some(topic)) => {
+                let id = format!("sluice-{pipeline}-sink{index}");
+                config.set("transactional.id", &id);
+                let group: BaseConsumer = rdkafka::ClientConfig::new()
+                    .set("bootstrap.servers", &self.brokers)
+                    .set("group.id", &id)
+                    .set("enable.auto.commit", "false")
+                    .create()
+                    .map_err(|e| fail(format!("cannot create the marker's consumer: {e}")))?;
+                Some(Transactions {
+                    group,
+                    marker_topic: topic.clone(),
+                    open: None,
+                })
+            }
+            (true, None) => return Err(fail("exactly-once delivery needs a `topic`".into())),
+            (false, _) => None,
+        };
+        let mut sink = KafkaSink {
             producer: None,
             config,
             topic: self.topic.clone(),
             topic_header: self.topic_header.clone(),
-            who,
+            who: who.clone(),
+            transactions,
         };
-        // Catch bad properties now, not at the first batch.
-        sink.producer().map_err(|message| SinkError {
-            sink: sink.who.clone(),
-            message,
-        })?;
+        // Catch bad properties now, not at the first batch (and fence the
+        // last run's transactional producer before recovering).
+        let producer = sink.producer().map_err(fail)?;
+        if sink.transactions.is_some() {
+            sink.producer = Some(producer);
+        }
         Ok(sink)
     }
 }
@@ -119,6 +179,20 @@ pub struct KafkaSink {
     topic: Option<String>,
     topic_header: Option<String>,
     who: String,
+    /// Exactly-once delivery: each batch is a transaction.
+    transactions: Option<Transactions>,
+}
+
+/// What exactly-once delivery needs besides the producer.
+struct Transactions {
+    /// A consumer in the group named as the transactional id: its metadata
+    /// goes with each transaction's marker, and it reads the marker back.
+    group: BaseConsumer,
+    /// The marker's topic (its partition 0).
+    marker_topic: String,
+    /// The records of the open transaction, to write again if it has to
+    /// start over.
+    open: Option<Records>,
 }
 
 /// Collects the failed deliveries of the batch being written.
@@ -153,12 +227,139 @@ impl ProducerContext for SinkContext {
 
 impl KafkaSink {
     fn producer(&self) -> Result<BaseProducer<SinkContext>, String> {
-        self.config
+        let producer: BaseProducer<SinkContext> = self
+            .config
             .create_with_context(SinkContext {
                 log: LogContext::new(self.who.clone()),
                 failed: Mutex::new(Vec::new()),
             })
-            .map_err(|e| format!("cannot create the producer: {e}"))
+            .map_err(|e| format!("cannot create the producer: {e}"))?;
+        if self.transactions.is_some() {
+            // Fences every earlier producer with this transactional id; the
+            // broker aborts whatever transaction it left open.
+            producer
+                .init_transactions(TRANSACTION_TIMEOUT)
+                .map_err(|e| format!("cannot start transactions: {e}"))?;
+        }
+        Ok(producer)
+    }
+
+    /// Opens a transaction and sends `records` in it (a fresh producer and
+    /// transaction for each of up to [`ATTEMPTS`] tries). On success the
+    /// transaction stays open for [`KafkaSink::commit_transaction`].
+    fn write_transaction(&mut self, records: &Records) -> Result<(), String> {
+        let all: Vec<usize> = (0..records.len()).collect();
+        let mut last = String::new();
+        for attempt in 1..=ATTEMPTS {
+            if self.producer.is_none() {
+                self.producer = Some(self.producer()?);
+            }
+            let began = self
+                .producer
+                .as_ref()
+                .expect("just set")
+                .begin_transaction();
+            if let Err(e) = began {
+                last = format!("cannot begin a transaction: {e}");
+                self.producer = None;
+                continue;
+            }
+            let (failed, reason) = self.send(records, &all)?;
+            if failed.is_empty() && reason.is_none() {
+                if let Some(t) = &mut self.transactions {
+                    t.open = Some(records.clone());
+                }
+                return Ok(());
+            }
+            last = reason.unwrap_or_else(|| format!("{} messages not delivered", failed.len()));
+            if let Some(producer) = self.producer.take() {
+                let _ = producer.abort_transaction(TRANSACTION_TIMEOUT);
+            }
+            if attempt < ATTEMPTS {
+                tracing::warn!(
+                    "{}: transaction aborted ({last}); writing it again",
+                    self.who
+                );
+            }
+        }
+        Err(format!("the transaction failed {ATTEMPTS} times: {last}"))
+    }
+
+    /// Commits the open transaction with the marker for checkpoint
+    /// `number`. When the outcome of a failed commit is unknown, the marker
+    /// says whether it happened before the batch is written again.
+    fn commit_transaction(&mut self, number: u64) -> Result<(), String> {
+        let mut last = String::new();
+        for attempt in 1..=ATTEMPTS * 2 {
+            let t = self.transactions.as_ref().expect("transactional");
+            let mut marker = TopicPartitionList::new();
+            marker
+                .add_partition_offset(&t.marker_topic, 0, Offset::Offset(number as i64))
+                .map_err(|e| format!("marker: {e}"))?;
+            let meta = t
+                .group
+                .group_metadata()
+                .ok_or("the marker's consumer has no group metadata")?;
+            let Some(producer) = &self.producer else {
+                return Err("no open transaction to commit".into());
+            };
+            let result = producer
+                .send_offsets_to_transaction(&marker, &meta, TRANSACTION_TIMEOUT)
+                .and_then(|()| producer.commit_transaction(TRANSACTION_TIMEOUT));
+            let error = match result {
+                Ok(()) => {
+                    if let Some(t) = &mut self.transactions {
+                        t.open = None;
+                    }
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            last = error.to_string();
+            let retriable = matches!(&error, KafkaError::Transaction(e) if e.is_retriable());
+            if retriable {
+                // Same transaction, same commit: safe to repeat.
+                tracing::warn!("{}: commit failed ({last}); trying again", self.who);
+                std::thread::sleep(Duration::from_millis(100 * attempt as u64));
+                continue;
+            }
+            // Abortable or fatal: a fresh producer fences this one, which
+            // aborts the transaction unless it did commit.
+            self.producer = None;
+            if self.marker()?.is_some_and(|m| m >= number) {
+                if let Some(t) = &mut self.transactions {
+                    t.open = None;
+                }
+                return Ok(());
+            }
+            let records = self
+                .transactions
+                .as_ref()
+                .and_then(|t| t.open.clone())
+                .ok_or("no records to write again")?;
+            tracing::warn!(
+                "{}: commit failed ({last}); writing the batch again",
+                self.who
+            );
+            self.write_transaction(&records)?;
+        }
+        Err(format!("cannot commit the transaction: {last}"))
+    }
+
+    /// The number of the last checkpoint whose output is committed, from
+    /// the marker (None before the first).
+    fn marker(&self) -> Result<Option<u64>, String> {
+        let t = self.transactions.as_ref().expect("transactional");
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&t.marker_topic, 0);
+        let committed = t
+            .group
+            .committed_offsets(list, TRANSACTION_TIMEOUT)
+            .map_err(|e| format!("cannot read the transaction marker: {e}"))?;
+        Ok(committed.elements().first().and_then(|e| match e.offset() {
+            Offset::Offset(n) if n >= 0 => Some(n as u64),
+            _ => None,
+        }))
     }
 
     /// Where `record` goes.
@@ -270,6 +471,11 @@ impl Sink for KafkaSink {
             sink: who.clone(),
             message,
         };
+        if self.transactions.is_some() {
+            return self
+                .write_transaction(records)
+                .map_err(|e| error(format!("batch {}: {e}", batch.id)));
+        }
         let mut pending: Vec<usize> = (0..records.len()).collect();
         for attempt in 1..=ATTEMPTS {
             let (failed, reason) = self.send(records, &pending).map_err(&error)?;
@@ -294,6 +500,49 @@ impl Sink for KafkaSink {
             pending = failed;
         }
         unreachable!("the last attempt returns")
+    }
+
+    fn commit(&mut self, batch: BatchMeta<'_>) -> Result<(), SinkError> {
+        let Some(number) = batch.checkpoint.filter(|_| self.transactions.is_some()) else {
+            return Ok(());
+        };
+        self.commit_transaction(number)
+            .map_err(|message| SinkError {
+                sink: self.who.clone(),
+                message: format!("batch {} (checkpoint {number}): {message}", batch.id),
+            })
+    }
+
+    fn recover(&mut self, checkpoint: u64, output: Option<Records>) -> Result<(), SinkError> {
+        if self.transactions.is_none() || checkpoint == 0 {
+            return Ok(());
+        }
+        let who = self.who.clone();
+        let error = |message: String| SinkError {
+            sink: who.clone(),
+            message: format!("recovering checkpoint {checkpoint}: {message}"),
+        };
+        let marker = self.marker().map_err(&error)?;
+        if marker.is_some_and(|m| m >= checkpoint) {
+            return Ok(());
+        }
+        let Some(records) = output else {
+            // The last checkpoint's batch had no output for this sink.
+            return Ok(());
+        };
+        tracing::info!(
+            "{}: the output of checkpoint {checkpoint} ({} records) was not committed before \
+             the crash (marker at {}); writing it again",
+            self.who,
+            records.len(),
+            marker.map_or("none".to_string(), |m| m.to_string())
+        );
+        self.write_transaction(&records).map_err(&error)?;
+        self.commit_transaction(checkpoint).map_err(&error)
+    }
+
+    fn keeps_output(&self) -> bool {
+        self.transactions.is_some()
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {

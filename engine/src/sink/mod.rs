@@ -68,9 +68,20 @@ pub trait Sink: Send {
     /// staged for checkpoints up to `checkpoint` (the crash came before
     /// their `commit`) and discards what was staged after it (those batches
     /// are replayed). Also the time to clear what a crash left half-written.
-    fn recover(&mut self, checkpoint: u64) -> Result<(), SinkError> {
-        let _ = checkpoint;
+    ///
+    /// `output` is the output of the batch of checkpoint `checkpoint`, for
+    /// sinks that asked for it to be kept ([`Sink::keeps_output`]).
+    fn recover(&mut self, checkpoint: u64, output: Option<Records>) -> Result<(), SinkError> {
+        let _ = (checkpoint, output);
         Ok(())
+    }
+
+    /// Exactly-once: whether each batch's output must be kept with its
+    /// checkpoint, so that `recover` can publish it again when a crash came
+    /// between the checkpoint and `commit` (the Kafka sink: its open
+    /// transaction dies with the process).
+    fn keeps_output(&self) -> bool {
+        false
     }
 }
 
@@ -111,20 +122,23 @@ impl SinkConfig {
         match self {
             SinkConfig::Directory(_) | SinkConfig::Null(_) => None,
             SinkConfig::Console(_) => Some("what a `console` sink printed cannot be taken back"),
-            SinkConfig::Kafka(_) => {
-                Some("the `kafka` sink does not write in transactions yet (it is at-least-once)")
-            }
+            SinkConfig::Kafka(c) if c.topic.is_none() => Some(
+                "a `kafka` sink needs a `topic` (its transactions' progress is kept beside it)",
+            ),
+            SinkConfig::Kafka(_) => None,
         }
     }
 
-    /// Creates the running sink.
-    pub fn build(&self, file: &PipelineFile) -> Result<Box<dyn Sink>, SinkError> {
+    /// Creates the running sink, the `index`-th of the pipeline.
+    pub fn build(&self, file: &PipelineFile, index: usize) -> Result<Box<dyn Sink>, SinkError> {
         let exactly_once = *file.config.delivery.get_ref() == crate::config::Delivery::ExactlyOnce;
         Ok(match self {
             SinkConfig::Console(c) => Box::new(ConsoleSink::new(c)),
             SinkConfig::Directory(c) => Box::new(DirectorySink::new(c, file, exactly_once)?),
             SinkConfig::Null(_) => Box::new(NullSink),
-            SinkConfig::Kafka(c) => Box::new(c.build(file.config.name.get_ref())?),
+            SinkConfig::Kafka(c) => {
+                Box::new(c.build(file.config.name.get_ref(), index, exactly_once)?)
+            }
         })
     }
 }

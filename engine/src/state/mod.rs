@@ -299,6 +299,16 @@ impl StageState {
         })
     }
 
+    /// What sink `index` keeps with the checkpoint (exactly-once output
+    /// to publish again after a crash).
+    pub fn sink(store: Arc<StateStore>, index: usize) -> Arc<StageState> {
+        Arc::new(StageState {
+            store,
+            table: format!("sink:{index}"),
+            pending: Mutex::new(HashMap::new()),
+        })
+    }
+
     /// Every checkpointed entry, in key order (pending writes are not
     /// included: this is for restoring at start).
     pub fn checkpointed_entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
