@@ -221,12 +221,14 @@ pub fn build_stages(file: &PipelineFile, host: &PluginHost) -> Result<Vec<Stage>
     Ok(stages)
 }
 
-/// The pipeline's state file, when `needed`, `state_dir` is set or the
-/// delivery is exactly-once (which checkpoints even stateless pipelines).
+/// The pipeline's state file, when `needed`, `state_dir` is set, a source
+/// keeps a write-ahead log or the delivery is exactly-once (those
+/// checkpoint positions even in stateless pipelines).
 fn open_store(file: &PipelineFile, needed: bool) -> Result<Option<Arc<StateStore>>, BuildError> {
     let config = &file.config;
     let exactly_once = *config.delivery.get_ref() == Delivery::ExactlyOnce;
-    if !(needed || exactly_once || config.state_dir.is_some()) {
+    let wal = config.sources.iter().any(|s| s.get_ref().wal());
+    if !(needed || exactly_once || wal || config.state_dir.is_some()) {
         return Ok(None);
     }
     let dir = file.resolve(config.state_dir.as_deref().unwrap_or(Path::new("state")));
@@ -312,9 +314,10 @@ pub fn build_sources(file: &PipelineFile) -> Result<Vec<Box<dyn Source>>, BuildE
     file.config
         .sources
         .iter()
-        .map(|s| {
+        .enumerate()
+        .map(|(index, s)| {
             s.get_ref()
-                .build(file)
+                .build(file, index)
                 .map_err(|error| BuildError::Config(file.error_at(s.span(), error.to_string())))
         })
         .collect()

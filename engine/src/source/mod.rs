@@ -10,6 +10,7 @@ mod kafka;
 mod lines;
 mod socket;
 mod stdin;
+mod wal;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -168,30 +169,54 @@ impl SourceConfig {
         }
     }
 
+    /// Whether the source logs what it reads before it counts (`wal`).
+    pub fn wal(&self) -> bool {
+        match self {
+            SourceConfig::Socket(c) => c.wal,
+            SourceConfig::Stdin(c) => c.wal,
+            _ => false,
+        }
+    }
+
     /// Why this source cannot replay from a checkpoint, if it cannot.
     pub fn cannot_replay(&self) -> Option<&'static str> {
         match self {
             SourceConfig::Directory(_) | SourceConfig::Kafka(_) => None,
-            SourceConfig::Socket(_) => {
-                Some("a `socket` source cannot read again what it read before a crash")
-            }
-            SourceConfig::Stdin(_) => {
-                Some("a `stdin` source cannot read again what it read before a crash")
-            }
+            _ if self.wal() => None,
+            SourceConfig::Socket(_) => Some(
+                "a `socket` source cannot read again what it read before a crash (set `wal = true`)",
+            ),
+            SourceConfig::Stdin(_) => Some(
+                "a `stdin` source cannot read again what it read before a crash (set `wal = true`)",
+            ),
             SourceConfig::Generator(_) => {
                 Some("a `generator` source does not keep its place across runs")
             }
         }
     }
 
-    /// Creates the running source.
-    pub fn build(&self, file: &PipelineFile) -> Result<Box<dyn Source>, SourceError> {
-        Ok(match self {
+    /// Creates the running source, the `index`-th of the pipeline.
+    pub fn build(&self, file: &PipelineFile, index: usize) -> Result<Box<dyn Source>, SourceError> {
+        let source: Box<dyn Source> = match self {
             SourceConfig::Directory(c) => Box::new(c.build(file)?),
             SourceConfig::Socket(c) => Box::new(c.build()),
             SourceConfig::Stdin(c) => Box::new(c.build()),
             SourceConfig::Generator(c) => Box::new(c.build()),
             SourceConfig::Kafka(c) => Box::new(c.build(file)),
-        })
+        };
+        if !self.wal() {
+            return Ok(source);
+        }
+        let config = &file.config;
+        let dir = file
+            .resolve(
+                config
+                    .state_dir
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new("state")),
+            )
+            .join(format!("{}.wal", config.name.get_ref()))
+            .join(format!("source-{index}"));
+        Ok(Box::new(wal::WalSource::new(source, dir)))
     }
 }

@@ -28,6 +28,12 @@ pub struct SocketConfig {
     /// failed first connection is an error. Default true.
     #[serde(default = "yes")]
     pub reconnect: bool,
+    /// Log every chunk read to a write-ahead log (synced) before it counts
+    /// as received, so a crash loses nothing read: the next run replays
+    /// what the last checkpoint did not cover. Kept in
+    /// `<state_dir>/<pipeline>.wal/`. Default false.
+    #[serde(default)]
+    pub wal: bool,
 }
 
 fn yes() -> bool {

@@ -15,7 +15,14 @@ use crate::batch::Records;
 /// ```
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StdinConfig {}
+pub struct StdinConfig {
+    /// Log every chunk read to a write-ahead log (synced) before it counts
+    /// as received, so a crash loses nothing read: the next run replays
+    /// what the last checkpoint did not cover. Kept in
+    /// `<state_dir>/<pipeline>.wal/`. Default false.
+    #[serde(default)]
+    pub wal: bool,
+}
 
 impl StdinConfig {
     /// The running source.
