@@ -186,7 +186,10 @@ fn check_unicode_tables(root: &Path, out_dir: &Path) {
 }
 
 /// The C plugins: (folder under `plugins/c`, sources in it, component name).
-const C_PLUGINS: &[(&str, &[&str], &str)] = &[("word-split", &["word_split.c"], "word_split_c")];
+const C_PLUGINS: &[(&str, &[&str], &str)] = &[
+    ("word-split", &["word_split.c"], "word_split_c"),
+    ("average", &["average.c"], "average_c"),
+];
 
 /// Builds the C plugins: checks that the committed bindings in
 /// `plugins/c/bindings` still match the WIT, compiles each plugin with clang

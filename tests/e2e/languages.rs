@@ -3,7 +3,8 @@
 //! exactly the output of the Rust split, batch for batch; the C and
 //! JavaScript splits also agree with Rust's on every Unicode character
 //! (whitespace, lowercasing, final sigma) and dead-letter the same malformed
-//! values with the same messages.
+//! values with the same messages. The C `average` prints the Rust one's
+//! means, digit for digit.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -190,4 +191,76 @@ fn a_bad_config_is_rejected_alike_in_c_and_javascript() {
             assert_eq!(message(split), rust, "{split} with `{config}`");
         }
     }
+}
+
+/// Numbers written in the ways people write them, from a fixed seed: signs,
+/// fractions, exponents, padding, and magnitudes from 1e-30 to 1e30.
+fn numbers(count: usize, seed: u64) -> Vec<String> {
+    let mut state = seed;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        state >> 33
+    };
+    (0..count)
+        .map(|_| {
+            let mantissa = next() % 1_000_000;
+            let exponent = (next() % 61) as i32 - 30;
+            let x = mantissa as f64 * 10f64.powi(exponent) / 1000.0;
+            let sign = ["", "-", "+"][(next() % 3) as usize];
+            match next() % 4 {
+                0 => format!("{sign}{x}"),
+                1 => format!("{sign}{x:e}"),
+                2 => format!(" {sign}{}\t", mantissa),
+                _ => format!("{sign}{mantissa}.{:03}E{}", next() % 1000, exponent),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn the_c_average_prints_the_rust_averages_and_rejects_the_same_values() {
+    // One batch, one group (stdin records have no key), so one mean a run:
+    // a run per set of numbers.
+    let mut runs: Vec<Vec<u8>> = (0..100)
+        .map(|seed| (numbers(1 + seed as usize % 5, seed).join("\n") + "\n").into())
+        .collect();
+    runs.push(b"0.1\n0.2\n".into());
+    runs.push(b"1e308\n1e308\n".into()); // the sum overflows: Rust prints `inf`
+    runs.push(b"5e-324\n0\n".into());
+    runs.push(b"\xff\xfe9\n4\n\xe2\x82\n".into()); // quoted lossily
+    // Not numbers, or not finite: dead-lettered, quoting the value.
+    let long = "9".repeat(70) + "x";
+    runs.push(
+        format!(
+            "1\noops\n 2.5 \ninf\nNaN\n0x10\n1_000\n.\n1e\n+\n\u{2003}3\u{a0}\n{long}\n\u{e9}\n"
+        )
+        .into(),
+    );
+    for input in &runs {
+        let mean = |average| {
+            let (out, dead) = run_pipeline(&[(average, "")], input);
+            let out: Vec<_> = keys_values(&out);
+            let dead: Vec<_> = dead
+                .iter()
+                .map(|r| (r["value_base64"].clone(), r["error"].clone()))
+                .collect();
+            (out, dead)
+        };
+        let rust = mean("average");
+        let input = String::from_utf8_lossy(input);
+        assert_eq!(rust.0.len(), 1, "{input:?}");
+        assert_eq!(mean("average_c"), rust, "{input:?}");
+    }
+    // And per key, in order of first appearance: after word count, each
+    // word is a key with its count as the value.
+    let text = sample_text(200, 7);
+    let per_key = |average| {
+        let stages = [("word_split", ""), ("word_count", ""), (average, "")];
+        keys_values(&run_pipeline(&stages, &text).0)
+    };
+    let rust = per_key("average");
+    assert!(rust.len() > 5);
+    assert_eq!(per_key("average_c"), rust);
 }
