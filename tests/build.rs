@@ -252,6 +252,7 @@ fn build_c(root: &Path, out: &Path, out_dir: &Path) {
             ])
             .args([
                 "-I../bindings",
+                "-I../common",
                 "../bindings/stage.c",
                 "../bindings/stage_component_type.o",
             ])

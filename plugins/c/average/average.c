@@ -10,7 +10,8 @@
 //
 // Unlike the Rust plugin, it has no `field` setting (JSON values).
 //
-// The bindings (`stage.h`) are in `../bindings`, made by `wit-bindgen c`.
+// The bindings (`stage.h`) are in `../bindings`, made by `wit-bindgen c`;
+// `grow.h` and `utf8.h`, shared with the other C plugins, in `../common`.
 
 #include <math.h>
 #include <stdbool.h>
@@ -19,20 +20,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "grow.h"
 #include "stage.h"
+#include "utf8.h"
 
 typedef exports_sluice_plugin_processor_error_t stage_error_t;
-
-#define GROW(ptr, cap, need)                                                 \
-    do {                                                                     \
-        if ((need) > (cap)) {                                                \
-            size_t new_cap = (cap) ? (cap) * 2 : 64;                         \
-            while (new_cap < (need)) new_cap *= 2;                           \
-            (ptr) = realloc((ptr), new_cap * sizeof *(ptr));                 \
-            if (!(ptr)) abort();                                             \
-            (cap) = new_cap;                                                 \
-        }                                                                    \
-    } while (0)
 
 // A byte string that grows (malloc'ed, so it can be handed to the bindings).
 struct bytes {
@@ -50,50 +42,11 @@ static void append_str(struct bytes *b, const char *s) { append(b, s, strlen(s))
 
 // ---- reading a number as Rust's `str::trim` + `f64::from_str` do ----
 
-// `char::is_whitespace`: the Unicode White_Space property.
-static bool is_whitespace(uint32_t c) {
-    return (c >= 0x9 && c <= 0xD) || c == 0x20 || c == 0x85 || c == 0xA0 ||
-           c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 ||
-           c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
-}
-
-// The next character of `s[*i..n)`, as `String::from_utf8_lossy` reads it: a
-// maximal invalid sequence is one U+FFFD.
+// The next character of `s[*i..n)`, as `String::from_utf8_lossy` reads it.
 static uint32_t next_char(const uint8_t *s, size_t n, size_t *i) {
-    uint8_t b = s[*i];
     uint32_t c;
-    size_t len;
-    uint8_t lo = 0x80, hi = 0xBF;
-    if (b < 0x80) { (*i)++; return b; }
-    else if (b >= 0xC2 && b <= 0xDF) { c = b & 0x1F; len = 1; }
-    else if (b >= 0xE0 && b <= 0xEF) {
-        c = b & 0x0F; len = 2;
-        if (b == 0xE0) lo = 0xA0;
-        if (b == 0xED) hi = 0x9F;
-    } else if (b >= 0xF0 && b <= 0xF4) {
-        c = b & 0x07; len = 3;
-        if (b == 0xF0) lo = 0x90;
-        if (b == 0xF4) hi = 0x8F;
-    } else { (*i)++; return 0xFFFD; }
-    for (size_t j = 1; j <= len; j++) {
-        if (*i + j >= n || s[*i + j] < lo || s[*i + j] > hi) { *i += j; return 0xFFFD; }
-        c = (c << 6) | (s[*i + j] & 0x3F);
-        lo = 0x80; hi = 0xBF;
-    }
-    *i += len + 1;
+    utf8_next(s, n, i, &c); // U+FFFD for each invalid part
     return c;
-}
-
-static size_t encode_utf8(uint32_t c, uint8_t *out) {
-    if (c < 0x80) { out[0] = c; return 1; }
-    if (c < 0x800) { out[0] = 0xC0 | c >> 6; out[1] = 0x80 | (c & 0x3F); return 2; }
-    if (c < 0x10000) {
-        out[0] = 0xE0 | c >> 12; out[1] = 0x80 | (c >> 6 & 0x3F); out[2] = 0x80 | (c & 0x3F);
-        return 3;
-    }
-    out[0] = 0xF0 | c >> 18; out[1] = 0x80 | (c >> 12 & 0x3F);
-    out[2] = 0x80 | (c >> 6 & 0x3F); out[3] = 0x80 | (c & 0x3F);
-    return 4;
 }
 
 // Whether `s[0..n)` is a decimal number in Rust's `f64` syntax: an optional
@@ -152,7 +105,7 @@ static bool read_number(const uint8_t *v, size_t n, double *number, struct bytes
     size_t chars = 0;
     for (i = 0; i < n && chars < 64; chars++) {
         uint8_t utf8[4];
-        append(message, utf8, encode_utf8(next_char(v, n, &i), utf8));
+        append(message, utf8, utf8_encode(next_char(v, n, &i), utf8));
     }
     if (i < n) append_str(message, "\xE2\x80\xA6"); // …
     append_str(message, "` is not a number");

@@ -4,7 +4,8 @@
 // Rust's `str::to_lowercase` does; a value that is not UTF-8 fails that
 // record alone (it is dead-lettered).
 //
-// The bindings (`stage.h`) are in `../bindings`, made by `wit-bindgen c`.
+// The bindings (`stage.h`) are in `../bindings`, made by `wit-bindgen c`;
+// `grow.h` and `utf8.h`, shared with the other C plugins, in `../common`.
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -12,34 +13,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "grow.h"
 #include "stage.h"
 #include "unicode.h"
+#include "utf8.h"
 
 typedef exports_sluice_plugin_processor_error_t stage_error_t;
 
 static bool lowercase = false;
 
-// ---- growable arrays, allocated with malloc: the bindings free them ----
-
-#define GROW(ptr, cap, need)                                                 \
-    do {                                                                     \
-        if ((need) > (cap)) {                                                \
-            size_t new_cap = (cap) ? (cap) * 2 : 64;                         \
-            while (new_cap < (need)) new_cap *= 2;                           \
-            (ptr) = realloc((ptr), new_cap * sizeof *(ptr));                 \
-            if (!(ptr)) abort();                                             \
-            (cap) = new_cap;                                                 \
-        }                                                                    \
-    } while (0)
-
 // ---- Unicode ----
-
-// `char::is_whitespace` in Rust: the Unicode White_Space property.
-static bool is_whitespace(uint32_t c) {
-    return (c >= 0x9 && c <= 0xD) || c == 0x20 || c == 0x85 || c == 0xA0 ||
-           c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 ||
-           c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
-}
 
 static uint32_t lower_char(uint32_t c) {
     size_t lo = 0, hi = sizeof LOWER / sizeof LOWER[0];
@@ -78,43 +61,11 @@ static bool ignorable_then_cased(const uint32_t *chars, size_t n, size_t at, int
 static long decode_utf8(const uint8_t *s, size_t n, uint32_t *chars, size_t *count) {
     size_t i = 0, k = 0;
     while (i < n) {
-        uint8_t b = s[i];
-        uint32_t c;
-        size_t len;
-        uint8_t lo = 0x80, hi = 0xBF;
-        if (b < 0x80) { chars[k++] = b; i++; continue; }
-        else if (b >= 0xC2 && b <= 0xDF) { c = b & 0x1F; len = 1; }
-        else if (b >= 0xE0 && b <= 0xEF) {
-            c = b & 0x0F; len = 2;
-            if (b == 0xE0) lo = 0xA0; // no overlong encodings
-            if (b == 0xED) hi = 0x9F; // no surrogates
-        } else if (b >= 0xF0 && b <= 0xF4) {
-            c = b & 0x07; len = 3;
-            if (b == 0xF0) lo = 0x90;
-            if (b == 0xF4) hi = 0x8F; // nothing past U+10FFFF
-        } else return (long)i;
-        for (size_t j = 1; j <= len; j++) {
-            if (i + j >= n || s[i + j] < lo || s[i + j] > hi) return (long)i;
-            c = (c << 6) | (s[i + j] & 0x3F);
-            lo = 0x80; hi = 0xBF;
-        }
-        chars[k++] = c;
-        i += len + 1;
+        size_t at = i;
+        if (!utf8_next(s, n, &i, &chars[k++])) return (long)at;
     }
     *count = k;
     return -1;
-}
-
-static size_t encode_utf8(uint32_t c, uint8_t *out) {
-    if (c < 0x80) { out[0] = c; return 1; }
-    if (c < 0x800) { out[0] = 0xC0 | c >> 6; out[1] = 0x80 | (c & 0x3F); return 2; }
-    if (c < 0x10000) {
-        out[0] = 0xE0 | c >> 12; out[1] = 0x80 | (c >> 6 & 0x3F); out[2] = 0x80 | (c & 0x3F);
-        return 3;
-    }
-    out[0] = 0xF0 | c >> 18; out[1] = 0x80 | (c >> 12 & 0x3F);
-    out[2] = 0x80 | (c >> 6 & 0x3F); out[3] = 0x80 | (c & 0x3F);
-    return 4;
 }
 
 // ---- the stage ----
@@ -183,7 +134,7 @@ static void emit_word(struct out *out, const uint32_t *chars, size_t n, uint64_t
                 c = lower_char(c);
             }
         }
-        out->data_len += encode_utf8(c, out->data + out->data_len);
+        out->data_len += utf8_encode(c, out->data + out->data_len);
     }
     GROW(out->offsets, out->offsets_cap, out->offsets_len + 1);
     out->offsets[out->offsets_len++] = (uint32_t)out->data_len;
