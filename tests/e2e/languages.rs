@@ -162,7 +162,12 @@ fn a_value_that_is_not_utf8_is_dead_lettered_alike_in_every_language() {
 
 #[test]
 fn a_bad_config_is_rejected_alike_in_c_and_javascript() {
-    for config in ["lowercase = \"yes\"", "lower = true"] {
+    // The last: both wrong; the unknown key is reported, as the SDK does.
+    for config in [
+        "lowercase = \"yes\"",
+        "lower = true",
+        "lowercase = 1, x = 2",
+    ] {
         let message = |split| {
             let s = Scratch::new();
             s.write(

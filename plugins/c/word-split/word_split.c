@@ -90,12 +90,17 @@ static bool equals(const stage_string_t *s, const char *text) {
 bool exports_sluice_plugin_processor_init(stage_list_tuple2_string_string_t *config, stage_error_t *err) {
     bool ok = true;
     lowercase = false;
+    // As the Rust SDK: unknown keys first, then the values.
     for (size_t i = 0; i < config->len && ok; i++) {
-        const stage_string_t *key = &config->ptr[i].f0, *value = &config->ptr[i].f1;
+        const stage_string_t *key = &config->ptr[i].f0;
         if (!equals(key, "lowercase")) {
             invalid_config(err, "unknown config key `", key, "` (allowed keys: `lowercase`)");
             ok = false;
-        } else if (equals(value, "true") || equals(value, "false")) {
+        }
+    }
+    for (size_t i = 0; i < config->len && ok; i++) {
+        const stage_string_t *value = &config->ptr[i].f1;
+        if (equals(value, "true") || equals(value, "false")) {
             lowercase = equals(value, "true");
         } else {
             invalid_config(err, "`lowercase`: `", value,

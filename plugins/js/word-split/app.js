@@ -149,11 +149,13 @@ function invalidUtf8At(bytes) {
 
 export const processor = {
   init(config) {
+    // As the Rust SDK: unknown keys first, then the values.
+    const unknown = config.find(([key]) => key !== 'lowercase');
+    if (unknown) {
+      throw invalidConfig(`unknown config key \`${unknown[0]}\` (allowed keys: \`lowercase\`)`);
+    }
     lowercase = false;
-    for (const [key, value] of config) {
-      if (key !== 'lowercase') {
-        throw invalidConfig(`unknown config key \`${key}\` (allowed keys: \`lowercase\`)`);
-      }
+    for (const [, value] of config) {
       if (value !== 'true' && value !== 'false') {
         throw invalidConfig(
           `\`lowercase\`: \`${value}\` is not a valid boolean (provided string was not \`true\` or \`false\`)`,
