@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use sluice::batch::Records;
 use sluice::config::PipelineFile;
 use sluice::control::{client, serve};
-use sluice::pipeline::{Pipeline, build_sources, build_stages};
+use sluice::pipeline::{Pipeline, build_sources, check_stages};
 use sluice::plugin::{PluginHost, WORLD, inspect};
 use sluice::reload::{Registry, watch_files};
 use sluice::sink::Format;
@@ -227,6 +227,15 @@ fn run(files: Vec<PathBuf>, control: &str, watch_plugins: bool) -> anyhow::Resul
                 let _guard = runtime.enter();
                 Pipeline::build(&file, &host).map_err(anyhow::Error::from)
             });
+        // A testing hook: crash at a set point of the sink thread (see
+        // `Pipeline::crash_at`).
+        let built = built.and_then(|mut p| {
+            if let Ok(point) = std::env::var("SLUICE_CRASH_AT") {
+                p.crash_at(&point)
+                    .map_err(|e| anyhow::anyhow!("SLUICE_CRASH_AT: {e}"))?;
+            }
+            Ok(p)
+        });
         match built {
             Ok(p) => pipelines.push(p),
             Err(err) => {
@@ -356,7 +365,7 @@ fn check(files: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
         let result = PipelineFile::load(path)
             .map_err(anyhow::Error::from)
             .and_then(|file| {
-                build_stages(&file, &host).map_err(anyhow::Error::from)?;
+                check_stages(&file, &host).map_err(anyhow::Error::from)?;
                 build_sources(&file).map_err(anyhow::Error::from)?;
                 Ok(file)
             });

@@ -651,6 +651,27 @@ fn start_committed_without_committed_offsets_is_a_clear_error() {
     );
 }
 
+/// A `[[sources]]` table reading `topic` from the earliest offset in
+/// `group`, with `extra` lines added.
+fn kafka_source(brokers: &str, topic: &str, group: &str, extra: &str) -> String {
+    format!(
+        "[[sources]]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopics = [\"{topic}\"]\n\
+         group = \"{group}\"\nstart = \"earliest\"\n{extra}"
+    )
+}
+
+/// A pipeline file: `source` → word-split → `counter` (a plugin) → `sink`
+/// (a `[[sinks]]` table), 100 ms batches, with top-level keys `top`.
+fn split_and_count(name: &str, top: &str, source: &str, counter: &str, sink: &str) -> String {
+    format!(
+        "name = \"{name}\"\nbatch_interval = \"100ms\"\n{top}\n{source}\n\
+         [[stages]]\nname = \"split\"\nplugin = '{}'\n\n\
+         [[stages]]\nname = \"count\"\nplugin = '{}'\n\n{sink}",
+        plugin("word_split").display(),
+        plugin(counter).display()
+    )
+}
+
 /// State over Kafka: `running-count` reads a 4-partition topic while input
 /// streams in and the engine is SIGKILLed five times (each time after it got
 /// its partitions); the checkpoint's offsets, not the group's, say where
@@ -663,33 +684,12 @@ fn running_count_over_kafka_stays_exact_through_sigkills() {
     let s = Scratch::new();
     s.write(
         "p.toml",
-        &format!(
-            r#"
-name = "kafka-totals"
-batch_interval = "100ms"
-
-[[sources]]
-type = "kafka"
-brokers = "{brokers}"
-topics = ["{lines}"]
-group = "{group}"
-start = "earliest"
-
-[[stages]]
-name = "split"
-plugin = '{}'
-
-[[stages]]
-name = "count"
-plugin = '{}'
-
-[[sinks]]
-type = "directory"
-path = "out"
-format = "jsonl"
-"#,
-            plugin("word_split").display(),
-            plugin("running_count").display()
+        &split_and_count(
+            "kafka-totals",
+            "",
+            &kafka_source(&brokers, &lines, &group, ""),
+            "running_count",
+            "[[sinks]]\ntype = \"directory\"\npath = \"out\"\nformat = \"jsonl\"\n",
         ),
     );
 
@@ -788,36 +788,21 @@ fn exactly_once_kafka_to_kafka_commits_no_output_twice_through_crashes() {
     let s = Scratch::new();
     s.write(
         "p.toml",
-        &format!(
-            r#"
-name = "kafka-exactly-once"
-batch_interval = "100ms"
-delivery = "exactly-once"
-
-[[sources]]
-type = "kafka"
-brokers = "{brokers}"
-topics = ["{lines}"]
-group = "{group}"
-start = "earliest"
-# A crashed member holds its partitions for this long: keep restarts quick.
-options = {{ "session.timeout.ms" = 3000, "heartbeat.interval.ms" = 1000 }}
-
-[[stages]]
-name = "split"
-plugin = '{}'
-
-[[stages]]
-name = "count"
-plugin = '{}'
-
-[[sinks]]
-type = "kafka"
-brokers = "{brokers}"
-topic = "{counts}"
-"#,
-            plugin("word_split").display(),
-            plugin("word_count").display()
+        &split_and_count(
+            "kafka-exactly-once",
+            "delivery = \"exactly-once\"\n",
+            // A crashed member holds its partitions for this long: keep
+            // restarts quick.
+            &kafka_source(
+                &brokers,
+                &lines,
+                &group,
+                "options = { \"session.timeout.ms\" = 3000, \"heartbeat.interval.ms\" = 1000 }\n",
+            ),
+            "word_count",
+            &format!(
+                "[[sinks]]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"{counts}\"\n"
+            ),
         ),
     );
 

@@ -68,9 +68,9 @@ pub struct PipelineConfig {
     /// output of replayed batches again. `"exactly-once"`: every sink
     /// publishes a batch only after its checkpoint, so each batch's output
     /// appears once, crash or not. It needs sources that replay
-    /// (`directory`, `kafka`) and sinks that can hold a batch back
-    /// (`directory`, `kafka` with transactions, `null`), and keeps a state
-    /// file for the checkpoint.
+    /// (`directory`, `kafka`, `socket`/`stdin` with `wal = true`) and sinks
+    /// that can hold a batch back (`directory`, `kafka` with transactions,
+    /// `null`), and keeps a state file for the checkpoint.
     #[serde(default = "default_delivery")]
     pub delivery: Spanned<Delivery>,
     /// Where records come from; at least one.

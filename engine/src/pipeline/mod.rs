@@ -125,8 +125,24 @@ pub struct RunSummary {
     pub totals: Totals,
 }
 
-/// Stages built from a pipeline file: plugins loaded and initialised.
+/// Stages built from a pipeline file: plugins loaded and initialised, with
+/// their state and windows.
 pub fn build_stages(file: &PipelineFile, host: &PluginHost) -> Result<Vec<Stage>, BuildError> {
+    stages_of(file, host, true)
+}
+
+/// What `sluice check` builds: every plugin loaded and its `init` run on
+/// the file's config, without opening the state file (which a running
+/// pipeline holds locked).
+pub fn check_stages(file: &PipelineFile, host: &PluginHost) -> Result<(), BuildError> {
+    stages_of(file, host, false).map(drop)
+}
+
+fn stages_of(
+    file: &PipelineFile,
+    host: &PluginHost,
+    with_state: bool,
+) -> Result<Vec<Stage>, BuildError> {
     let config = &file.config;
     let pipeline = config.name.get_ref().clone();
     let mut plugins = Vec::with_capacity(config.stages.len());
@@ -147,7 +163,11 @@ pub fn build_stages(file: &PipelineFile, host: &PluginHost) -> Result<Vec<Stage>
     }
     // The state store, when a stage needs one (or the file asks for it).
     let windowed = config.stages.iter().any(|s| s.get_ref().window.is_some());
-    let store = open_store(file, windowed || plugins.iter().any(|(_, p)| p.uses_state))?;
+    let store = if with_state {
+        open_store(file, windowed || plugins.iter().any(|(_, p)| p.uses_state))?
+    } else {
+        None
+    };
     let mut stages = Vec::with_capacity(config.stages.len());
     for (stage, (path, plugin)) in config.stages.iter().zip(plugins) {
         let s = stage.get_ref();
@@ -343,6 +363,8 @@ pub struct Pipeline {
     /// Per sink, where its output is kept with the checkpoint, for sinks
     /// that keep it (exactly-once Kafka).
     kept_output: Vec<Option<Arc<StageState>>>,
+    /// A crash to inject, for crash tests.
+    crash_at: run::CrashPoint,
 }
 
 impl Pipeline {
@@ -403,6 +425,7 @@ impl Pipeline {
             resumed,
             exactly_once,
             kept_output,
+            crash_at: Default::default(),
             name: config.name.get_ref().clone(),
             interval: config.batch_interval.get_ref().0,
             max_batch_records: *config.max_batch_records.get_ref(),

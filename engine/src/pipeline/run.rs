@@ -234,8 +234,11 @@ fn spawn_sinks(
     let store = pipeline.state.clone();
     let exactly_once = pipeline.exactly_once;
     let kept_output = pipeline.kept_output.clone();
-    let crash_at = CrashPoint::from_env();
+    let crash_at = pipeline.crash_at;
     let mut output_batches = 0u64;
+    // The last kept output's commit went through: drop it at the next
+    // checkpoint.
+    let mut kept_confirmed = false;
     // Positions of sources that stay quiet in this run carry over.
     let mut checkpoint = pipeline.resumed.clone();
     std::thread::Builder::new()
@@ -272,13 +275,23 @@ fn spawn_sinks(
                 }
                 // Sinks that publish again after a crash keep the output
                 // with the checkpoint.
-                if let Some(number) = meta.checkpoint.filter(|_| has_output) {
-                    for table in kept_output.iter().flatten() {
+                // Once a kept output's commit is confirmed, the next
+                // checkpoint drops it, so after a clean stop nothing is kept
+                // and a restart never writes a batch again.
+                let kept = match meta.checkpoint.filter(|_| has_output) {
+                    Some(number) => {
                         let mut value = number.to_be_bytes().to_vec();
                         value.extend_from_slice(&batch.records.to_bytes());
-                        let writes = [(super::KEPT_OUTPUT.to_vec(), Some(value))].into();
+                        Some(value)
+                    }
+                    None => None,
+                };
+                if kept.is_some() || (checkpointed && kept_confirmed) {
+                    for table in kept_output.iter().flatten() {
+                        let writes = [(super::KEPT_OUTPUT.to_vec(), kept.clone())].into();
                         flight.writes.push((table.clone(), writes));
                     }
+                    kept_confirmed = false;
                 }
                 if has_output {
                     output_batches += 1;
@@ -310,6 +323,7 @@ fn spawn_sinks(
                     for sink in &mut sinks {
                         sink.commit(meta).map_err(|e| sink_error(batch.id, e))?;
                     }
+                    kept_confirmed = kept_output.iter().any(Option::is_some);
                 }
                 // ...and its positions are safe to commit (sources that can,
                 // such as Kafka, commit them back).
@@ -340,6 +354,18 @@ fn spawn_sinks(
                 reporter.batch(&figures);
             }
             reporter.flush(last_id);
+            if let (Some(store), true) = (&store, kept_confirmed) {
+                let drops: Vec<_> = kept_output
+                    .iter()
+                    .flatten()
+                    .map(|table| (table.clone(), [(super::KEPT_OUTPUT.to_vec(), None)].into()))
+                    .collect();
+                store.commit(&drops, &checkpoint).map_err(|source| RunError::State {
+                    pipeline: name.clone(),
+                    batch: last_id,
+                    source,
+                })?;
+            }
             let mut first = Ok(());
             for sink in &mut sinks {
                 if let Err(e) = sink.flush() {
@@ -361,20 +387,27 @@ enum Step {
 }
 
 /// A crash injected for crash tests of the delivery guarantees (a
-/// failpoint): `SLUICE_CRASH_AT=written:N` aborts the process right after
-/// the sinks wrote this run's `N`-th batch with output, before its
-/// checkpoint; `checkpointed:N` right after that checkpoint, before the
-/// sinks commit. Random SIGKILLs rarely land in those few milliseconds;
-/// this lands there every time. Unset in normal use.
-#[derive(Debug, Clone, Copy)]
-struct CrashPoint(Option<(Step, u64)>);
+/// failpoint), set with [`Pipeline::crash_at`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct CrashPoint(Option<(Step, u64)>);
 
 impl CrashPoint {
-    fn from_env() -> Self {
-        let Ok(text) = std::env::var("SLUICE_CRASH_AT") else {
-            return CrashPoint(None);
-        };
-        let parsed = text.split_once(':').and_then(|(step, n)| {
+    fn reached(&self, step: Step, batch: u64) {
+        if self.0 == Some((step, batch)) {
+            eprintln!("sluice: SLUICE_CRASH_AT: crashing at {step:?} of output batch {batch}");
+            std::process::abort();
+        }
+    }
+}
+
+impl Pipeline {
+    /// For crash tests of the delivery guarantees: abort the process at a
+    /// point random kills rarely hit. `written:N`: right after the sinks
+    /// wrote this run's `N`-th batch with output, before its checkpoint;
+    /// `checkpointed:N`: right after that checkpoint, before the sinks
+    /// commit. (`sluice run` takes it from `SLUICE_CRASH_AT`.)
+    pub fn crash_at(&mut self, point: &str) -> Result<(), String> {
+        let parsed = point.split_once(':').and_then(|(step, n)| {
             let step = match step {
                 "written" => Step::Written,
                 "checkpointed" => Step::Checkpointed,
@@ -382,16 +415,12 @@ impl CrashPoint {
             };
             Some((step, n.parse().ok()?))
         });
-        if parsed.is_none() {
-            tracing::warn!("SLUICE_CRASH_AT={text} ignored: expected written:N or checkpointed:N");
-        }
-        CrashPoint(parsed)
-    }
-
-    fn reached(&self, step: Step, batch: u64) {
-        if self.0 == Some((step, batch)) {
-            eprintln!("sluice: SLUICE_CRASH_AT: crashing at {step:?} of output batch {batch}");
-            std::process::abort();
+        match parsed {
+            Some(at) => {
+                self.crash_at = CrashPoint(Some(at));
+                Ok(())
+            }
+            None => Err(format!("`{point}`: expected written:N or checkpointed:N")),
         }
     }
 }

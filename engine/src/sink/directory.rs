@@ -94,6 +94,28 @@ impl DirectorySink {
         )
     }
 
+    /// Whether `name` is a batch file of this pipeline, as [`Self::name`]
+    /// makes them: `<pipeline>-<time>-<id>.<jsonl|txt>`.
+    fn is_ours(&self, name: &str) -> bool {
+        let Some(rest) = name
+            .strip_prefix(&self.pipeline)
+            .and_then(|r| r.strip_prefix('-'))
+        else {
+            return false;
+        };
+        let Some(stem) = rest
+            .strip_suffix(".jsonl")
+            .or_else(|| rest.strip_suffix(".txt"))
+        else {
+            return false;
+        };
+        stem.split_once('-').is_some_and(|(time, id)| {
+            !time.is_empty()
+                && !id.is_empty()
+                && time.bytes().chain(id.bytes()).all(|b| b.is_ascii_digit())
+        })
+    }
+
     /// The staged name of a batch's file under checkpoint `checkpoint`.
     fn staged_name(checkpoint: u64, name: &str) -> String {
         format!("{STAGED}{checkpoint:020}-{name}")
@@ -131,10 +153,8 @@ impl Sink for DirectorySink {
         };
         let name = self.name(&batch);
         let staged = Self::staged_name(checkpoint, &name);
-        if self.dir.join(&staged).exists() {
-            self.publish(&staged, &name)?;
-        }
-        Ok(())
+        // A staged file that vanished is output lost: an error, not a skip.
+        self.publish(&staged, &name)
     }
 
     fn recover(&mut self, checkpoint: u64, _: Option<Records>) -> Result<(), SinkError> {
@@ -145,15 +165,17 @@ impl Sink for DirectorySink {
             let file = entry.file_name().to_string_lossy().into_owned();
             // A file a crash cut short while it was being written (see
             // `write_atomically`): never published, so never needed.
-            let ours = file.starts_with(&format!(".{}-", self.pipeline))
-                || file.starts_with(&format!(".{STAGED}"));
-            if ours && (file.ends_with(".jsonl.tmp") || file.ends_with(".txt.tmp")) {
-                let _ = std::fs::remove_file(self.dir.join(&file));
+            if let Some(cut) = file.strip_prefix('.').and_then(|f| f.strip_suffix(".tmp")) {
+                let cut = cut
+                    .strip_prefix(STAGED)
+                    .map_or(Some(cut), |rest| rest.split_once('-').map(|(_, name)| name));
+                if cut.is_some_and(|name| self.is_ours(name)) {
+                    let _ = std::fs::remove_file(self.dir.join(&file));
+                }
                 continue;
             }
-            if !self.staged {
-                continue;
-            }
+            // Staged files are settled whatever the delivery now is: they
+            // belong to checkpoints already taken (or to be replayed).
             let Some(rest) = file.strip_prefix(STAGED) else {
                 continue;
             };
@@ -161,7 +183,10 @@ impl Sink for DirectorySink {
                 .split_once('-')
                 .and_then(|(n, name)| Some((n.parse::<u64>().ok()?, name.to_string())));
             match parsed {
-                Some((n, name)) => staged.push((n, file, name)),
+                Some((n, name)) if self.is_ours(&name) => staged.push((n, file, name)),
+                // Another pipeline's, sharing the folder: its own start
+                // settles it.
+                Some(_) => {}
                 None => tracing::warn!(
                     "directory sink {}: {file} looks staged but is not named as the engine \
                      names them; left alone",
@@ -241,6 +266,13 @@ mod tests {
         // staged and not checkpointed.
         s.write(meta(1, 8), &records).unwrap();
         s.write(meta(2, 9), &records).unwrap();
+        // Another pipeline's staged file in the same folder stays.
+        std::fs::write(
+            dir.path()
+                .join(".staged-00000000000000000009-p-x-1000-000001.jsonl"),
+            "",
+        )
+        .unwrap();
         // And one cut short while being written.
         std::fs::write(
             dir.path()
@@ -252,7 +284,11 @@ mod tests {
         restarted.recover(8, None).unwrap();
         assert_eq!(
             names(dir.path()),
-            ["p-1000-000000.jsonl", "p-1000-000001.jsonl"]
+            [
+                ".staged-00000000000000000009-p-x-1000-000001.jsonl",
+                "p-1000-000000.jsonl",
+                "p-1000-000001.jsonl"
+            ]
         );
     }
 }

@@ -139,8 +139,8 @@ impl KafkaSinkConfig {
             (true, Some(topic)) => {
                 let id = format!("sluice-{pipeline}-sink{index}");
                 config.set("transactional.id", &id);
-                let group: BaseConsumer = rdkafka::ClientConfig::new()
-                    .set("bootstrap.servers", &self.brokers)
+                // The sink's `options` too: security settings apply to it.
+                let group: BaseConsumer = client_config(&self.brokers, &[], &self.options)
                     .set("group.id", &id)
                     .set("enable.auto.commit", "false")
                     .create()
@@ -286,26 +286,33 @@ impl KafkaSink {
     }
 
     /// Commits the open transaction with the marker for checkpoint
-    /// `number`. When the outcome of a failed commit is unknown, the marker
-    /// says whether it happened before the batch is written again.
+    /// `number`. A retriable failure repeats only the step that failed; an
+    /// abortable one aborts and writes the batch again; any other leaves the
+    /// outcome unknown, so a fresh producer fences this one (which settles
+    /// the transaction) and the marker says whether it committed before the
+    /// batch is written again.
     fn commit_transaction(&mut self, number: u64) -> Result<(), String> {
         let mut last = String::new();
-        for attempt in 1..=ATTEMPTS * 2 {
+        let mut offsets_sent = false;
+        for attempt in 1..=ATTEMPTS * 3 {
             let t = self.transactions.as_ref().expect("transactional");
-            let mut marker = TopicPartitionList::new();
-            marker
-                .add_partition_offset(&t.marker_topic, 0, Offset::Offset(number as i64))
-                .map_err(|e| format!("marker: {e}"))?;
-            let meta = t
-                .group
-                .group_metadata()
-                .ok_or("the marker's consumer has no group metadata")?;
             let Some(producer) = &self.producer else {
                 return Err("no open transaction to commit".into());
             };
-            let result = producer
-                .send_offsets_to_transaction(&marker, &meta, TRANSACTION_TIMEOUT)
-                .and_then(|()| producer.commit_transaction(TRANSACTION_TIMEOUT));
+            let mut result = Ok(());
+            if !offsets_sent {
+                let mut marker = TopicPartitionList::new();
+                marker
+                    .add_partition_offset(&t.marker_topic, 0, Offset::Offset(number as i64))
+                    .map_err(|e| format!("marker: {e}"))?;
+                let meta = t
+                    .group
+                    .group_metadata()
+                    .ok_or("the marker's consumer has no group metadata")?;
+                result = producer.send_offsets_to_transaction(&marker, &meta, TRANSACTION_TIMEOUT);
+                offsets_sent = result.is_ok();
+            }
+            let result = result.and_then(|()| producer.commit_transaction(TRANSACTION_TIMEOUT));
             let error = match result {
                 Ok(()) => {
                     if let Some(t) = &mut self.transactions {
@@ -316,32 +323,38 @@ impl KafkaSink {
                 Err(e) => e,
             };
             last = error.to_string();
-            let retriable = matches!(&error, KafkaError::Transaction(e) if e.is_retriable());
+            let (retriable, abortable) = match &error {
+                KafkaError::Transaction(e) => (e.is_retriable(), e.txn_requires_abort()),
+                _ => (false, false),
+            };
             if retriable {
-                // Same transaction, same commit: safe to repeat.
                 tracing::warn!("{}: commit failed ({last}); trying again", self.who);
                 std::thread::sleep(Duration::from_millis(100 * attempt as u64));
                 continue;
-            }
-            // Abortable or fatal: a fresh producer fences this one, which
-            // aborts the transaction unless it did commit.
-            self.producer = None;
-            if self.marker()?.is_some_and(|m| m >= number) {
-                if let Some(t) = &mut self.transactions {
-                    t.open = None;
-                }
-                return Ok(());
             }
             let records = self
                 .transactions
                 .as_ref()
                 .and_then(|t| t.open.clone())
                 .ok_or("no records to write again")?;
+            let aborted = abortable && producer.abort_transaction(TRANSACTION_TIMEOUT).is_ok();
+            if !aborted {
+                // Outcome unknown: fence, then ask the marker.
+                self.producer = None;
+                self.producer = Some(self.producer()?);
+                if self.marker()?.is_some_and(|m| m >= number) {
+                    if let Some(t) = &mut self.transactions {
+                        t.open = None;
+                    }
+                    return Ok(());
+                }
+            }
             tracing::warn!(
                 "{}: commit failed ({last}); writing the batch again",
                 self.who
             );
             self.write_transaction(&records)?;
+            offsets_sent = false;
         }
         Err(format!("cannot commit the transaction: {last}"))
     }

@@ -233,9 +233,16 @@ impl Source for WalSource {
     }
 
     fn resume(&mut self, position: &str) -> Result<bool, String> {
-        let seq = parse_position(position)
-            .ok_or_else(|| format!("`{position}` is not a write-ahead log position"))?;
-        self.resume_after = seq;
+        match parse_position(position) {
+            Some(seq) => self.resume_after = seq,
+            // Checkpointed before `wal` was turned on: nothing to replay
+            // from the log yet.
+            None => tracing::warn!(
+                "{}: the checkpoint's position `{position}` is from before the write-ahead \
+                 log was turned on; what that run read but did not checkpoint is lost",
+                self.describe()
+            ),
+        }
         Ok(true)
     }
 

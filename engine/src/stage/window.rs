@@ -11,8 +11,10 @@
 //!
 //! Intervals are counted, not read off the clock: interval `n + 1` is the
 //! one after interval `n` in the run, and a new run starts after the last
-//! interval the old one checkpointed. Calls happen at the end of every
-//! interval `n` with `(n + 1) % slide == 0`, so the rhythm survives restarts.
+//! interval the old one checkpointed (or finishes it, if the old run
+//! stopped part-way through it: then the call due at its end still comes).
+//! Calls happen at the end of every interval `n` with
+//! `(n + 1) % slide == 0`, so the rhythm survives restarts.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -22,7 +24,8 @@ use crate::state::{StageState, StateError, Writes};
 
 use super::config::WindowSpec;
 
-/// Key of the last interval a batch belonged to.
+/// Key of the last interval a batch belonged to: its number (8 bytes, big
+/// endian) and whether it ended (1 byte).
 const AT_KEY: &[u8] = b"at";
 /// First byte of the key of a batch's records: `r`, interval, part.
 const RECORDS_TAG: u8 = b'r';
@@ -38,8 +41,9 @@ pub struct Window {
     /// The interval of the latest batch, with its batch time in this run
     /// (`None` before this run's first batch).
     at: Option<(u64, u64)>,
-    /// The last interval checkpointed by an earlier run.
-    restored_at: Option<u64>,
+    /// The last interval checkpointed by an earlier run, and whether it
+    /// ended there.
+    restored_at: Option<(u64, bool)>,
     /// Parts of the current interval so far.
     parts: u32,
 }
@@ -76,11 +80,11 @@ impl Window {
         let mut restored_at = None;
         for (key, value) in state.checkpointed_entries()? {
             if key == AT_KEY {
-                let bytes: [u8; 8] = value
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| damaged("its position is not 8 bytes"))?;
-                restored_at = Some(u64::from_be_bytes(bytes));
+                if value.len() != 9 {
+                    return Err(damaged("its position is not 9 bytes"));
+                }
+                let interval = u64::from_be_bytes(value[..8].try_into().unwrap());
+                restored_at = Some((interval, value[8] == 1));
             } else if key.len() == 13 && key[0] == RECORDS_TAG {
                 let interval = u64::from_be_bytes(key[1..9].try_into().unwrap());
                 let part = u32::from_be_bytes(key[9..13].try_into().unwrap());
@@ -118,16 +122,27 @@ impl Window {
     /// Takes one batch (`ends_interval`: no more batches of its interval
     /// follow). Returns the window to process when a call is due.
     pub fn take(&mut self, time_ms: u64, ends_interval: bool, input: Records) -> Step {
-        let interval = match self.at {
-            None => self.restored_at.map_or(0, |at| at + 1),
-            Some((at, at_time)) if time_ms > at_time => {
+        let interval = match (self.at, self.restored_at) {
+            // The last run stopped part-way through an interval: this run's
+            // first interval finishes it.
+            (None, Some((at, false))) => {
+                self.parts = self
+                    .held
+                    .iter()
+                    .filter(|(i, _, _)| *i == at)
+                    .map(|(_, part, _)| part + 1)
+                    .max()
+                    .unwrap_or(0);
+                at
+            }
+            (None, Some((at, true))) => at + 1,
+            (None, None) => 0,
+            (Some((at, at_time)), _) if time_ms > at_time => {
+                self.parts = 0;
                 at + ((time_ms - at_time) / self.interval_ms).max(1)
             }
-            Some((at, _)) => at,
+            (Some((at, _)), _) => at,
         };
-        if self.at.is_none_or(|(at, _)| at != interval) {
-            self.parts = 0;
-        }
         let time = match self.at {
             Some((at, at_time)) if at == interval => at_time,
             _ => time_ms,
@@ -146,7 +161,9 @@ impl Window {
             writes.insert(records_key(*oldest, *part), None);
             self.held.pop_front();
         }
-        writes.insert(AT_KEY.to_vec(), Some(interval.to_be_bytes().to_vec()));
+        let mut at = interval.to_be_bytes().to_vec();
+        at.push(u8::from(ends_interval));
+        writes.insert(AT_KEY.to_vec(), Some(at));
         let due = ends_interval && (interval + 1) % self.spec.slide == 0;
         let fire = due.then(|| {
             let mut all = Records::default();
@@ -226,6 +243,38 @@ mod tests {
         assert_eq!(values(&w.take(50, true, batch(&["e"])).fire), None);
         let s = w.take(150, true, batch(&[]));
         assert_eq!(values(&s.fire), Some(vec!["d".into(), "e".into()]));
+    }
+
+    #[test]
+    fn a_run_that_stops_mid_interval_is_finished_by_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path(), "p").unwrap();
+        // Tumbling windows of one interval: each interval's records are
+        // seen exactly once.
+        let spec = WindowSpec {
+            length: 1,
+            slide: 1,
+        };
+        let mut w = Window::open(spec, 100, StageState::window(store.clone(), "w")).unwrap();
+        // Interval 0 is cut: its first part is checkpointed, then the run
+        // stops before the rest.
+        let s = w.take(1000, false, batch(&["a"]));
+        assert_eq!(values(&s.fire), None);
+        store
+            .commit(&[(w.state().clone(), s.writes)], &Checkpoint::default())
+            .unwrap();
+        drop(w);
+        let mut w = Window::open(spec, 100, StageState::window(store, "w")).unwrap();
+        // The next run's first interval finishes interval 0: `a` is seen
+        // with the rest, once.
+        let s = w.take(5000, true, batch(&["b"]));
+        assert_eq!(values(&s.fire), Some(vec!["a".into(), "b".into()]));
+        assert!(
+            s.writes.contains_key(&records_key(0, 1)),
+            "parts go on after 0"
+        );
+        let s = w.take(5100, true, batch(&["c"]));
+        assert_eq!(values(&s.fire), Some(vec!["c".into()]));
     }
 
     #[test]

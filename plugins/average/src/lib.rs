@@ -9,23 +9,13 @@
 //! Config: `field` (optional) = a field name: the value is then a JSON
 //! object and the number is that field (a JSON number or a numeric string).
 
+mod groups;
 mod number;
-
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, DefaultHasher};
 
 use sluice_sdk::{Batch, Config, Error, Output, Processor};
 
 struct Average {
     field: Option<String>,
-}
-
-/// The running sum of one key's group.
-struct Group<'a> {
-    key: &'a [u8],
-    sum: f64,
-    count: u64,
-    latest: u64,
 }
 
 impl Processor for Average {
@@ -37,36 +27,7 @@ impl Processor for Average {
     }
 
     fn process(&mut self, batch: &Batch, out: &mut Output) -> Result<(), Error> {
-        // `DefaultHasher::new()` has fixed keys: deterministic, no randomness
-        // needed. Keys borrow from the input batch.
-        let mut index: HashMap<&[u8], usize, BuildHasherDefault<DefaultHasher>> =
-            HashMap::default();
-        let mut groups: Vec<Group<'_>> = Vec::new();
-        for rec in batch.records() {
-            let value = match number::read(rec.value(), self.field.as_deref()) {
-                Ok(value) => value,
-                Err(message) => {
-                    out.fail(rec.index(), message);
-                    continue;
-                }
-            };
-            let key = rec.key().unwrap_or_default();
-            let next = groups.len();
-            let slot = *index.entry(key).or_insert(next);
-            if slot == next {
-                groups.push(Group {
-                    key,
-                    sum: 0.0,
-                    count: 0,
-                    latest: rec.timestamp(),
-                });
-            }
-            let group = &mut groups[slot];
-            group.sum += value;
-            group.count += 1;
-            group.latest = group.latest.max(rec.timestamp());
-        }
-        for group in &groups {
+        for group in groups::by_key(batch, self.field.as_deref(), out) {
             let mean = group.sum / group.count as f64;
             out.emit_fmt(format_args!("{mean}"), Some(group.key), group.latest);
         }

@@ -1,8 +1,8 @@
 //! Reading a record's number: the value itself as decimal text, or one field
 //! of a JSON object value (a JSON number, or a string holding one).
 //!
-//! The same file serves `average`, `threshold-alert` and `cumulative-sum` (which include it
-//! by path).
+//! The same file serves `average`, `threshold-alert`, `cumulative-sum` and
+//! `moving-average` (which include it by path).
 
 use std::borrow::Cow;
 use std::fmt;

@@ -12,24 +12,16 @@
 //!
 //! Config: `field` (optional), as for `average`.
 
+#[path = "../../average/src/groups.rs"]
+mod groups;
 #[path = "../../average/src/number.rs"]
 mod number;
-
-use std::collections::HashMap;
 
 use sluice_sdk::state::{self, StateError};
 use sluice_sdk::{Batch, Config, Error, Output, Processor};
 
 struct CumulativeSum {
     field: Option<String>,
-}
-
-/// One key's values in the batch.
-struct Group<'a> {
-    key: &'a [u8],
-    sum: f64,
-    latest: u64,
-    records: Vec<u32>,
 }
 
 impl Processor for CumulativeSum {
@@ -41,32 +33,7 @@ impl Processor for CumulativeSum {
     }
 
     fn process(&mut self, batch: &Batch, out: &mut Output) -> Result<(), Error> {
-        let mut index: HashMap<&[u8], usize> = HashMap::new();
-        let mut groups: Vec<Group<'_>> = Vec::new();
-        for rec in batch.records() {
-            let value = match number::read(rec.value(), self.field.as_deref()) {
-                Ok(value) => value,
-                Err(message) => {
-                    out.fail(rec.index(), message);
-                    continue;
-                }
-            };
-            let key = rec.key().unwrap_or_default();
-            let next = groups.len();
-            let slot = *index.entry(key).or_insert(next);
-            if slot == next {
-                groups.push(Group {
-                    key,
-                    sum: 0.0,
-                    latest: 0,
-                    records: Vec::new(),
-                });
-            }
-            let group = &mut groups[slot];
-            group.sum += value;
-            group.latest = group.latest.max(rec.timestamp());
-            group.records.push(rec.index());
-        }
+        let groups = groups::by_key(batch, self.field.as_deref(), out);
         for group in &groups {
             let before = match state::get(group.key)? {
                 Some(bytes) => std::str::from_utf8(&bytes)
