@@ -267,22 +267,21 @@ pub(crate) const KEPT_OUTPUT: &[u8] = b"output";
 /// The output kept for checkpoint `number` in a sink's table, if that is
 /// the checkpoint it was kept for.
 fn kept(table: &StageState, number: u64) -> Result<Option<crate::batch::Records>, StateError> {
-    for (key, value) in table.checkpointed_entries()? {
-        if key != KEPT_OUTPUT || value.len() < 8 {
-            continue;
-        }
-        let kept_for = u64::from_be_bytes(value[..8].try_into().unwrap());
-        if kept_for != number {
-            return Ok(None);
-        }
-        return crate::batch::Records::from_bytes(&value[8..])
-            .map(Some)
-            .ok_or_else(|| StateError {
-                path: table.store().path().to_path_buf(),
-                message: format!("the output kept for checkpoint {number} is damaged"),
-            });
+    // Read at start, before any write: this is the checkpointed value.
+    let Some(value) = table.get(KEPT_OUTPUT)? else {
+        return Ok(None);
+    };
+    let damaged = || StateError {
+        path: table.store().path().to_path_buf(),
+        message: format!("the output kept for checkpoint {number} is damaged"),
+    };
+    let kept_for = u64::from_be_bytes(value.get(..8).ok_or_else(damaged)?.try_into().unwrap());
+    if kept_for != number {
+        return Ok(None);
     }
-    Ok(None)
+    crate::batch::Records::from_bytes(&value[8..])
+        .map(Some)
+        .ok_or_else(damaged)
 }
 
 /// Points the sources at the last checkpoint's positions, so the state

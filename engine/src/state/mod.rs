@@ -282,29 +282,25 @@ pub struct StageState {
 impl StageState {
     /// The state of stage `stage`.
     pub fn new(store: Arc<StateStore>, stage: &str) -> Arc<StageState> {
-        Arc::new(StageState {
-            store,
-            table: format!("stage:{stage}"),
-            pending: Mutex::new(HashMap::new()),
-        })
+        Self::table(store, format!("stage:{stage}"))
     }
 
     /// The contents of stage `stage`'s window, which the engine keeps
     /// (plugins never see this table).
     pub fn window(store: Arc<StateStore>, stage: &str) -> Arc<StageState> {
-        Arc::new(StageState {
-            store,
-            table: format!("window:{stage}"),
-            pending: Mutex::new(HashMap::new()),
-        })
+        Self::table(store, format!("window:{stage}"))
     }
 
     /// What sink `index` keeps with the checkpoint (exactly-once output
     /// to publish again after a crash).
     pub fn sink(store: Arc<StateStore>, index: usize) -> Arc<StageState> {
+        Self::table(store, format!("sink:{index}"))
+    }
+
+    fn table(store: Arc<StateStore>, table: String) -> Arc<StageState> {
         Arc::new(StageState {
             store,
-            table: format!("sink:{index}"),
+            table,
             pending: Mutex::new(HashMap::new()),
         })
     }
