@@ -57,7 +57,7 @@ fn main() {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     check_unicode_tables(&root, &out_dir);
     build_c(&root, &plugins, &out_dir);
-    build_js(&root, &plugins);
+    build_js(&root, &plugins, &out_dir);
     println!("cargo:rustc-env=SLUICE_PLUGINS={}", plugins.display());
 
     // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out.
@@ -105,20 +105,17 @@ fn build_python(root: &Path, out: &Path) {
             tool.display()
         );
     }
-    for (dir, name) in [("plugins/python/word-split", "word_split_py")] {
+    for (dir, name) in [
+        ("plugins/python/word-split", "word_split_py"),
+        ("plugins/python/average", "average_py"),
+    ] {
         run(
             Command::new(&tool)
                 .current_dir(root.join(dir))
                 .env("PYTHONDONTWRITEBYTECODE", "1")
-                .args([
-                    "-d",
-                    "../../../wit",
-                    "-w",
-                    "stage",
-                    "componentize",
-                    "app",
-                    "-o",
-                ])
+                .args(["-d", "../../../wit", "-w", "stage", "componentize"])
+                // The plugin's folder first, then the helper module.
+                .args(["-p", ".", "-p", "../../../sdk/python", "app", "-o"])
                 .arg(out.join(format!("{name}.wasm"))),
             &format!("building {dir} with componentize-py"),
         );
@@ -286,29 +283,36 @@ fn build_c(root: &Path, out: &Path, out_dir: &Path) {
 
 /// Builds the JavaScript plugins with componentize-js (installed by
 /// `tests/run.sh` into `plugins/target/js` from `plugins/js/package.json`).
-/// SpiderMonkey's `http` and `fetch-event` features are left out: they
+/// componentize-js only reads files under the folder it runs in, so each
+/// plugin is copied with the helper `sdk/js/sluice.js` into a folder of its
+/// own. SpiderMonkey's `http` and `fetch-event` features are left out: they
 /// import `wasi:http`, which the engine does not offer.
-fn build_js(root: &Path, out: &Path) {
+fn build_js(root: &Path, out: &Path, out_dir: &Path) {
     let tool = installed_tool(
         root,
         "js/node_modules/.bin/componentize-js",
         "mkdir -p plugins/target/js && cp plugins/js/package.json plugins/js/package-lock.json plugins/target/js/ && npm ci --prefix plugins/target/js",
     );
-    for (dir, name) in [("plugins/js/word-split", "word_split_js")] {
+    for (dir, name) in [
+        ("plugins/js/word-split", "word_split_js"),
+        ("plugins/js/average", "average_js"),
+    ] {
+        let staged = out_dir.join(name);
+        let _ = std::fs::remove_dir_all(&staged);
+        std::fs::create_dir_all(&staged).unwrap();
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "js") {
+                std::fs::copy(&path, staged.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        std::fs::copy(root.join("sdk/js/sluice.js"), staged.join("sluice.js")).unwrap();
         run(
             Command::new(&tool)
-                .current_dir(root.join(dir))
-                .args([
-                    "app.js",
-                    "-w",
-                    "../../../wit",
-                    "-n",
-                    "stage",
-                    "-d",
-                    "http",
-                    "fetch-event",
-                    "-o",
-                ])
+                .current_dir(&staged)
+                .args(["app.js", "-w"])
+                .arg(root.join("wit"))
+                .args(["-n", "stage", "-d", "http", "fetch-event", "-o"])
                 .arg(out.join(format!("{name}.wasm"))),
             &format!("building {dir} with componentize-js"),
         );

@@ -116,6 +116,43 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PluginCommand {
+    /// Start a plugin project: a folder with a working stage to change.
+    ///
+    /// The stage appends its config's `suffix` to each value. The folder's
+    /// name is the plugin's (lowercase letters, digits, `-`, `_`). Build it
+    /// with `sluice plugin build DIR`; the folder's README has the loop.
+    New {
+        /// The folder to create; its last part names the plugin.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// The language: rust (with the SDK), python, js (each with a helper
+        /// that hides the batch encoding) or c.
+        #[arg(long, default_value = "rust", value_name = "LANG")]
+        lang: sluice::plugin::project::Lang,
+        /// The Rust SDK's folder (`sdk/` of the sluice repository), which a
+        /// Rust project depends on by path. Defaults to the one this sluice
+        /// was built from.
+        #[arg(long, value_name = "DIR")]
+        sdk: Option<PathBuf>,
+    },
+    /// Build a plugin project into a component, with its language's tools.
+    ///
+    /// The language comes from the folder's files: `Cargo.toml` (Rust, built
+    /// for wasm32-wasip2), `app.py` (Python, componentize-py), `app.js`
+    /// (JavaScript, componentize-js) or `.c` files (C, clang for wasm32-wasi
+    /// and wasm-tools). Tools are found on PATH, or named by SLUICE_CLANG,
+    /// SLUICE_WASM_TOOLS, SLUICE_COMPONENTIZE_PY or SLUICE_COMPONENTIZE_JS;
+    /// a missing one is named with the command that installs it. The WIT,
+    /// the Python and JavaScript helpers and the C bindings come with
+    /// sluice. The result is checked to run as a stage.
+    Build {
+        /// The project folder.
+        #[arg(value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+        /// Where to write the component [default: DIR/<folder name>.wasm].
+        #[arg(short, long, value_name = "FILE.wasm")]
+        out: Option<PathBuf>,
+    },
     /// Show a component's imports, exports and size, and whether sluice can
     /// run it as a stage.
     Inspect {
@@ -174,6 +211,12 @@ fn main() -> ExitCode {
         Command::Plugin {
             command: PluginCommand::Inspect { file },
         } => inspect_plugin(file),
+        Command::Plugin {
+            command: PluginCommand::New { dir, lang, sdk },
+        } => new_plugin(&dir, lang, sdk),
+        Command::Plugin {
+            command: PluginCommand::Build { dir, out },
+        } => build_plugin(&dir, out.as_deref()),
         Command::Plugin {
             command:
                 PluginCommand::Test {
@@ -515,6 +558,47 @@ fn status(control: &str, json: bool) -> anyhow::Result<ExitCode> {
     print!(
         "{}",
         client::render_status(&response.body).context("reading the status")?
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice plugin new`: a project folder to start from.
+fn new_plugin(
+    dir: &std::path::Path,
+    lang: sluice::plugin::project::Lang,
+    sdk: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let sdk = sdk.unwrap_or_else(sluice::plugin::project::default_sdk);
+    let written = sluice::plugin::project::new_project(dir, lang, &sdk)?;
+    println!("created a {lang} plugin in {}:", dir.display());
+    for file in written {
+        println!("  {}", file.display());
+    }
+    println!(
+        "next: sluice plugin build {} (its README has the rest)",
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice plugin build`: a project into a component, checked to be a stage.
+fn build_plugin(dir: &std::path::Path, out: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let built = sluice::plugin::project::build(dir, out)?;
+    let host = PluginHost::new()?;
+    let info = inspect(&host, &built.path)?;
+    if let Err(why) = info.verdict {
+        eprintln!(
+            "error: {} was built but cannot run as a stage: {why}",
+            built.path.display()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    println!(
+        "built {} ({}, {} KiB) in {:.1} s; it implements {WORLD}",
+        built.path.display(),
+        built.lang,
+        info.size.div_ceil(1024),
+        built.took.as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)
 }

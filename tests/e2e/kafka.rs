@@ -881,17 +881,15 @@ fn exactly_once_kafka_to_kafka_commits_no_output_twice_through_crashes() {
         }
         sums
     };
-    let mut got = BTreeMap::new();
     while start.elapsed() < Duration::from_secs(90) {
-        got = sums(&committed_messages(&brokers, &counts));
-        if got == expected {
+        if sums(&committed_messages(&brokers, &counts)) == expected {
             break;
         }
         std::thread::sleep(Duration::from_millis(500));
     }
     terminate(&child);
     let _ = wait_deadline(&mut child, Duration::from_secs(30));
-    got = sums(&committed_messages(&brokers, &counts));
+    let got = sums(&committed_messages(&brokers, &counts));
     let all_logs: Vec<String> = logs.iter().map(|l| read(l)).collect();
     let logs_text = all_logs.join("\n----\n");
     let off: Vec<String> = expected

@@ -224,8 +224,11 @@ fn numbers(count: usize, seed: u64) -> Vec<String> {
         .collect()
 }
 
+/// The `average` plugin in each language but Rust.
+const AVERAGES: &[&str] = &["average_c", "average_py", "average_js"];
+
 #[test]
-fn the_c_average_prints_the_rust_averages_and_rejects_the_same_values() {
+fn every_average_prints_the_rust_averages_and_rejects_the_same_values() {
     // One batch, one group (stdin records have no key), so one mean a run:
     // a run per set of numbers.
     let mut runs: Vec<Vec<u8>> = (0..100)
@@ -256,7 +259,9 @@ fn the_c_average_prints_the_rust_averages_and_rejects_the_same_values() {
         let rust = mean("average");
         let input = String::from_utf8_lossy(input);
         assert_eq!(rust.0.len(), 1, "{input:?}");
-        assert_eq!(mean("average_c"), rust, "{input:?}");
+        for average in AVERAGES {
+            assert_eq!(mean(average), rust, "{average}: {input:?}");
+        }
     }
     // And per key, in order of first appearance: after word count, each
     // word is a key with its count as the value.
@@ -267,5 +272,7 @@ fn the_c_average_prints_the_rust_averages_and_rejects_the_same_values() {
     };
     let rust = per_key("average");
     assert!(rust.len() > 5);
-    assert_eq!(per_key("average_c"), rust);
+    for average in AVERAGES {
+        assert_eq!(per_key(average), rust, "{average}");
+    }
 }

@@ -14,6 +14,7 @@ mod hot_reload;
 mod kafka;
 mod languages;
 mod plugin_files;
+mod plugin_projects;
 mod sandbox;
 mod shutdown;
 mod state;

@@ -272,11 +272,9 @@ fn sigkill_test(delivery: &str, counter: &str, crashes: &[&str]) -> (Scratch, Ve
 
     let mut child = spawn(run, None);
     let out = s.path("out");
-    let mut last = BTreeMap::new();
     let finished = std::time::Instant::now();
     while finished.elapsed() < Duration::from_secs(60) {
-        last = settled(&read_jsonl_dir(&out));
-        if last == expected {
+        if settled(&read_jsonl_dir(&out)) == expected {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -284,7 +282,7 @@ fn sigkill_test(delivery: &str, counter: &str, crashes: &[&str]) -> (Scratch, Ve
     terminate(&child);
     let status = wait_deadline(&mut child, Duration::from_secs(30));
     // The output must stay right once the pipeline is stopped, too.
-    last = settled(&read_jsonl_dir(&out));
+    let last = settled(&read_jsonl_dir(&out));
     let logs: Vec<String> = (0..=run)
         .map(|n| std::fs::read_to_string(s.path(&format!("log-{n}"))).unwrap_or_default())
         .collect();

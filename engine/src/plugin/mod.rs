@@ -9,6 +9,7 @@ mod bindings;
 mod cache;
 mod inspect;
 mod instance;
+pub mod project;
 mod sandbox;
 mod stdio;
 mod tester;

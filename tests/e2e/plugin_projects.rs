@@ -1,0 +1,162 @@
+//! `sluice plugin new` and `sluice plugin build`: a project started in each
+//! language builds, with the tools `tests/run.sh` installs, into a component
+//! that runs as a stage and does what its README says; a missing tool is
+//! named with the command that installs it; bad names and folders are
+//! refused.
+
+use std::ffi::OsString;
+use std::process::Command;
+
+use crate::support::*;
+
+/// The tools' folders under `plugins/target`, ahead of `PATH`.
+fn tool_path() -> OsString {
+    let target = root().join("plugins/target");
+    let mut dirs = vec![
+        target.join("python/bin"),
+        target.join("js/node_modules/.bin"),
+        target.join("wasm-tools/bin"),
+    ];
+    dirs.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(dirs).unwrap()
+}
+
+fn sluice_with_tools(s: &Scratch, args: &[&str]) -> Command {
+    let mut cmd = s.sluice(args);
+    // The Rust project reuses the dependencies the test build compiled.
+    cmd.env("PATH", tool_path())
+        .env("CARGO_TARGET_DIR", root().join("plugins/target"));
+    cmd
+}
+
+#[test]
+fn a_new_project_in_each_language_builds_and_runs_as_a_stage() {
+    let s = Scratch::new();
+    std::fs::write(
+        s.path("in.txt"),
+        b"hello\n\nworld  x\n\xf0\x9f\n\xc3\xa9t\xc3\xa9\n",
+    )
+    .unwrap();
+    for lang in ["rust", "python", "js", "c"] {
+        let name = format!("up-{lang}");
+        let made = s
+            .sluice(&["plugin", "new", &name, "--lang", lang])
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{lang}: {made:?}");
+        assert!(s.path(&format!("{name}/README.md")).is_file(), "{lang}");
+
+        let built = sluice_with_tools(&s, &["plugin", "build", &name])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&built.stdout);
+        assert!(
+            built.status.success(),
+            "{lang}: {stdout}{}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        assert!(
+            stdout.contains("implements sluice:plugin/stage"),
+            "{lang}: {stdout}"
+        );
+        let component = format!("{name}/{name}.wasm");
+
+        // The stage of the template: the suffix appended, a value that is
+        // not UTF-8 dead-lettered with the Rust SDK's message.
+        let tested = s
+            .sluice(&[
+                "plugin", "test", &component, "--input", "in.txt", "--config", "suffix=?",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&tested.stdout),
+            "hello?\n?\nworld  x?\nété?\n",
+            "{lang}"
+        );
+        let stderr = String::from_utf8_lossy(&tested.stderr);
+        assert!(
+            stderr.contains("line 4: failed: value is not valid UTF-8 at byte 0"),
+            "{lang}: {stderr}"
+        );
+        assert_eq!(tested.status.code(), Some(1), "{lang}: a record failed");
+
+        // A config key the stage does not know is refused, naming it.
+        let refused = s
+            .sluice(&[
+                "plugin", "test", &component, "--input", "in.txt", "--config", "sufix=!",
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            stderr.contains("unknown config key `sufix` (allowed keys: `suffix`)"),
+            "{lang}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_tool_is_named_with_how_to_install_it() {
+    let s = Scratch::new();
+    for (lang, tool, install) in [
+        ("python", "componentize-py", "pip install componentize-py"),
+        (
+            "js",
+            "componentize-js",
+            "npm install @bytecodealliance/componentize-js",
+        ),
+    ] {
+        let name = format!("p-{lang}");
+        assert!(
+            s.sluice(&["plugin", "new", &name, "--lang", lang])
+                .output()
+                .unwrap()
+                .status
+                .success()
+        );
+        // A PATH with none of the tools.
+        let out = s
+            .sluice(&["plugin", "build", &name])
+            .env("PATH", "/nonexistent")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{lang}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{tool} not found")) && stderr.contains(install),
+            "{lang}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn bad_names_existing_folders_and_non_projects_are_refused() {
+    let s = Scratch::new();
+    let out = s
+        .sluice(&["plugin", "new", "My Stage", "--lang", "python"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`My Stage` cannot be a plugin name"));
+
+    s.mkdir("taken");
+    let out = s.sluice(&["plugin", "new", "taken"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("taken already exists"));
+
+    let out = s
+        .sluice(&["plugin", "new", "x", "--lang", "cobol"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("unknown language `cobol` (known: rust, python, js, c)")
+    );
+
+    s.write("empty/notes.txt", "nothing to build");
+    let out = s.sluice(&["plugin", "build", "empty"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("not a plugin project"), "{stderr}");
+}
