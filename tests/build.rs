@@ -150,7 +150,7 @@ fn installed_tool(root: &Path, rel: &str, install: &str) -> PathBuf {
     tool
 }
 
-/// The C and JavaScript word-split plugins lowercase with tables taken from
+/// The C, JavaScript and Python word-split plugins lowercase with tables taken from
 /// Rust's standard library by `plugins/unicode/gen.rs`; fails when they no
 /// longer match this toolchain's (a Rust update with a new Unicode version).
 fn check_unicode_tables(root: &Path, out_dir: &Path) {
@@ -167,6 +167,7 @@ fn check_unicode_tables(root: &Path, out_dir: &Path) {
     for (lang, file) in [
         ("c", "plugins/c/word-split/unicode.h"),
         ("js", "plugins/js/word-split/unicode.js"),
+        ("py", "plugins/python/word-split/unicode.py"),
     ] {
         let output = Command::new(&generator).arg(lang).output().unwrap();
         assert!(

@@ -32,6 +32,7 @@
 // 2^53, some 285,000 years).
 
 import { log as hostLog } from 'sluice:plugin/log@0.1.0';
+import * as hostState from 'sluice:plugin/state@0.1.0';
 
 /** The constructor rejects the stage's config; the message names the key. */
 export class ConfigError extends Error {}
@@ -94,6 +95,48 @@ export class Config {
       ? `allowed keys: ${allowed.map((k) => `\`${k}\``).join(', ')}`
       : 'this plugin takes no config keys';
     throw new ConfigError(`unknown config key \`${unknown}\` (${hint})`);
+  }
+}
+
+/** A `state` call failed: the entry is too large (`tooLarge`; fail that
+ * record alone), or the store is unavailable. */
+export class StateError extends Error {
+  constructor(message, tooLarge) {
+    super(message);
+    this.tooLarge = tooLarge;
+  }
+}
+
+/** The stage's keyed state, kept by the engine across batches, traps,
+ * restarts and new versions (see `wit/plugin.wit`, interface `state`). Keys
+ * and values are bytes (strings are encoded as UTF-8); a batch's writes
+ * count only when its `process` succeeds. */
+export const state = {
+  /** The value under `key` (a `Uint8Array`), or `undefined`. */
+  get(key) {
+    return callState(() => hostState.get(toBytes(key)));
+  },
+  /** Stores `value` under `key`. */
+  put(key, value) {
+    callState(() => hostState.put(toBytes(key), toBytes(value)));
+  },
+  /** Removes `key`, if present. */
+  delete(key) {
+    hostState.delete(toBytes(key));
+  },
+};
+
+function callState(call) {
+  try {
+    return call();
+  } catch (e) {
+    // componentize-js throws a `result`'s error as an Error whose `payload`
+    // is the variant.
+    const variant = e && e.payload !== undefined ? e.payload : e;
+    if (variant && typeof variant.tag === 'string') {
+      throw new StateError(variant.val, variant.tag === 'too-large');
+    }
+    throw e;
   }
 }
 

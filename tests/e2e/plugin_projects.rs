@@ -160,3 +160,87 @@ fn bad_names_existing_folders_and_non_projects_are_refused() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("not a plugin project"), "{stderr}");
 }
+
+/// A stage that counts each value in the engine-kept state, logs, and
+/// fails the record `big` alone when its oversized entry is refused.
+const PY_COUNTER: &str = r#"import sluice
+
+class Count(sluice.Stage):
+    def process_record(self, record, out):
+        n = int(sluice.state.get(record.value) or b"0") + 1
+        sluice.state.put(record.value, str(n))
+        if record.text == "big":
+            try:
+                sluice.state.put("x", "y" * 2_000_000)
+            except sluice.StateError as e:
+                raise sluice.RecordError(f"too large={e.too_large}: {e}")
+        sluice.log.info(f"counted {record.text}")
+        out.emit(f"{record.text}={n}")
+
+Processor = sluice.processor(Count)
+"#;
+
+const JS_COUNTER: &str = r#"import * as sluice from './sluice.js';
+
+const decoder = new TextDecoder();
+
+class Count {
+  processRecord(record, out) {
+    const old = sluice.state.get(record.value);
+    const n = Number(old === undefined ? '0' : decoder.decode(old)) + 1;
+    sluice.state.put(record.value, String(n));
+    if (record.text === 'big') {
+      try {
+        sluice.state.put('x', 'y'.repeat(2000000));
+      } catch (e) {
+        throw new sluice.RecordError(`too large=${e.tooLarge}: ${e.message}`);
+      }
+    }
+    sluice.log.info(`counted ${record.text}`);
+    out.emit(`${record.text}=${n}`);
+  }
+}
+
+export const processor = sluice.processor(Count);
+"#;
+
+#[test]
+fn the_python_and_javascript_helpers_reach_state_and_log() {
+    let s = Scratch::new();
+    s.write("in.txt", "a\nb\na\nbig\na\n");
+    for (dir, file, source) in [
+        ("count-py", "app.py", PY_COUNTER),
+        ("count-js", "app.js", JS_COUNTER),
+    ] {
+        s.write(&format!("{dir}/{file}"), source);
+        let built = sluice_with_tools(&s, &["plugin", "build", dir])
+            .output()
+            .unwrap();
+        assert!(built.status.success(), "{dir}: {built:?}");
+        // Batches of two records: the count carries across batches.
+        let tested = s
+            .sluice(&[
+                "plugin",
+                "test",
+                &format!("{dir}/{dir}.wasm"),
+                "--input",
+                "in.txt",
+                "--batch",
+                "2",
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&tested.stdout);
+        let stderr = String::from_utf8_lossy(&tested.stderr);
+        assert_eq!(stdout, "a=1\nb=1\na=2\na=3\n", "{dir}: {stderr}");
+        assert!(
+            stderr.contains(
+                "line 4: failed: too large=true: a key and value of 2000001 bytes is over the stage's state_limit"
+            ) || stderr.contains(
+                "line 4: failed: too large=True: a key and value of 2000001 bytes is over the stage's state_limit"
+            ),
+            "{dir}: {stderr}"
+        );
+        assert!(stderr.contains("counted b"), "{dir}: {stderr}");
+    }
+}
