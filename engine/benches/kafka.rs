@@ -161,6 +161,8 @@ fn reader(brokers: &str, input: &str) -> BaseConsumer {
         .set("bootstrap.servers", brokers)
         .set("group.id", "bench-native")
         .set("enable.auto.commit", "false")
+        // As the engine's source sets it (see there).
+        .set("fetch.queue.backoff.ms", "20")
         .create()
         .expect("consumer");
     let mut assignment = TopicPartitionList::new();

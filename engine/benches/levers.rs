@@ -270,7 +270,9 @@ fn main() {
         started.elapsed().as_secs_f64() / BATCHES as f64
     };
     for round in 0..=ROUNDS {
-        let mut taken = vec![time(&mut || assert_eq!(native_split(black_box(&batch)), words))];
+        let mut taken = vec![time(&mut || {
+            assert_eq!(native_split(black_box(&batch)), words)
+        })];
         for ((_, variant), (store, stage)) in reused.iter().zip(&mut instances) {
             taken.push(time(&mut || {
                 assert_eq!(variant.process(store, stage, &batch), words)
