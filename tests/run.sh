@@ -89,6 +89,10 @@ cargo build --release --locked --bin sluice
 step "test: the SDK and the plugins' own unit tests (host target)"
 cargo test --locked --manifest-path plugins/Cargo.toml --workspace 2>&1 | tee -a "$results"
 
+step "test: the Go plugins' shared helpers (host)"
+(cd plugins/go && GOPROXY=off GOTOOLCHAIN=local GOFLAGS=-mod=readonly GOCACHE="$PWD/../target/go-cache" \
+  ../target/go/bin/go test ./text/)
+
 step "test: engine unit tests and end-to-end (the build step compiles the plugins)"
 cargo test --release --locked --workspace -- "$@" 2>&1 | tee -a "$results"
 
