@@ -1,10 +1,10 @@
 //! Plugins in other languages run in the same pipelines as the Rust ones:
-//! word count with its split stage written in Python, C or JavaScript gives
-//! exactly the output of the Rust split, batch for batch; the C and
-//! JavaScript splits also agree with Rust's on every Unicode character
+//! word count with its split stage written in Python, C, JavaScript or Go
+//! gives exactly the output of the Rust split, batch for batch; the C,
+//! JavaScript and Go splits also agree with Rust's on every Unicode character
 //! (whitespace, lowercasing, final sigma) and dead-letter the same malformed
-//! values with the same messages. The C `average` prints the Rust one's
-//! means, digit for digit.
+//! values with the same messages. The C and Go `average`s print the Rust
+//! one's means, digit for digit.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,6 +17,7 @@ const OTHERS: &[(&str, &str)] = &[
     ("Python", "word_split_py"),
     ("C", "word_split_c"),
     ("JavaScript", "word_split_js"),
+    ("Go", "word_split_go"),
 ];
 
 /// Runs `input` through stdin → `stages` (plugin, config) → console (JSONL)
@@ -114,7 +115,7 @@ fn every_character() -> String {
 }
 
 #[test]
-fn c_and_javascript_split_and_lowercase_every_character_as_rust_does() {
+fn c_javascript_and_go_split_and_lowercase_every_character_as_rust_does() {
     let text = every_character();
     let words = |split| {
         let (out, dead) = run_pipeline(&[(split, "lowercase = true")], &text);
@@ -161,7 +162,7 @@ fn a_value_that_is_not_utf8_is_dead_lettered_alike_in_every_language() {
 }
 
 #[test]
-fn a_bad_config_is_rejected_alike_in_c_and_javascript() {
+fn a_bad_config_is_rejected_alike_in_c_javascript_and_go() {
     // The last: both wrong; the unknown key is reported, as the SDK does.
     for config in [
         "lowercase = \"yes\"",
@@ -192,7 +193,7 @@ fn a_bad_config_is_rejected_alike_in_c_and_javascript() {
             message.trim_end().to_owned()
         };
         let rust = message(RUST);
-        for split in ["word_split_c", "word_split_js"] {
+        for split in ["word_split_c", "word_split_js", "word_split_go"] {
             assert_eq!(message(split), rust, "{split} with `{config}`");
         }
     }
@@ -225,7 +226,7 @@ fn numbers(count: usize, seed: u64) -> Vec<String> {
 }
 
 #[test]
-fn the_c_average_prints_the_rust_averages_and_rejects_the_same_values() {
+fn the_c_and_go_averages_print_the_rust_averages_and_reject_the_same_values() {
     // One batch, one group (stdin records have no key), so one mean a run:
     // a run per set of numbers.
     let mut runs: Vec<Vec<u8>> = (0..100)
@@ -234,6 +235,8 @@ fn the_c_average_prints_the_rust_averages_and_rejects_the_same_values() {
     runs.push(b"0.1\n0.2\n".into());
     runs.push(b"1e308\n1e308\n".into()); // the sum overflows: Rust prints `inf`
     runs.push(b"5e-324\n0\n".into());
+    runs.push(b"-0\n-0.0\n".into()); // Rust prints `-0`
+    runs.push(b"1e-400\n1\n1e400\n".into()); // underflows to 0; overflows: not finite
     runs.push(b"\xff\xfe9\n4\n\xe2\x82\n".into()); // quoted lossily
     // Not numbers, or not finite: dead-lettered, quoting the value.
     let long = "9".repeat(70) + "x";
@@ -256,7 +259,8 @@ fn the_c_average_prints_the_rust_averages_and_rejects_the_same_values() {
         let rust = mean("average");
         let input = String::from_utf8_lossy(input);
         assert_eq!(rust.0.len(), 1, "{input:?}");
-        assert_eq!(mean("average_c"), rust, "{input:?}");
+        assert_eq!(mean("average_c"), rust, "C: {input:?}");
+        assert_eq!(mean("average_go"), rust, "Go: {input:?}");
     }
     // And per key, in order of first appearance: after word count, each
     // word is a key with its count as the value.
@@ -267,5 +271,6 @@ fn the_c_average_prints_the_rust_averages_and_rejects_the_same_values() {
     };
     let rust = per_key("average");
     assert!(rust.len() > 5);
-    assert_eq!(per_key("average_c"), rust);
+    assert_eq!(per_key("average_c"), rust, "C");
+    assert_eq!(per_key("average_go"), rust, "Go");
 }
