@@ -274,3 +274,41 @@ fn the_c_and_go_averages_print_the_rust_averages_and_reject_the_same_values() {
     assert_eq!(per_key("average_c"), rust, "C");
     assert_eq!(per_key("average_go"), rust, "Go");
 }
+
+/// Many batches through one instance (`sluice plugin test --batch`), as a
+/// long-running pipeline gives it: a Go plugin's garbage collector must not
+/// run where the component model forbids calls to the host (it did, after
+/// some twenty batches of a thousand lines).
+#[test]
+fn one_instance_takes_many_batches_alike_in_c_and_go() {
+    let s = Scratch::new();
+    let numbers: String = (0..50_000u32)
+        .map(|i| format!("{}.{}\n", i % 977, i % 13))
+        .collect();
+    for (file, text) in [
+        ("words.txt", sample_text(100_000, 3)),
+        ("numbers.txt", numbers),
+    ] {
+        s.write(file, &text);
+    }
+    let run = |name: &str, input: &str, config: &[&str]| {
+        let wasm = plugin(name).display().to_string();
+        let mut args = vec!["plugin", "test", &wasm, "--input", input, "--batch", "500"];
+        args.extend(config);
+        let out = s.sluice(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name}: {stderr}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let lowercase = ["--config", "lowercase=true"];
+    let rust = run(RUST, "words.txt", &lowercase);
+    assert!(rust.lines().count() > 500_000);
+    for split in ["word_split_c", "word_split_go"] {
+        assert!(run(split, "words.txt", &lowercase) == rust, "{split}");
+    }
+    let rust = run("average", "numbers.txt", &[]);
+    assert_eq!(rust.lines().count(), 100);
+    for average in ["average_c", "average_go"] {
+        assert_eq!(run(average, "numbers.txt", &[]), rust, "{average}");
+    }
+}

@@ -18,6 +18,7 @@ import (
 
 	witTypes "go.bytecodealliance.org/pkg/wit/types"
 	types "sluice/bindings/sluice_plugin_types"
+	"sluice/gc"
 	"sluice/text"
 )
 
@@ -27,6 +28,7 @@ const excerptChars = 64
 
 // Init takes no config keys, and says so of `field`.
 func Init(config []witTypes.Tuple2[string, string]) witTypes.Result[witTypes.Unit, types.Error] {
+	defer gc.Call()()
 	if len(config) == 0 {
 		return witTypes.Ok[witTypes.Unit, types.Error](witTypes.Unit{})
 	}
@@ -47,6 +49,7 @@ type group struct {
 
 // Process emits each key's mean.
 func Process(info types.BatchInfo, input types.Batch) witTypes.Result[types.Output, types.Error] {
+	defer gc.Call()()
 	n := len(input.Timestamps)
 	values, keys := input.Values, input.Keys
 	hasKeys := len(keys.Offsets) > 1

@@ -18,6 +18,7 @@ import (
 
 	witTypes "go.bytecodealliance.org/pkg/wit/types"
 	types "sluice/bindings/sluice_plugin_types"
+	"sluice/gc"
 	"sluice/text"
 )
 
@@ -28,6 +29,7 @@ var lowercase bool
 // Init reads the config: `lowercase`, `true` or `false`. As the Rust SDK
 // does, it reports an unknown key before a bad value.
 func Init(config []witTypes.Tuple2[string, string]) witTypes.Result[witTypes.Unit, types.Error] {
+	defer gc.Call()()
 	invalid := func(message string) witTypes.Result[witTypes.Unit, types.Error] {
 		return witTypes.Err[witTypes.Unit](types.MakeErrorInvalidConfig(message))
 	}
@@ -59,6 +61,7 @@ type out struct {
 
 // Process emits one record per word of each value.
 func Process(info types.BatchInfo, input types.Batch) result {
+	defer gc.Call()()
 	values := input.Values
 	n := len(input.Timestamps)
 	o := out{
