@@ -126,22 +126,23 @@ enum PluginCommand {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
         /// The language: rust (with the SDK), python, js (each with a helper
-        /// that hides the batch encoding) or c.
+        /// that hides the batch encoding), c or go.
         #[arg(long, default_value = "rust", value_name = "LANG")]
         lang: sluice::plugin::project::Lang,
-        /// The Rust SDK's folder (`sdk/` of the sluice repository), which a
-        /// Rust project depends on by path. Defaults to the one this sluice
-        /// was built from.
+        /// The `sdk/` folder of the sluice repository: a Rust project depends
+        /// on the SDK in it by path, a Go project on the bindings beside it
+        /// (`plugins/go`). Defaults to the one this sluice was built from.
         #[arg(long, value_name = "DIR")]
         sdk: Option<PathBuf>,
     },
     /// Build a plugin project into a component, with its language's tools.
     ///
     /// The language comes from the folder's files: `Cargo.toml` (Rust, built
-    /// for wasm32-wasip2), `app.py` (Python, componentize-py), `app.js`
-    /// (JavaScript, componentize-js) or `.c` files (C, clang for wasm32-wasi
-    /// and wasm-tools). Tools are found on PATH, or named by SLUICE_CLANG,
-    /// SLUICE_WASM_TOOLS, SLUICE_COMPONENTIZE_PY or SLUICE_COMPONENTIZE_JS;
+    /// for wasm32-wasip2), `go.mod` (Go for wasip1, and wasm-tools), `app.py`
+    /// (Python, componentize-py), `app.js` (JavaScript, componentize-js) or
+    /// `.c` files (C, clang for wasm32-wasi and wasm-tools). Tools are found
+    /// on PATH, or named by SLUICE_GO, SLUICE_CLANG, SLUICE_WASM_TOOLS,
+    /// SLUICE_COMPONENTIZE_PY or SLUICE_COMPONENTIZE_JS;
     /// a missing one is named with the command that installs it. The WIT,
     /// the Python and JavaScript helpers and the C bindings come with
     /// sluice. The result is checked to run as a stage.

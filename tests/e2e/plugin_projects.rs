@@ -16,6 +16,7 @@ fn tool_path() -> OsString {
         target.join("python/bin"),
         target.join("js/node_modules/.bin"),
         target.join("wasm-tools/bin"),
+        target.join("go/bin"),
     ];
     dirs.extend(std::env::split_paths(
         &std::env::var_os("PATH").unwrap_or_default(),
@@ -25,9 +26,10 @@ fn tool_path() -> OsString {
 
 fn sluice_with_tools(s: &Scratch, args: &[&str]) -> Command {
     let mut cmd = s.sluice(args);
-    // The Rust project reuses the dependencies the test build compiled.
+    // The Rust and Go projects reuse what the test build compiled.
     cmd.env("PATH", tool_path())
-        .env("CARGO_TARGET_DIR", root().join("plugins/target"));
+        .env("CARGO_TARGET_DIR", root().join("plugins/target"))
+        .env("GOCACHE", root().join("plugins/target/go-cache"));
     cmd
 }
 
@@ -39,7 +41,7 @@ fn a_new_project_in_each_language_builds_and_runs_as_a_stage() {
         b"hello\n\nworld  x\n\xf0\x9f\n\xc3\xa9t\xc3\xa9\n",
     )
     .unwrap();
-    for lang in ["rust", "python", "js", "c"] {
+    for lang in ["rust", "python", "js", "c", "go"] {
         let name = format!("up-{lang}");
         let made = s
             .sluice(&["plugin", "new", &name, "--lang", lang])
@@ -151,7 +153,7 @@ fn bad_names_existing_folders_and_non_projects_are_refused() {
         .unwrap();
     assert!(
         String::from_utf8_lossy(&out.stderr)
-            .contains("unknown language `cobol` (known: rust, python, js, c)")
+            .contains("unknown language `cobol` (known: rust, python, js, c, go)")
     );
 
     s.write("empty/notes.txt", "nothing to build");

