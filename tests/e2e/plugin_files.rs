@@ -142,3 +142,33 @@ fn plugin_test_runs_a_plugin_over_a_file() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("rejected its config"));
 }
+
+#[test]
+fn plugin_test_goes_on_with_a_new_instance_after_a_trap() {
+    let s = Scratch::new();
+    s.write("in.txt", "a\nboom\nb\nc\n");
+    let wasm = plugin("misbehave").display().to_string();
+    let out = s
+        .sluice(&[
+            "plugin",
+            "test",
+            &wasm,
+            "--input",
+            "in.txt",
+            "--batch",
+            "2",
+            "--config",
+            "mode=trap",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // The first batch traps; the second goes through a fresh instance.
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "b\nc\n", "{stderr}");
+    assert!(
+        stderr.contains("lines 1-2: plugin") && stderr.contains("trapped"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("a new instance"), "{stderr}");
+}

@@ -41,10 +41,22 @@ pub fn test_plugin(
         memory: 256 << 20,
         time: Duration::from_secs(10),
     };
-    // State lives in the instance for the length of the test.
-    let state = StateView::new(None, 1 << 20);
-    let mut instance = Instance::new(&plugin, tag, limits, Grants::default(), config, state)
-        .map_err(|e| format!("plugin {} {e}", plugin.label()))?;
+    // State lives in the instance: for the length of the test, or until a
+    // trap ends the instance and a new one takes the next batch (as in a
+    // pipeline, but there the state is the engine's and survives).
+    let start_instance = || {
+        let state = StateView::new(None, 1 << 20);
+        Instance::new(
+            &plugin,
+            tag.clone(),
+            limits,
+            Grants::default(),
+            config,
+            state,
+        )
+        .map_err(|e| format!("plugin {} {e}", plugin.label()))
+    };
+    let mut instance = start_instance()?;
     let mut report = TestReport::default();
     let total = records.len();
     let mut start = 0;
@@ -82,11 +94,14 @@ pub fn test_plugin(
                     ));
                 }
             }
-            Err(e) => report.failures.push(format!(
-                "lines {}-{end}: plugin {} {e}",
-                start + 1,
-                plugin.label()
-            )),
+            Err(e) => {
+                let mut line = format!("lines {}-{end}: plugin {} {e}", start + 1, plugin.label());
+                if e.kills_instance() && end < total {
+                    line += " (a new instance, with empty state, takes the next batch)";
+                    instance = start_instance()?;
+                }
+                report.failures.push(line);
+            }
         }
         id += 1;
         start = end;
