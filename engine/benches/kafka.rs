@@ -17,6 +17,9 @@
 //!   delivery;
 //! - **read only**: the same consumer reading every message and doing
 //!   nothing with it, first: what the broker itself can deliver.
+//! - **sluice, exactly-once**: the same pipeline with `delivery =
+//!   "exactly-once"` (a Kafka transaction per batch, committed after the
+//!   checkpoint), in a group of its own, timed the same way.
 //!
 //! Run: `KAFKA_BOOTSTRAP=127.0.0.1:9092 cargo bench -p sluice --bench kafka`
 
@@ -61,7 +64,22 @@ fn main() {
 
     let bare = read_only(&brokers, &input, lines);
     let native = native(&brokers, &input, &format!("bench-native-{run}"), lines);
-    let sluice = sluice(&brokers, &input, &format!("bench-sluice-{run}"), lines, run);
+    let least = sluice(
+        &brokers,
+        &input,
+        &format!("bench-sluice-{run}"),
+        lines,
+        format!("{run}"),
+        "at-least-once",
+    );
+    let exactly = sluice(
+        &brokers,
+        &input,
+        &format!("bench-sluice-eos-{run}"),
+        lines,
+        format!("eos-{run}"),
+        "exactly-once",
+    );
 
     let rate = |m: &Measured| lines as f64 / m.secs;
     let cpu_us = |m: &Measured| m.cpu * 1e6 / lines as f64;
@@ -69,7 +87,8 @@ fn main() {
     for (name, m) in [
         ("read only (no work)", &bare),
         ("native Rust (rdkafka)", &native),
-        ("sluice (Wasm stages)", &sluice),
+        ("sluice (Wasm stages)", &least),
+        ("sluice, exactly-once", &exactly),
     ] {
         println!(
             "  {name:<22} {:>10.0} lines/s  ({:.3} s), CPU {:.2} µs/line",
@@ -80,8 +99,12 @@ fn main() {
     }
     println!(
         "  ratio sluice/native    {:>10.2} (throughput), {:.2} (CPU per line)",
-        rate(&sluice) / rate(&native),
-        cpu_us(&sluice) / cpu_us(&native)
+        rate(&least) / rate(&native),
+        cpu_us(&least) / cpu_us(&native)
+    );
+    println!(
+        "  exactly-once/at-least-once {:>6.2} (throughput)",
+        rate(&exactly) / rate(&least)
     );
 }
 
@@ -248,17 +271,27 @@ struct Measured {
 }
 
 /// The real binary, timed from partition assignment to the last commit.
-fn sluice(brokers: &str, input: &str, output: &str, lines: u64, run: u128) -> Measured {
+fn sluice(
+    brokers: &str,
+    input: &str,
+    output: &str,
+    lines: u64,
+    run: String,
+    delivery: &str,
+) -> Measured {
     create_topic(brokers, output, 1);
     let guests = support::guests();
     let group = format!("bench-sluice-{run}");
-    let pipeline = std::env::temp_dir().join(format!("sluice-kafka-bench-{run}.toml"));
+    let dir = std::env::temp_dir().join(format!("sluice-kafka-bench-{run}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pipeline = dir.join("pipeline.toml");
     std::fs::write(
         &pipeline,
         format!(
             r#"
 name = "kafka-bench"
 batch_interval = "100ms"
+delivery = "{delivery}"
 
 [[sources]]
 type = "kafka"
@@ -344,11 +377,15 @@ topic = "{output}"
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
-    let _ = std::fs::remove_file(&pipeline);
+    let _ = std::fs::remove_dir_all(&dir);
     let log = log.join().unwrap();
     assert!(
         log.contains(&format!("{lines} records in")),
         "sluice did not report every line:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("{delivery} delivery")),
+        "sluice did not run with {delivery} delivery:\n{log}"
     );
     Measured {
         secs: finished.duration_since(started).as_secs_f64(),

@@ -57,11 +57,12 @@ impl Pipeline {
         let descriptions: Vec<String> = self.sources.iter().map(|s| s.describe()).collect();
         tracing::info!(
             pipeline = %self.name,
-            "started: batch interval {}ms, sources [{}], stages [{}], {} sink(s)",
+            "started: batch interval {}ms, sources [{}], stages [{}], {} sink(s), {} delivery",
             self.interval.as_millis(),
             descriptions.join(", "),
             self.stages.iter().map(|s| format!("{} ({})", s.name(), s.plugin().label())).collect::<Vec<_>>().join(", "),
             self.sinks.len(),
+            if self.exactly_once { "exactly-once" } else { "at-least-once" },
         );
         // Each source hears which of its positions the sinks acknowledged.
         let mut acks = Vec::new();

@@ -73,7 +73,8 @@ pub struct KafkaSourceConfig {
     pub start: Start,
     /// Any librdkafka consumer property, passed through (over the engine's
     /// defaults: `session.timeout.ms` 6000, `heartbeat.interval.ms` 2000,
-    /// `topic.metadata.refresh.interval.ms` 5000).
+    /// `topic.metadata.refresh.interval.ms` 5000, `fetch.queue.backoff.ms`
+    /// 20).
     #[serde(default)]
     pub options: Options,
 }
