@@ -145,7 +145,8 @@ enum PluginCommand {
     /// SLUICE_COMPONENTIZE_PY or SLUICE_COMPONENTIZE_JS;
     /// a missing one is named with the command that installs it. The WIT,
     /// the Python and JavaScript helpers and the C bindings come with
-    /// sluice. The result is checked to run as a stage.
+    /// sluice. The result is checked to link as a stage (the world's
+    /// imports and exports).
     Build {
         /// The project folder.
         #[arg(value_name = "DIR", default_value = ".")]

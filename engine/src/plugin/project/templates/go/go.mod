@@ -12,6 +12,6 @@ require (
 // The bindings, the runtime package they use, and the helpers, from the
 // sluice repository: nothing is fetched.
 replace (
-	go.bytecodealliance.org/pkg => {{go}}/third_party/go-pkg
+	go.bytecodealliance.org/pkg => {{go-pkg}}
 	sluice => {{go}}
 )
