@@ -381,8 +381,9 @@ function decodeText(bytes, what) {
 }
 
 /** The offset of the first byte of `bytes` that does not start a valid UTF-8
- * sequence (Rust's `Utf8Error::valid_up_to`). */
-function invalidUtf8At(bytes) {
+ * sequence (Rust's `Utf8Error::valid_up_to`), or -1 when all of it is valid.
+ * (A fatal `TextDecoder` rejects exactly the same byte strings.) */
+export function invalidUtf8At(bytes) {
   let i = 0;
   while (i < bytes.length) {
     const b = bytes[i];

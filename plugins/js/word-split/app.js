@@ -3,6 +3,7 @@
 // input's timestamp and no key; `lowercase = "true"` lowercases the words;
 // a value that is not UTF-8 fails that record alone (it is dead-lettered).
 
+import { invalidUtf8At } from './sluice.js';
 import { LOWER, SIGMA, SIGMA_CASED, SIGMA_IGNORABLE } from './unicode.js';
 
 // `char::is_whitespace` in Rust: the Unicode White_Space property. (A JS
@@ -115,38 +116,6 @@ function toLowercase(word) {
 
 /** An `error` variant of the WIT, thrown to return it as the `result`'s error. */
 const invalidConfig = (message) => ({ tag: 'invalid-config', val: message });
-
-/**
- * The offset of the first byte of `bytes` that does not start a valid UTF-8
- * sequence (Rust's `Utf8Error::valid_up_to`), or -1 when all of it is valid.
- * (The fatal `TextDecoder` rejects exactly the same byte strings.)
- */
-function invalidUtf8At(bytes) {
-  let i = 0;
-  while (i < bytes.length) {
-    const b = bytes[i];
-    let n, lo = 0x80, hi = 0xbf;
-    if (b < 0x80) { i++; continue; }
-    else if (b >= 0xc2 && b <= 0xdf) n = 1;
-    else if (b >= 0xe0 && b <= 0xef) {
-      n = 2;
-      if (b === 0xe0) lo = 0xa0; // no overlong encodings
-      if (b === 0xed) hi = 0x9f; // no surrogates
-    } else if (b >= 0xf0 && b <= 0xf4) {
-      n = 3;
-      if (b === 0xf0) lo = 0x90;
-      if (b === 0xf4) hi = 0x8f; // nothing past U+10FFFF
-    } else return i;
-    for (let k = 1; k <= n; k++) {
-      const c = bytes[i + k];
-      if (c === undefined || c < lo || c > hi) return i;
-      lo = 0x80;
-      hi = 0xbf;
-    }
-    i += n + 1;
-  }
-  return -1;
-}
 
 export const processor = {
   init(config) {
