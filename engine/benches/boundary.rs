@@ -21,9 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Store};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use sluice::batch::Records;
 use sluice::plugin::{CallInfo, Grants, Instance, Limits, LogTag, PluginHost, StateView};
@@ -37,19 +36,7 @@ mod layouts {
 }
 use layouts::exports::bench::layouts::split::{Columns, Row};
 
-struct Host {
-    wasi: WasiCtx,
-    table: ResourceTable,
-}
-
-impl WasiView for Host {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
+use support::WasiHost as Host;
 
 fn lines(count: usize, words: u32) -> Vec<String> {
     let mut maker = LineMaker::new(7, words);
@@ -109,13 +96,7 @@ fn boundary(c: &mut Criterion) {
     let mut linker = Linker::<Host>::new(&engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
     let component = Component::from_file(&engine, dir.join("layouts.wasm")).unwrap();
-    let mut store = Store::new(
-        &engine,
-        Host {
-            wasi: WasiCtxBuilder::new().build(),
-            table: ResourceTable::new(),
-        },
-    );
+    let mut store = Store::new(&engine, Host::new());
     let guest = layouts::Layouts::instantiate(&mut store, &component, &linker).unwrap();
     let split = guest.bench_layouts_split();
 

@@ -24,9 +24,8 @@ mod support;
 use std::hint::black_box;
 use std::time::Instant;
 
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -42,21 +41,9 @@ use bindings::sluice::plugin::{log, state, types};
 const LINES: usize = 1_000;
 const WORDS_PER_LINE: usize = 10;
 
-/// The store's data: WASI with nothing granted, and no-op log and state (the
-/// split uses neither).
-struct Host {
-    wasi: WasiCtx,
-    table: ResourceTable,
-}
-
-impl WasiView for Host {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
+// The store's data: WASI with nothing granted, and no-op log and state (the
+// split uses neither).
+use support::WasiHost as Host;
 
 impl types::Host for Host {}
 
@@ -127,13 +114,7 @@ impl Variant {
     /// A new store and instance, its `init` called, limits armed as the
     /// engine arms them per call.
     fn instance(&self) -> (Store<Host>, Stage) {
-        let mut store = Store::new(
-            &self.engine,
-            Host {
-                wasi: WasiCtxBuilder::new().build(),
-                table: ResourceTable::new(),
-            },
-        );
+        let mut store = Store::new(&self.engine, Host::new());
         self.arm(&mut store);
         let stage = self.pre.instantiate(&mut store).unwrap();
         stage

@@ -299,7 +299,8 @@ def _records(batch):
 def processor(stage_class):
     """The `Processor` class componentize-py exports, running `stage_class`:
     assign it to `Processor` in the app module."""
-    if not (hasattr(stage_class, "process_record") or hasattr(stage_class, "process")):
+    per_record = hasattr(stage_class, "process_record")
+    if not (per_record or hasattr(stage_class, "process")):
         raise TypeError(f"{stage_class.__name__} has neither process_record nor process")
     # componentize-py makes a fresh `Processor` for every call: the stage
     # lives in this closure, as long as the instance.
@@ -322,7 +323,7 @@ def processor(stage_class):
             out = Output(info)
             try:
                 records = _records(batch)
-                if hasattr(stage, "process_record"):
+                if per_record:
                     for record in records:
                         out._current = record
                         try:

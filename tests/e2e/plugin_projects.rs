@@ -252,3 +252,80 @@ fn the_python_and_javascript_helpers_reach_state_and_log() {
         assert!(stderr.contains("counted b"), "{dir}: {stderr}");
     }
 }
+
+/// Gives every other record a key and every third one a header, so that the
+/// batch the engine gets back has keys absent in places and headers on some.
+const PY_TAGGER: &str = r#"import sluice
+
+class Tag(sluice.Stage):
+    def process(self, records, out):
+        for i, record in enumerate(records):
+            key = f"k{i}" if i % 2 == 0 else None
+            headers = [("h", str(i)), ("t", "x")] if i % 3 == 0 else ()
+            out.emit(record.value, key=key, headers=headers)
+
+Processor = sluice.processor(Tag)
+"#;
+
+/// Passes each record on as it came, through the helper's decoding and
+/// encoding.
+const JS_FORWARD: &str = r#"import * as sluice from './sluice.js';
+
+class Forward {
+  processRecord(record, out) {
+    out.forward(record);
+  }
+}
+
+export const processor = sluice.processor(Forward);
+"#;
+
+#[test]
+fn keys_and_headers_cross_the_python_and_javascript_helpers_intact() {
+    let s = Scratch::new();
+    for (dir, file, source) in [
+        ("tag-py", "app.py", PY_TAGGER),
+        ("forward-js", "app.js", JS_FORWARD),
+    ] {
+        s.write(&format!("{dir}/{file}"), source);
+        let built = sluice_with_tools(&s, &["plugin", "build", dir])
+            .output()
+            .unwrap();
+        assert!(built.status.success(), "{dir}: {built:?}");
+    }
+    s.write(
+        "p.toml",
+        "name = \"tags\"\nbatch_interval = \"1s\"\n[[sources]]\ntype = \"stdin\"\n\
+         [[stages]]\nname = \"tag\"\nplugin = \"tag-py/tag-py.wasm\"\n\
+         [[stages]]\nname = \"forward\"\nplugin = \"forward-js/forward-js.wasm\"\n\
+         [[sinks]]\ntype = \"console\"\nformat = \"jsonl\"\n",
+    );
+    let input: String = (0..10).map(|i| format!("v{i}\n")).collect();
+    let finished = run_with_input(
+        s.sluice(&["run", "p.toml", "--control", "off"]),
+        input,
+        std::time::Duration::from_secs(120),
+    );
+    assert!(finished.status.success(), "{}", finished.stderr);
+    let out: Vec<serde_json::Value> = finished
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(out.len(), 10, "{}", finished.stdout);
+    for (i, record) in out.iter().enumerate() {
+        assert_eq!(record["value"], format!("v{i}"), "{record}");
+        let key = if i % 2 == 0 {
+            serde_json::json!(format!("k{i}"))
+        } else {
+            serde_json::Value::Null
+        };
+        assert_eq!(record["key"], key, "{record}");
+        let headers = if i % 3 == 0 {
+            serde_json::json!([["h", i.to_string()], ["t", "x"]])
+        } else {
+            serde_json::Value::Null
+        };
+        assert_eq!(record["headers"], headers, "{record}");
+    }
+}

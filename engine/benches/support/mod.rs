@@ -3,6 +3,36 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// A store's data for benchmarks that call a component directly: WASI with
+/// nothing granted.
+#[allow(dead_code)] // not every benchmark calls components itself
+pub struct WasiHost {
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+#[allow(dead_code)]
+impl WasiHost {
+    pub fn new() -> Self {
+        WasiHost {
+            wasi: WasiCtxBuilder::new().build(),
+            table: ResourceTable::new(),
+        }
+    }
+}
+
+impl WasiView for WasiHost {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
 /// Builds the guest workspace (`plugins/Cargo.toml`, wasm32-wasip2) and
 /// returns the folder of `.wasm` files.
 pub fn guests() -> PathBuf {
