@@ -9,6 +9,10 @@
 //! in the stage's host-owned state, checkpointed every batch) in place of
 //! `word-count`, beside it.
 //!
+//! The three run in turn, round after round (5 rounds, `SLUICE_BENCH_ROUNDS`
+//! to change), and the medians are reported: on a shared machine one run
+//! alone moved by a third.
+//!
 //! Run: `cargo bench -p sluice --bench throughput` (set `SLUICE_BENCH_LINES`
 //! to change the 2,000,000 lines, `SLUICE_BENCH_INTERVAL` for the batch
 //! interval, default `100ms`).
@@ -72,33 +76,55 @@ fn main() {
         );
         (secs, log)
     };
+    let rounds: usize = std::env::var("SLUICE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
     let _ = sluice_run(&pipeline);
-    let (wasm_secs, log) = sluice_run(&pipeline);
-    // running-count keeps every word's total in the stage's state (a fresh
-    // state file each run) and checkpoints it after every batch.
-    let _ = std::fs::remove_dir_all(scratch.join("state"));
-    let (state_secs, _) = sluice_run(&stateful);
-    // Native batches as large as the engine's average batch.
-    let batches: u64 = log
-        .lines()
-        .find_map(|l| {
-            l.split("finished: ")
-                .nth(1)?
-                .split(" batches (")
-                .nth(1)?
-                .split(' ')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(1);
-    let batch = (lines / batches.max(1)).max(1);
-    let native_secs = native(lines, batch);
+    let (mut wasm, mut state, mut native_taken, mut batch_sizes) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let (wasm_secs, log) = sluice_run(&pipeline);
+        // running-count keeps every word's total in the stage's state (a
+        // fresh state file each run) and checkpoints it after every batch.
+        let _ = std::fs::remove_dir_all(scratch.join("state"));
+        let (state_secs, _) = sluice_run(&stateful);
+        // Native batches as large as this run's average batch.
+        let batches: u64 = log
+            .lines()
+            .find_map(|l| {
+                l.split("finished: ")
+                    .nth(1)?
+                    .split(" batches (")
+                    .nth(1)?
+                    .split(' ')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(1);
+        let batch = (lines / batches.max(1)).max(1);
+        native_taken.push(native(lines, batch));
+        wasm.push(wasm_secs);
+        state.push(state_secs);
+        batch_sizes.push(batch);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (wasm_secs, state_secs, native_secs) = (
+        median(&mut wasm),
+        median(&mut state),
+        median(&mut native_taken),
+    );
+    batch_sizes.sort_unstable();
+    let batch = batch_sizes[batch_sizes.len() / 2];
 
     let native_rate = lines as f64 / native_secs;
     let wasm_rate = lines as f64 / wasm_secs;
     println!(
-        "word count, {lines} lines of {WORDS_PER_LINE} words, batch interval {interval} (~{batch} lines per batch)"
+        "word count, {lines} lines of {WORDS_PER_LINE} words, batch interval {interval} (~{batch} lines per batch), medians of {rounds} rounds"
     );
     println!(
         "  native Rust        {:>12.0} lines/s  ({native_secs:.3} s)",

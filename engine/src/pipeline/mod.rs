@@ -5,6 +5,7 @@
 //! consecutive stages work on consecutive batches at once (`run`). How each
 //! part works inside belongs to its own module.
 
+mod link;
 mod run;
 
 use std::path::{Path, PathBuf};

@@ -1,18 +1,19 @@
 //! Running a pipeline: the batcher cuts batches on the calling thread, each
 //! stage runs on its own thread, and a last thread writes to the sinks and
-//! records the figures. Batches flow through bounded channels (one batch
-//! waiting per link), so stage `k` works on batch `n` while stage `k + 1`
-//! works on batch `n - 1`: every batch still goes through the stages in
-//! order, one at a time per stage, and memory stays bounded.
+//! records the figures. Batches flow through bounded links (one batch with
+//! records waiting per link, see [`super::link`]), so stage `k` works on
+//! batch `n` while stage `k + 1` works on batch `n - 1`: every batch still
+//! goes through the stages in order, one at a time per stage, and memory
+//! stays bounded.
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::link::{Receiver, Sender, Weighed, link};
 use super::{Pipeline, RunError, RunSummary};
 use crate::batch::{Batch, Batcher, Cut};
 use crate::sink::{BatchMeta, Sink};
@@ -32,6 +33,12 @@ struct InFlight {
     stages: Vec<StageMetrics>,
     /// Each stage's writes to its state, to checkpoint with the batch.
     writes: Vec<(Arc<StageState>, Writes)>,
+}
+
+impl Weighed for InFlight {
+    fn has_records(&self) -> bool {
+        !self.batch.records.is_empty()
+    }
 }
 
 impl Pipeline {
@@ -78,13 +85,13 @@ impl Pipeline {
         drop(tx);
 
         // The sink thread at the end of the chain, then the stages backwards.
-        let (sink_tx, sink_rx) = sync_channel::<InFlight>(1);
+        let (sink_tx, sink_rx) = link::<InFlight>();
         let sinks = std::mem::take(&mut self.sinks);
         let sink_thread = spawn_sinks(&self, sinks, sink_rx, acks);
         let mut next = sink_tx;
         let mut stage_threads = Vec::new();
         for stage in std::mem::take(&mut self.stages).into_iter().rev() {
-            let (tx, rx) = sync_channel::<InFlight>(1);
+            let (tx, rx) = link::<InFlight>();
             stage_threads.push(spawn_stage(stage, rx, next));
             next = tx;
         }
@@ -178,7 +185,7 @@ impl Pipeline {
 fn spawn_stage(
     mut stage: Stage,
     rx: Receiver<InFlight>,
-    tx: SyncSender<InFlight>,
+    tx: Sender<InFlight>,
 ) -> JoinHandle<Result<(), RunError>> {
     std::thread::Builder::new()
         .name(format!("sluice-stage-{}", stage.name()))
