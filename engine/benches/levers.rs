@@ -11,6 +11,19 @@
 //!   (instantiate + `init`) for every batch, with wasmtime's pooling
 //!   allocator (slots kept ready, what the engine configures) or the
 //!   default on-demand one (memory mapped per instance).
+//! - **Reusing guest memory.** A reused instance finds its linear memory
+//!   already grown and its pages already touched. A new instance in a
+//!   pooling slot normally gets its memory back zeroed by `madvise` (every
+//!   page faults in again); with `linear_memory_keep_resident` the slot
+//!   keeps its pages and zeroes them with `memset`. The difference between
+//!   the two is the cost of fresh memory; between the latter and a reused
+//!   instance, the cost of instantiation and `init` alone.
+//! - **Zero-copy payloads.** A flatMap's output mostly repeats bytes of its
+//!   input. A bench guest (`tests/plugins/layouts`) runs the same split
+//!   two ways: output copied into new columns (as `sluice:plugin` does
+//!   today), and output as spans into the input (start, end, input index),
+//!   from which the host builds the same columns out of the input it still
+//!   holds. No interruption in either; the native split is the baseline.
 //!
 //! Each variant is its own wasmtime `Engine` with only that setting changed;
 //! the plugin's `process` is called through bindings made here from `wit/`.
@@ -69,6 +82,18 @@ enum Interrupt {
     Fuel,
 }
 
+/// Where a variant's instances get their memory.
+#[derive(Clone, Copy)]
+enum Alloc {
+    /// Mapped per instance (wasmtime's default).
+    OnDemand,
+    /// Slots kept ready; a slot's memory is reset by `madvise`.
+    Pooling,
+    /// Slots kept ready; up to 64 MiB of a slot's memory stays resident
+    /// and is reset by `memset`.
+    PoolingResident,
+}
+
 /// One engine setting to measure, with everything needed to call the plugin.
 struct Variant {
     engine: Engine,
@@ -77,7 +102,7 @@ struct Variant {
 }
 
 impl Variant {
-    fn new(component: &[u8], interrupt: Interrupt, pooling: bool) -> Variant {
+    fn new(component: &[u8], interrupt: Interrupt, alloc: Alloc) -> Variant {
         let mut config = Config::new();
         config.concurrency_support(false);
         match interrupt {
@@ -89,8 +114,12 @@ impl Variant {
                 config.consume_fuel(true);
             }
         }
-        if pooling {
+        if let Alloc::Pooling | Alloc::PoolingResident = alloc {
             let mut pool = PoolingAllocationConfig::new();
+            if let Alloc::PoolingResident = alloc {
+                pool.linear_memory_keep_resident(64 << 20);
+                pool.table_keep_resident(1 << 20);
+            }
             pool.total_component_instances(16);
             pool.total_core_instances(64);
             pool.total_memories(32);
@@ -209,6 +238,84 @@ fn native_split(batch: &Batch) -> usize {
     timestamps.len()
 }
 
+mod layouts {
+    wasmtime::component::bindgen!({
+        path: "../tests/plugins/layouts/wit",
+        world: "layouts",
+    });
+}
+use layouts::exports::bench::layouts::split::Columns;
+
+/// The zero-copy lever: one instance of the `layouts` bench guest.
+struct Payloads {
+    store: std::cell::RefCell<Store<support::WasiHost>>,
+    guest: layouts::Layouts,
+}
+
+impl Payloads {
+    fn new(component: &[u8]) -> Payloads {
+        let mut config = Config::new();
+        config.concurrency_support(false);
+        let engine = Engine::new(&config).unwrap();
+        let component = Component::new(&engine, component).unwrap();
+        let mut linker = Linker::<Host>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
+        let mut store = Store::new(&engine, Host::new());
+        let guest = layouts::Layouts::instantiate(&mut store, &component, &linker).unwrap();
+        Payloads {
+            store: std::cell::RefCell::new(store),
+            guest,
+        }
+    }
+
+    /// The output copied into new columns in the guest and lifted out.
+    fn copied(&self, input: &Columns) -> Columns {
+        let store = &mut *self.store.borrow_mut();
+        self.guest
+            .bench_layouts_split()
+            .call_split_columns(store, input)
+            .unwrap()
+    }
+
+    /// The output as spans, and the same columns built by the host from its
+    /// own copy of the input.
+    fn spans(&self, input: &Columns) -> Columns {
+        let store = &mut *self.store.borrow_mut();
+        let spans = self
+            .guest
+            .bench_layouts_split()
+            .call_split_spans(store, input)
+            .unwrap();
+        let mut out = Columns {
+            data: Vec::with_capacity(input.data.len()),
+            offsets: Vec::with_capacity(spans.sources.len() + 1),
+            timestamps: Vec::with_capacity(spans.sources.len()),
+        };
+        out.offsets.push(0);
+        for (k, &source) in spans.sources.iter().enumerate() {
+            let start = spans.bounds[2 * k] as usize;
+            let end = spans.bounds[2 * k + 1] as usize;
+            out.data.extend_from_slice(&input.data[start..end]);
+            out.offsets.push(out.data.len() as u32);
+            out.timestamps.push(input.timestamps[source as usize]);
+        }
+        out
+    }
+}
+
+fn to_columns(lines: &[String]) -> Columns {
+    let mut c = Columns {
+        data: Vec::new(),
+        offsets: vec![0],
+        timestamps: vec![1; lines.len()],
+    };
+    for l in lines {
+        c.data.extend_from_slice(l.as_bytes());
+        c.offsets.push(c.data.len() as u32);
+    }
+    c
+}
+
 /// Rounds of measurement; each round times every variant once, in turn, so
 /// a noisy neighbour slows all of them alike. Medians are reported.
 const ROUNDS: usize = 30;
@@ -217,7 +324,9 @@ const BATCHES: usize = 20;
 
 fn main() {
     let component = std::fs::read(support::guests().join("word_split.wasm")).unwrap();
-    let batch = batch(&lines());
+    let lines = lines();
+    let batch = batch(&lines);
+    let columns = to_columns(&lines);
     let words = LINES * WORDS_PER_LINE;
 
     let reused: Vec<(&str, Variant)> = [
@@ -226,21 +335,39 @@ fn main() {
         ("reused instance, fuel", Interrupt::Fuel),
     ]
     .into_iter()
-    .map(|(name, i)| (name, Variant::new(&component, i, true)))
+    .map(|(name, i)| (name, Variant::new(&component, i, Alloc::Pooling)))
     .collect();
     let mut instances: Vec<(Store<Host>, Stage)> =
         reused.iter().map(|(_, v)| v.instance()).collect();
     let fresh: Vec<(&str, Variant)> = [
-        ("new instance per batch, pooling allocator", true),
-        ("new instance per batch, on-demand allocator", false),
+        ("new instance per batch, pooling allocator", Alloc::Pooling),
+        (
+            "new instance per batch, pooling, memory resident",
+            Alloc::PoolingResident,
+        ),
+        (
+            "new instance per batch, on-demand allocator",
+            Alloc::OnDemand,
+        ),
     ]
     .into_iter()
-    .map(|(name, pooling)| (name, Variant::new(&component, Interrupt::Epoch, pooling)))
+    .map(|(name, alloc)| (name, Variant::new(&component, Interrupt::Epoch, alloc)))
     .collect();
+    let payloads = Payloads::new(&std::fs::read(support::guests().join("layouts.wasm")).unwrap());
+    // Both ways must give the same columns, or comparing them means nothing.
+    let (copied, spans) = (payloads.copied(&columns), payloads.spans(&columns));
+    assert_eq!(
+        (copied.data, copied.offsets, copied.timestamps),
+        (spans.data, spans.offsets, spans.timestamps)
+    );
 
     let names: Vec<&str> = std::iter::once("native Rust")
         .chain(reused.iter().map(|(n, _)| *n))
         .chain(fresh.iter().map(|(n, _)| *n))
+        .chain([
+            "layouts guest, output copied into columns",
+            "layouts guest, output as spans into the input",
+        ])
         .collect();
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let time = |f: &mut dyn FnMut()| {
@@ -265,6 +392,12 @@ fn main() {
                 assert_eq!(variant.process(&mut store, &stage, &batch), words)
             }));
         }
+        taken.push(time(&mut || {
+            assert_eq!(black_box(payloads.copied(&columns)).timestamps.len(), words)
+        }));
+        taken.push(time(&mut || {
+            assert_eq!(black_box(payloads.spans(&columns)).timestamps.len(), words)
+        }));
         // Round 0 warms up.
         if round > 0 {
             for (s, t) in samples.iter_mut().zip(taken) {
@@ -284,7 +417,7 @@ fn main() {
     );
     for (name, median) in names.iter().zip(&medians) {
         println!(
-            "  {name:<45} {:>8.1} µs  {:>5.2}× native",
+            "  {name:<50} {:>8.1} µs  {:>5.2}× native",
             median * 1e6,
             median / medians[0]
         );

@@ -53,6 +53,10 @@ pub struct Batcher {
     /// A chunk received after the current interval, held for the next one.
     pending: Option<Chunk>,
     closed: bool,
+    /// Records and value bytes of the last batch of more than one chunk:
+    /// the next such batch reserves that much when its second chunk
+    /// arrives, instead of growing (and copying) itself chunk by chunk.
+    last_size: (usize, usize),
 }
 
 impl Batcher {
@@ -73,6 +77,7 @@ impl Batcher {
             next_id: 0,
             pending: None,
             closed: false,
+            last_size: (0, 0),
         }
     }
 
@@ -90,6 +95,8 @@ impl Batcher {
         let mut positions: Vec<SourcePosition> = Vec::new();
         let mut oldest: Option<Instant> = None;
         let mut full = false;
+        // Chunks in this batch, counted from 1 (the first one is moved in).
+        let mut chunks = 1;
         loop {
             if records.len() >= self.max_records
                 || records.values.data.len() + records.keys.data.len() >= self.max_bytes
@@ -139,7 +146,17 @@ impl Batcher {
                     }),
                 }
             }
+            if !records.is_empty() {
+                chunks += 1;
+                if chunks == 2 {
+                    let (n, bytes) = self.last_size;
+                    records.reserve_values(n, bytes);
+                }
+            }
             records.append(chunk.records);
+        }
+        if chunks >= 2 {
+            self.last_size = (records.len(), records.values.data.len());
         }
         // A full batch goes at once, and the rest of its interval follows in
         // the next batch (same batch time), so the caps bound memory without

@@ -189,6 +189,30 @@ fn bit(bitmap: &[u8], i: usize) -> bool {
 }
 
 impl Records {
+    /// An empty batch with room for `records` values of `bytes` bytes in
+    /// all, so that a source filling a chunk does not grow its columns
+    /// record by record (keys and headers, if any, still grow).
+    pub fn with_capacity(records: usize, bytes: usize) -> Records {
+        Records {
+            timestamps: Vec::with_capacity(records),
+            values: Column {
+                data: Vec::with_capacity(bytes),
+                offsets: Vec::with_capacity(records + 1),
+            },
+            ..Records::default()
+        }
+    }
+
+    /// Makes room for `records` values of `bytes` bytes in all, in total
+    /// (not in addition to what the batch holds).
+    pub fn reserve_values(&mut self, records: usize, bytes: usize) {
+        let more = records.saturating_sub(self.len());
+        self.timestamps.reserve(more);
+        self.values.offsets.reserve(more);
+        let data = &mut self.values.data;
+        data.reserve(bytes.saturating_sub(data.len()));
+    }
+
     /// Number of records.
     pub fn len(&self) -> usize {
         self.timestamps.len()
@@ -492,6 +516,36 @@ mod tests {
         assert_eq!(r.get(1).key(), None);
         assert!(r.keys.is_empty());
         r.check().unwrap();
+    }
+
+    #[test]
+    fn room_made_ahead_holds_the_same_records_without_growing() {
+        let mut plain = Records::default();
+        let mut sized = Records::with_capacity(3, 8);
+        assert_eq!(sized, Records::default(), "room is not content");
+        let (data, offsets) = (sized.values.data.as_ptr(), sized.values.offsets.as_ptr());
+        for (v, ts) in [(&b"ab"[..], 1), (b"", 2), (b"cdefgh", 3)] {
+            plain.push_value(v, ts);
+            sized.push_value(v, ts);
+        }
+        assert_eq!(sized, plain);
+        sized.check().unwrap();
+        // Three values of eight bytes in all fit where they were made.
+        assert_eq!(sized.values.data.as_ptr(), data);
+        assert_eq!(sized.values.offsets.as_ptr(), offsets);
+        // A key afterwards still works: keys grow as before.
+        sized.push(Some(b"k"), b"v", 4, &[]);
+        sized.check().unwrap();
+        assert_eq!(sized.get(3).key(), Some(&b"k"[..]));
+        assert_eq!(sized.get(0).key(), None);
+
+        // Room in total, not in addition.
+        let mut r = Records::default();
+        r.push_value(b"abcd", 0);
+        r.reserve_values(10, 100);
+        assert!(r.timestamps.capacity() >= 10 && r.values.data.capacity() >= 100);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.get(0).value(), b"abcd");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! How records are written as text: `jsonl` (one JSON object per record) and
 //! `text` (the value, or `key<TAB>value`).
 
+use std::io::Write as _;
+
 use serde::Deserialize;
 
 use crate::batch::RecordRef;
@@ -37,7 +39,8 @@ pub fn jsonl(out: &mut Vec<u8>, record: RecordRef<'_>, error: Option<&str>) {
     out.push(b',');
     bytes_field(out, "value", record.value());
     out.extend_from_slice(b",\"timestamp\":");
-    out.extend_from_slice(record.timestamp().to_string().as_bytes());
+    // Formatted in place: no `String` per record.
+    let _ = write!(out, "{}", record.timestamp());
     let mut headers = record.headers().peekable();
     if headers.peek().is_some() {
         out.extend_from_slice(b",\"headers\":[");

@@ -395,7 +395,7 @@ async fn read_file(
     let mut splitter = LineSplitter::default();
     let mut buf = vec![0u8; CHUNK_BYTES];
     let mut lines: u64 = 0;
-    let mut records = Records::default();
+    let mut records = Records::with_capacity(CHUNK_RECORDS, CHUNK_BYTES);
     loop {
         // A local file read is short; block_in_place keeps the runtime's
         // other tasks moving meanwhile.
@@ -406,7 +406,10 @@ async fn read_file(
             splitter.feed(&buf[..n], &mut records);
         }
         if n == 0 || records.len() >= CHUNK_RECORDS || records.values.data.len() >= CHUNK_BYTES {
-            let mut chunk = std::mem::take(&mut records);
+            let mut chunk = std::mem::replace(
+                &mut records,
+                Records::with_capacity(CHUNK_RECORDS, CHUNK_BYTES),
+            );
             let before = lines;
             lines += chunk.len() as u64;
             if before < skip {

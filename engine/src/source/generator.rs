@@ -204,7 +204,11 @@ impl Source for GeneratorSource {
                     }
                     continue;
                 }
-                let mut records = Records::default();
+                // Room for the chunk (lines are about 6 bytes a word).
+                let mut records = Records::with_capacity(
+                    due as usize,
+                    (due as usize * (6 * self.lines.words as usize + 1)).min(CHUNK_BYTES),
+                );
                 let ts = now_ms();
                 for _ in 0..due {
                     records.push_value(self.lines.next_line().as_bytes(), ts);

@@ -363,13 +363,15 @@ impl KafkaSource {
 
         let mut acked = emitter.acked();
         let mut progress = Offsets::new();
+        // The partition of the latest message read (see `advance`).
+        let mut run_of: Option<Partition> = None;
         let mut outcome = Ok(());
         while !emitter.stopping() {
             commit_acked(&consumer, &shared, &mut acked, CommitMode::Async);
             for partition in lock(&shared.revoked).drain(..) {
                 progress.remove(&partition);
             }
-            let mut records = Records::default();
+            let mut records = Records::with_capacity(CHUNK_RECORDS, CHUNK_BYTES);
             let mut wait = POLL_WAIT;
             while records.len() < CHUNK_RECORDS && records.byte_size() < CHUNK_BYTES {
                 let Some(polled) = consumer.poll(wait) else {
@@ -379,10 +381,7 @@ impl KafkaSource {
                 match polled {
                     Ok(message) => {
                         push_message(&mut records, &message);
-                        progress.insert(
-                            (message.topic().to_string(), message.partition()),
-                            message.offset() + 1,
-                        );
+                        advance(&mut progress, &mut run_of, &message);
                     }
                     Err(KafkaError::PartitionEOF(_)) => {}
                     Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset)) => {
@@ -492,6 +491,28 @@ fn commit_acked(
     }
     if let Err(e) = consumer.commit(&partition_list(&offsets), mode) {
         shared.log.error(e, "committing offsets");
+    }
+}
+
+/// Notes `message` as read in `progress`. Messages come in runs from one
+/// partition, so `last` keeps the key of the run's partition: a key (a
+/// `String`) is made when the partition changes, not for every message.
+fn advance(
+    progress: &mut Offsets,
+    last: &mut Option<Partition>,
+    message: &rdkafka::message::BorrowedMessage<'_>,
+) {
+    let (topic, partition) = (message.topic(), message.partition());
+    let key = match last {
+        Some((t, p)) if *p == partition && t == topic => last.as_ref().expect("matched"),
+        _ => last.insert((topic.to_string(), partition)),
+    };
+    let next = message.offset() + 1;
+    match progress.get_mut(key) {
+        Some(offset) => *offset = next,
+        None => {
+            progress.insert(key.clone(), next);
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use super::{CHUNK_BYTES, Emitter, LineSplitter, Source, SourceTask};
+use super::{CHUNK_BYTES, CHUNK_RECORDS, Emitter, LineSplitter, Source, SourceTask};
 use crate::batch::Records;
 
 /// Connects to `address` and reads one record per line.
@@ -96,7 +96,12 @@ impl Source for SocketSource {
                                 r = stream.read(&mut buf) => r,
                                 _ = emitter.stopped() => break None,
                             };
-                            let mut records = Records::default();
+                            let mut records = match &read {
+                                // At most one record per byte read, and no
+                                // more bytes than read (plus a partial line).
+                                Ok(n) => Records::with_capacity((*n).min(CHUNK_RECORDS), *n),
+                                Err(_) => Records::default(),
+                            };
                             let outcome = match read {
                                 Ok(0) => {
                                     splitter.finish(&mut records);

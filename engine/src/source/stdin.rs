@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 
-use super::{CHUNK_BYTES, Emitter, LineSplitter, Source, SourceError, SourceTask};
+use super::{CHUNK_BYTES, CHUNK_RECORDS, Emitter, LineSplitter, Source, SourceError, SourceTask};
 use crate::batch::Records;
 
 /// Reads standard input line by line; the source ends at end of input, so
@@ -50,11 +50,13 @@ impl Source for StdinSource {
                     read = input.read(&mut buf) => read,
                     _ = emitter.stopped() => break,
                 };
-                let mut records = Records::default();
                 let n = read.map_err(|e| SourceError {
                     source_name: "stdin".into(),
                     message: format!("cannot read: {e}"),
                 })?;
+                // At most one record per byte read, and no more bytes than
+                // read (plus a partial line).
+                let mut records = Records::with_capacity(n.min(CHUNK_RECORDS), n);
                 if n == 0 {
                     splitter.finish(&mut records);
                 } else {

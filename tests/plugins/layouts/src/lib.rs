@@ -1,7 +1,8 @@
-//! `layouts`: a benchmark guest. It exports the same word split twice,
-//! behind a row layout (`list<row>`) and a columnar one (`columns`), so that
-//! the host's benchmark can measure what the batch layout at the boundary
-//! costs (see `wit/layouts.wit`). Both split each value on whitespace
+//! `layouts`: a benchmark guest. It exports the same word split three
+//! times: behind a row layout (`list<row>`), a columnar one (`columns`), and
+//! columns in with spans into the input out (`spans`), so that the host's
+//! benchmark can measure what the batch layout at the boundary costs (see
+//! `wit/layouts.wit`). All split each value on whitespace
 //! (Unicode whitespace for UTF-8 text, ASCII whitespace otherwise) and give
 //! each word its input's timestamp.
 
@@ -10,7 +11,7 @@ wit_bindgen::generate!({
     world: "layouts",
 });
 
-use exports::bench::layouts::split::{Columns, Guest, Row};
+use exports::bench::layouts::split::{Columns, Guest, Row, Spans};
 
 struct Layouts;
 
@@ -44,6 +45,28 @@ impl Guest for Layouts {
                 out.data.extend_from_slice(word);
                 out.offsets.push(out.data.len() as u32);
                 out.timestamps.push(timestamp);
+            });
+        }
+        out
+    }
+
+    fn split_spans(input: Columns) -> Spans {
+        let entries = input.timestamps.len();
+        let mut out = Spans {
+            bounds: Vec::with_capacity(entries * 16),
+            sources: Vec::with_capacity(entries * 8),
+        };
+        for i in 0..entries {
+            let start = input.offsets[i] as usize;
+            let end = input.offsets[i + 1] as usize;
+            let line = &input.data[start..end];
+            for_each_word(line, |word| {
+                // `word` is a slice of `line`: its place in `data` is its
+                // distance from the start of `data`.
+                let at = word.as_ptr() as usize - input.data.as_ptr() as usize;
+                out.bounds.push(at as u32);
+                out.bounds.push((at + word.len()) as u32);
+                out.sources.push(i as u32);
             });
         }
         out
