@@ -8,7 +8,10 @@
 //! sink that allocates once per record shows as 1.0 or more.
 //!
 //! Only the Rust heap is counted: librdkafka's own C allocations (it copies
-//! each produced message, and keeps each fetched one) are not.
+//! each produced message, and keeps each fetched one) are not. Threads a
+//! case leaves behind (the socket feeder, a Kafka client closing) count in
+//! whichever run is under way; the difference of two runs cancels most of
+//! it.
 //!
 //! Run: `cargo bench -p sluice --bench alloc`; with `KAFKA_BOOTSTRAP` set
 //! (a Kafka-protocol broker, see the README) the Kafka sink and source join.

@@ -9,9 +9,9 @@
 //! in the stage's host-owned state, checkpointed every batch) in place of
 //! `word-count`, beside it.
 //!
-//! The three run in turn, round after round (5 rounds, `SLUICE_BENCH_ROUNDS`
-//! to change), and the medians are reported: on a shared machine one run
-//! alone moved by a third.
+//! Sluice, sluice with state and native run in turn, round after round
+//! (5 rounds, `SLUICE_BENCH_ROUNDS` to change), and the medians are
+//! reported: on a shared machine one run alone moved by a third.
 //!
 //! Run: `cargo bench -p sluice --bench throughput` (set `SLUICE_BENCH_LINES`
 //! to change the 2,000,000 lines, `SLUICE_BENCH_INTERVAL` for the batch
@@ -79,7 +79,8 @@ fn main() {
     let rounds: usize = std::env::var("SLUICE_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+        .unwrap_or(5)
+        .max(1);
     let _ = sluice_run(&pipeline);
     let (mut wasm, mut state, mut native_taken, mut batch_sizes) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());

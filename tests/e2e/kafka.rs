@@ -909,3 +909,124 @@ fn exactly_once_kafka_to_kafka_commits_no_output_twice_through_crashes() {
         all_logs[2]
     );
 }
+
+/// Exactly-once after the state file is deleted: the marker in the broker
+/// still says an earlier state file's checkpoint `n`, while the new state
+/// counts from 1 again. A crash between the new checkpoint 1 and its commit
+/// must still be repaired on restart (the batch written again), not taken
+/// for committed because 1 <= n. Input before and after the reset goes
+/// through different topics, so the committed counts must be exactly both
+/// inputs' counts.
+#[test]
+fn exactly_once_survives_a_deleted_state_file_and_a_crash_before_the_first_commit() {
+    let brokers = shared_broker();
+    let (before, after, counts) = (unique("lines"), unique("lines"), unique("counts"));
+    create_topic(&brokers, &before, 2);
+    create_topic(&brokers, &after, 2);
+    create_topic(&brokers, &counts, 1);
+    // One pipeline name in every run: the transactional id and the marker
+    // are the same across the reset, as for a user who deletes the file.
+    let name = unique("eo-reset");
+    let pipeline = |topic: &str, group: &str| {
+        split_and_count(
+            &name,
+            "delivery = \"exactly-once\"\n",
+            &kafka_source(&brokers, topic, group, ""),
+            "word_count",
+            &format!(
+                "[[sinks]]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"{counts}\"\n"
+            ),
+        )
+    };
+    let sums = |output: &[Value]| -> BTreeMap<String, u64> {
+        let mut sums = BTreeMap::new();
+        for m in output {
+            let count = m["value"].as_str().unwrap().parse::<u64>().unwrap();
+            *sums
+                .entry(m["key"].as_str().unwrap().to_string())
+                .or_insert(0) += count;
+        }
+        sums
+    };
+    let wait_for = |expected: &BTreeMap<String, u64>| {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(60) {
+            if sums(&committed_messages(&brokers, &counts)) == *expected {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        false
+    };
+    let s = Scratch::new();
+
+    // Run 1: several checkpoints, so the marker ends well above 1.
+    let text_before = (0..4).map(|i| sample_text(30, 700 + i)).collect::<String>();
+    s.write("p.toml", &pipeline(&before, &unique("group")));
+    let mut child = spawn_logged(&s, "p.toml", "log-1");
+    for i in 0..4 {
+        produce(
+            &brokers,
+            &before,
+            &line_messages(&sample_text(30, 700 + i), 2),
+        );
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let mut expected = count_words(&text_before);
+    let done = wait_for(&expected);
+    terminate(&child);
+    let _ = wait_deadline(&mut child, Duration::from_secs(30));
+    assert!(
+        done,
+        "run 1 did not commit its counts:\n{}",
+        read(&s.path("log-1"))
+    );
+
+    // The state file goes; new input, then a crash after checkpoint 1 and
+    // before its commit.
+    std::fs::remove_dir_all(s.path("state")).unwrap();
+    let text_after = sample_text(40, 800);
+    produce(&brokers, &after, &line_messages(&text_after, 2));
+    s.write("p.toml", &pipeline(&after, &unique("group")));
+    let file = File::create(s.path("log-2")).unwrap();
+    let status = s
+        .sluice(&["run", "p.toml"])
+        .env("SLUICE_CRASH_AT", "checkpointed:1")
+        .stdout(Stdio::null())
+        .stderr(file)
+        .status()
+        .unwrap();
+    let log_2 = read(&s.path("log-2"));
+    assert!(
+        !status.success() && log_2.contains("SLUICE_CRASH_AT: crashing"),
+        "run 2 did not crash after checkpoint 1: {status}\n{log_2}"
+    );
+    assert!(
+        log_2.contains("setting it back to 0"),
+        "run 2 did not reset the marker:\n{log_2}"
+    );
+
+    // Run 3 writes checkpoint 1's output again and reads on.
+    let mut child = spawn_logged(&s, "p.toml", "log-3");
+    for (word, n) in count_words(&text_after) {
+        *expected.entry(word).or_insert(0) += n;
+    }
+    let done = wait_for(&expected);
+    terminate(&child);
+    let _ = wait_deadline(&mut child, Duration::from_secs(30));
+    let log_3 = read(&s.path("log-3"));
+    let got = sums(&committed_messages(&brokers, &counts));
+    assert!(
+        done,
+        "committed counts differ from both inputs' counts: {} words of {} right\nrun 2:\n{log_2}\nrun 3:\n{log_3}",
+        expected
+            .iter()
+            .filter(|(w, n)| got.get(*w) == Some(n))
+            .count(),
+        expected.len()
+    );
+    assert!(
+        log_3.contains("was not committed before the crash"),
+        "run 3 did not write checkpoint 1 again:\n{log_3}"
+    );
+}

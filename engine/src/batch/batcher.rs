@@ -158,6 +158,7 @@ impl Batcher {
         if chunks >= 2 {
             self.last_size = (records.len(), records.values.data.len());
         }
+        records.trim();
         // A full batch goes at once, and the rest of its interval follows in
         // the next batch (same batch time), so the caps bound memory without
         // capping throughput. Otherwise the batch waits for its interval to

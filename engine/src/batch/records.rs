@@ -213,6 +213,22 @@ impl Records {
         data.reserve(bytes.saturating_sub(data.len()));
     }
 
+    /// Gives back room the batch is far from using (more than twice its
+    /// size and 16 KiB over it), so that a small batch that began as a
+    /// pre-sized chunk does not keep a whole chunk's memory while it waits,
+    /// for example in a window.
+    pub fn trim(&mut self) {
+        fn trim<T>(v: &mut Vec<T>) {
+            let (used, room) = (v.len() * size_of::<T>(), v.capacity() * size_of::<T>());
+            if room > 2 * used + (16 << 10) {
+                v.shrink_to_fit();
+            }
+        }
+        trim(&mut self.timestamps);
+        trim(&mut self.values.data);
+        trim(&mut self.values.offsets);
+    }
+
     /// Number of records.
     pub fn len(&self) -> usize {
         self.timestamps.len()
@@ -546,6 +562,21 @@ mod tests {
         assert!(r.timestamps.capacity() >= 10 && r.values.data.capacity() >= 100);
         assert_eq!(r.len(), 1);
         assert_eq!(r.get(0).value(), b"abcd");
+
+        // A one-record batch made as a full chunk gives the room back...
+        let mut small = Records::with_capacity(1024, 64 << 10);
+        small.push_value(b"one line", 5);
+        small.trim();
+        assert!(small.values.data.capacity() < 1024);
+        assert_eq!(small.get(0).value(), b"one line");
+        // ...a nearly full one keeps it.
+        let mut full = Records::with_capacity(1024, 64 << 10);
+        for _ in 0..1000 {
+            full.push_value(&[b'x'; 60], 5);
+        }
+        let room = full.values.data.capacity();
+        full.trim();
+        assert_eq!(full.values.data.capacity(), room);
     }
 
     #[test]

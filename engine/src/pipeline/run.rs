@@ -1,7 +1,7 @@
 //! Running a pipeline: the batcher cuts batches on the calling thread, each
 //! stage runs on its own thread, and a last thread writes to the sinks and
-//! records the figures. Batches flow through bounded links (one batch with
-//! records waiting per link, see [`super::link`]), so stage `k` works on
+//! records the figures. Batches flow through bounded links (one heavy batch
+//! waiting per link, see [`super::link`]), so stage `k` works on
 //! batch `n` while stage `k + 1` works on batch `n - 1`: every batch still
 //! goes through the stages in order, one at a time per stage, and memory
 //! stays bounded.
@@ -13,7 +13,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::link::{Receiver, Sender, Weighed, link};
+use super::link::{LIGHT_BYTES, Receiver, Sender, Weighed, link};
 use super::{Pipeline, RunError, RunSummary};
 use crate::batch::{Batch, Batcher, Cut};
 use crate::sink::{BatchMeta, Sink};
@@ -36,8 +36,20 @@ struct InFlight {
 }
 
 impl Weighed for InFlight {
-    fn has_records(&self) -> bool {
-        !self.batch.records.is_empty()
+    fn is_heavy(&self) -> bool {
+        if !self.batch.records.is_empty() {
+            return true;
+        }
+        let mut bytes = 0;
+        for (_, writes) in &self.writes {
+            for (key, value) in writes {
+                bytes += key.len() + value.as_ref().map_or(0, Vec::len);
+                if bytes > LIGHT_BYTES {
+                    return true;
+                }
+            }
+        }
+        false
     }
 }
 
@@ -430,5 +442,48 @@ impl Pipeline {
             }
             None => Err(format!("`{point}`: expected written:N or checkpointed:N")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::StateStore;
+
+    fn flight(records: usize, write_bytes: usize) -> InFlight {
+        let mut batch = Batch {
+            id: 0,
+            time_ms: 0,
+            ready_at: Instant::now(),
+            oldest_received: None,
+            records: Default::default(),
+            positions: Vec::new(),
+            ends_interval: true,
+        };
+        for _ in 0..records {
+            batch.records.push_value(b"r", 0);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path(), "p").unwrap();
+        let mut writes = Writes::new();
+        writes.insert(b"k".to_vec(), Some(vec![0; write_bytes]));
+        InFlight {
+            batch,
+            started: None,
+            records_in: records,
+            stages: Vec::new(),
+            writes: vec![(StageState::new(store, "window"), writes)],
+        }
+    }
+
+    #[test]
+    fn a_batch_is_heavy_with_records_or_with_large_writes() {
+        assert!(
+            !flight(0, 100).is_heavy(),
+            "an empty batch with a small write"
+        );
+        assert!(flight(1, 0).is_heavy(), "a batch with a record");
+        // A window holding a batch carries it as a write, with no records.
+        assert!(flight(0, LIGHT_BYTES + 1).is_heavy(), "a large write");
     }
 }

@@ -15,8 +15,10 @@
 //! the transactional id: its value is the checkpoint's number. At start,
 //! the new producer fences the old one (whose open transaction the broker
 //! aborts), and if the marker is behind the last checkpoint the batch of that
-//! checkpoint is written again from the copy the engine kept with it.
-//! Readers with `isolation.level = read_committed` see every batch once.
+//! checkpoint is written again from the copy the engine kept with it. A
+//! state file that starts afresh (deleted by hand) while the marker says an
+//! earlier file's checkpoint sets the marker back to 0 before its first
+//! batch. Readers with `isolation.level = read_committed` see every batch once.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -527,7 +529,7 @@ impl Sink for KafkaSink {
     }
 
     fn recover(&mut self, checkpoint: u64, output: Option<Records>) -> Result<(), SinkError> {
-        if self.transactions.is_none() || checkpoint == 0 {
+        if self.transactions.is_none() {
             return Ok(());
         }
         let who = self.who.clone();
@@ -536,6 +538,24 @@ impl Sink for KafkaSink {
             message: format!("recovering checkpoint {checkpoint}: {message}"),
         };
         let marker = self.marker().map_err(&error)?;
+        if checkpoint == 0 {
+            // The state file starts afresh (the first run, or one deleted
+            // by hand) but a marker is left from an earlier one: its number
+            // would make a crash between this run's checkpoint `n <= marker`
+            // and its commit look committed, and that batch's output would
+            // be lost. Set the marker back to 0 first, in a transaction of
+            // its own.
+            if let Some(stale) = marker.filter(|&m| m > 0) {
+                tracing::info!(
+                    "{}: the state starts afresh but the transaction marker is at checkpoint                      {stale} from an earlier state file; setting it back to 0",
+                    self.who
+                );
+                self.write_transaction(&Records::default())
+                    .map_err(&error)?;
+                self.commit_transaction(0).map_err(&error)?;
+            }
+            return Ok(());
+        }
         if marker.is_some_and(|m| m >= checkpoint) {
             return Ok(());
         }

@@ -406,10 +406,11 @@ async fn read_file(
             splitter.feed(&buf[..n], &mut records);
         }
         if n == 0 || records.len() >= CHUNK_RECORDS || records.values.data.len() >= CHUNK_BYTES {
-            let mut chunk = std::mem::replace(
-                &mut records,
-                Records::with_capacity(CHUNK_RECORDS, CHUNK_BYTES),
-            );
+            let next = match n {
+                0 => Records::default(), // the end of the file: no next chunk
+                _ => Records::with_capacity(CHUNK_RECORDS, CHUNK_BYTES),
+            };
+            let mut chunk = std::mem::replace(&mut records, next);
             let before = lines;
             lines += chunk.len() as u64;
             if before < skip {

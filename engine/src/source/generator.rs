@@ -146,6 +146,12 @@ impl LineMaker {
         }
     }
 
+    /// The most bytes a line can have.
+    pub fn longest_line(&self) -> usize {
+        let word = WORDS.iter().map(|w| w.len()).max().unwrap_or(0);
+        (word + 1) * self.words as usize
+    }
+
     /// The next line.
     pub fn next_line(&mut self) -> &str {
         self.line.clear();
@@ -204,10 +210,12 @@ impl Source for GeneratorSource {
                     }
                     continue;
                 }
-                // Room for the chunk (lines are about 6 bytes a word).
+                // Room for the chunk: `due` of the longest lines there can
+                // be, or a full chunk and the line that ends it.
+                let longest = self.lines.longest_line();
                 let mut records = Records::with_capacity(
                     due as usize,
-                    (due as usize * (6 * self.lines.words as usize + 1)).min(CHUNK_BYTES),
+                    (due as usize * longest).min(CHUNK_BYTES + longest),
                 );
                 let ts = now_ms();
                 for _ in 0..due {

@@ -371,7 +371,8 @@ impl KafkaSource {
             for partition in lock(&shared.revoked).drain(..) {
                 progress.remove(&partition);
             }
-            let mut records = Records::with_capacity(CHUNK_RECORDS, CHUNK_BYTES);
+            // Room for a chunk once a message comes (an idle poll makes none).
+            let mut records = Records::default();
             let mut wait = POLL_WAIT;
             while records.len() < CHUNK_RECORDS && records.byte_size() < CHUNK_BYTES {
                 let Some(polled) = consumer.poll(wait) else {
@@ -380,6 +381,9 @@ impl KafkaSource {
                 wait = Duration::ZERO;
                 match polled {
                     Ok(message) => {
+                        if records.is_empty() {
+                            records.reserve_values(CHUNK_RECORDS, CHUNK_BYTES);
+                        }
                         push_message(&mut records, &message);
                         advance(&mut progress, &mut run_of, &message);
                     }

@@ -97,8 +97,9 @@ impl Source for SocketSource {
                                 _ = emitter.stopped() => break None,
                             };
                             let mut records = match &read {
-                                // At most one record per byte read, and no
-                                // more bytes than read (plus a partial line).
+                                // At most one record per byte read (up to a
+                                // chunk's worth), and no more bytes than read
+                                // unless a partial line from before completes.
                                 Ok(n) => Records::with_capacity((*n).min(CHUNK_RECORDS), *n),
                                 Err(_) => Records::default(),
                             };

@@ -54,8 +54,9 @@ impl Source for StdinSource {
                     source_name: "stdin".into(),
                     message: format!("cannot read: {e}"),
                 })?;
-                // At most one record per byte read, and no more bytes than
-                // read (plus a partial line).
+                // At most one record per byte read (up to a chunk's worth),
+                // and no more bytes than read unless a partial line from
+                // before completes.
                 let mut records = Records::with_capacity(n.min(CHUNK_RECORDS), n);
                 if n == 0 {
                     splitter.finish(&mut records);
