@@ -17,7 +17,6 @@
 //! The consumer runs on a blocking thread of the runtime and polls with a
 //! short timeout, so a stop request is seen within [`POLL_WAIT`].
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,16 +24,20 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
 };
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::Deserialize;
 use tokio::sync::watch;
 
+mod offsets;
+
 use super::{CHUNK_BYTES, CHUNK_RECORDS, Emitter, Source, SourceError, SourceTask};
-use crate::batch::{Records, now_ms};
+use crate::batch::Records;
 use crate::config::PipelineFile;
 use crate::kafka::{LogContext, Options, client_config, validate};
+use offsets::{
+    Offsets, Partition, advance, decode, encode, list_partitions, partition_list, push_message,
+};
 
 /// Longest wait for a message before the source checks for a stop request
 /// and for acknowledged positions to commit.
@@ -206,12 +209,6 @@ impl Source for KafkaSource {
         })
     }
 }
-
-/// A topic and partition.
-type Partition = (String, i32);
-
-/// Next offset to read, per partition.
-type Offsets = BTreeMap<Partition, i64>;
 
 /// What the consumer's callbacks share with the reading loop.
 struct Shared {
@@ -498,110 +495,6 @@ fn commit_acked(
     }
 }
 
-/// Notes `message` as read in `progress`. Messages come in runs from one
-/// partition, so `last` keeps the key of the run's partition: a key (a
-/// `String`) is made when the partition changes, not for every message.
-fn advance(
-    progress: &mut Offsets,
-    last: &mut Option<Partition>,
-    message: &rdkafka::message::BorrowedMessage<'_>,
-) {
-    let (topic, partition) = (message.topic(), message.partition());
-    let key = match last {
-        Some((t, p)) if *p == partition && t == topic => last.as_ref().expect("matched"),
-        _ => last.insert((topic.to_string(), partition)),
-    };
-    let next = message.offset() + 1;
-    match progress.get_mut(key) {
-        Some(offset) => *offset = next,
-        None => {
-            progress.insert(key.clone(), next);
-        }
-    }
-}
-
-fn push_message(records: &mut Records, message: &rdkafka::message::BorrowedMessage<'_>) {
-    let timestamp = message
-        .timestamp()
-        .to_millis()
-        .and_then(|ms| u64::try_from(ms).ok())
-        .unwrap_or_else(now_ms);
-    let headers: Vec<(&[u8], &[u8])> = message
-        .headers()
-        .map(|headers| {
-            headers
-                .iter()
-                .map(|h| (h.key.as_bytes(), h.value.unwrap_or_default()))
-                .collect()
-        })
-        .unwrap_or_default();
-    records.push(
-        message.key(),
-        message.payload().unwrap_or_default(),
-        timestamp,
-        &headers,
-    );
-}
-
-fn partition_list(offsets: &Offsets) -> TopicPartitionList {
-    let mut list = TopicPartitionList::with_capacity(offsets.len());
-    for ((topic, partition), offset) in offsets {
-        // Offsets come from messages read, so they are valid.
-        let _ = list.add_partition_offset(topic, *partition, Offset::Offset(*offset));
-    }
-    list
-}
-
-fn list_partitions(list: &TopicPartitionList) -> String {
-    let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-    for e in list.elements() {
-        by_topic
-            .entry(e.topic().to_string())
-            .or_default()
-            .push(e.partition());
-    }
-    if by_topic.is_empty() {
-        return "none".into();
-    }
-    by_topic
-        .iter()
-        .map(|(topic, partitions)| {
-            let mut partitions = partitions.clone();
-            partitions.sort_unstable();
-            let partitions: Vec<String> = partitions.iter().map(i32::to_string).collect();
-            format!("{topic}[{}]", partitions.join(","))
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// A position as the batcher carries it: `topic:partition@next-offset`,
-/// space-separated (Kafka topic names cannot hold `:`, `@` or spaces).
-fn encode(offsets: &Offsets) -> String {
-    offsets
-        .iter()
-        .map(|((topic, partition), offset)| format!("{topic}:{partition}@{offset}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn decode(position: &str) -> Result<Offsets, String> {
-    position
-        .split_whitespace()
-        .map(|entry| {
-            let parsed = entry.rsplit_once('@').and_then(|(tp, offset)| {
-                let (topic, partition) = tp.rsplit_once(':')?;
-                Some((
-                    (topic.to_string(), partition.parse().ok()?),
-                    offset.parse().ok()?,
-                ))
-            });
-            parsed
-                .ok_or_else(|| format!("malformed kafka position entry `{entry}` in `{position}`"))
-        })
-        .collect()
-}
-
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -609,18 +502,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn positions_round_trip() {
-        let mut offsets = Offsets::new();
-        offsets.insert(("lines".into(), 0), 120);
-        offsets.insert(("my.topic-2".into(), 11), 5);
-        let text = encode(&offsets);
-        assert_eq!(text, "lines:0@120 my.topic-2:11@5");
-        assert_eq!(decode(&text).unwrap(), offsets);
-        assert!(decode("lines:x@1").unwrap_err().contains("lines:x@1"));
-        assert_eq!(decode("").unwrap(), Offsets::new());
-    }
 
     #[test]
     fn start_maps_to_the_offset_reset_policy() {
