@@ -211,25 +211,15 @@ fn exactly_once_kafka_to_kafka_commits_no_output_twice_through_crashes() {
     let mut child = spawn_logged(&s, "p.toml", "log-last");
     logs.push(s.path("log-last"));
     let start = Instant::now();
-    let sums = |output: &[Value]| -> BTreeMap<String, u64> {
-        let mut sums = BTreeMap::new();
-        for m in output {
-            let count = m["value"].as_str().unwrap().parse::<u64>().unwrap();
-            *sums
-                .entry(m["key"].as_str().unwrap().to_string())
-                .or_insert(0) += count;
-        }
-        sums
-    };
     while start.elapsed() < Duration::from_secs(90) {
-        if sums(&committed_messages(&brokers, &counts)) == expected {
+        if committed_sums(&brokers, &counts) == expected {
             break;
         }
         std::thread::sleep(Duration::from_millis(500));
     }
     terminate(&child);
     let _ = wait_deadline(&mut child, Duration::from_secs(30));
-    let got = sums(&committed_messages(&brokers, &counts));
+    let got = committed_sums(&brokers, &counts);
     let all_logs: Vec<String> = logs.iter().map(|l| read(l)).collect();
     let logs_text = all_logs.join("\n----\n");
     let off: Vec<String> = expected
@@ -278,20 +268,10 @@ fn exactly_once_survives_a_deleted_state_file_and_a_crash_before_the_first_commi
             ),
         )
     };
-    let sums = |output: &[Value]| -> BTreeMap<String, u64> {
-        let mut sums = BTreeMap::new();
-        for m in output {
-            let count = m["value"].as_str().unwrap().parse::<u64>().unwrap();
-            *sums
-                .entry(m["key"].as_str().unwrap().to_string())
-                .or_insert(0) += count;
-        }
-        sums
-    };
     let wait_for = |expected: &BTreeMap<String, u64>| {
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(60) {
-            if sums(&committed_messages(&brokers, &counts)) == *expected {
+            if committed_sums(&brokers, &counts) == *expected {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(300));
@@ -355,7 +335,7 @@ fn exactly_once_survives_a_deleted_state_file_and_a_crash_before_the_first_commi
     terminate(&child);
     let _ = wait_deadline(&mut child, Duration::from_secs(30));
     let log_3 = read(&s.path("log-3"));
-    let got = sums(&committed_messages(&brokers, &counts));
+    let got = committed_sums(&brokers, &counts);
     assert!(
         done,
         "committed counts differ from both inputs' counts: {} words of {} right\nrun 2:\n{log_2}\nrun 3:\n{log_3}",
@@ -369,4 +349,17 @@ fn exactly_once_survives_a_deleted_state_file_and_a_crash_before_the_first_commi
         log_3.contains("was not committed before the crash"),
         "run 3 did not write checkpoint 1 again:\n{log_3}"
     );
+}
+
+/// Per-batch word counts committed to `topic` (read_committed), summed per
+/// word.
+fn committed_sums(brokers: &str, topic: &str) -> BTreeMap<String, u64> {
+    let mut sums = BTreeMap::new();
+    for m in committed_messages(brokers, topic) {
+        let count = m["value"].as_str().unwrap().parse::<u64>().unwrap();
+        *sums
+            .entry(m["key"].as_str().unwrap().to_string())
+            .or_insert(0) += count;
+    }
+    sums
 }
