@@ -7,6 +7,8 @@ use anyhow::Context;
 
 use sluice::control::client;
 
+/// One request to the control endpoint at `control`; a connection that
+/// fails says how to start one.
 fn control_request(
     control: &str,
     method: &str,
@@ -33,6 +35,7 @@ fn error_text(body: &str) -> String {
     }
 }
 
+/// `sluice deploy`: sends a new plugin version for one stage.
 pub fn deploy(
     control: &str,
     pipeline: &str,
@@ -69,6 +72,7 @@ pub fn deploy(
     }
 }
 
+/// `sluice rollback`: puts a stage's previous version back.
 pub fn rollback(control: &str, pipeline: &str, stage: &str) -> anyhow::Result<ExitCode> {
     let response = control_request(
         control,
@@ -86,6 +90,8 @@ pub fn rollback(control: &str, pipeline: &str, stage: &str) -> anyhow::Result<Ex
     }
 }
 
+/// `sluice status`: the running pipelines and their stages, as a table or
+/// as JSON.
 pub fn status(control: &str, json: bool) -> anyhow::Result<ExitCode> {
     let response = control_request(control, "GET", "/status", &[])?;
     if json {

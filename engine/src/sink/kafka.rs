@@ -15,10 +15,11 @@
 //! the transactional id: its value is the checkpoint's number. At start,
 //! the new producer fences the old one (whose open transaction the broker
 //! aborts), and if the marker is behind the last checkpoint the batch of that
-//! checkpoint is written again from the copy the engine kept with it. A
-//! state file that starts afresh (deleted by hand) while the marker says an
-//! earlier file's checkpoint sets the marker back to 0 before its first
-//! batch. Readers with `isolation.level = read_committed` see every batch once.
+//! checkpoint is written again from the copy the engine kept with it. When
+//! the state file was deleted or replaced by an older copy, so that the
+//! marker is ahead of its last checkpoint, the sink first sets the marker
+//! back to that checkpoint. Readers with `isolation.level = read_committed`
+//! see every batch once.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -344,7 +345,9 @@ impl KafkaSink {
                 // Outcome unknown: fence, then ask the marker.
                 self.producer = None;
                 self.producer = Some(self.producer()?);
-                if self.marker()?.is_some_and(|m| m >= number) {
+                // The marker never passes the checkpoint being committed:
+                // equal means this very transaction went through.
+                if self.marker()? == Some(number) {
                     if let Some(t) = &mut self.transactions {
                         t.open = None;
                     }
@@ -537,23 +540,32 @@ impl Sink for KafkaSink {
             sink: who.clone(),
             message: format!("recovering checkpoint {checkpoint}: {message}"),
         };
-        let marker = self.marker().map_err(&error)?;
-        if checkpoint == 0 {
-            // The state file starts afresh (the first run, or one deleted
-            // by hand) but a marker is left from an earlier one: its number
-            // would make a crash between this run's checkpoint `n <= marker`
-            // and its commit look committed, and that batch's output would
-            // be lost. Set the marker back to 0 first, in a transaction of
-            // its own.
-            if let Some(stale) = marker.filter(|&m| m > 0) {
-                tracing::info!(
-                    "{}: the state starts afresh but the transaction marker is at checkpoint                      {stale} from an earlier state file; setting it back to 0",
-                    self.who
-                );
-                self.write_transaction(&Records::default())
-                    .map_err(&error)?;
-                self.commit_transaction(0).map_err(&error)?;
+        let mut marker = self.marker().map_err(&error)?;
+        // Within one state file the marker never passes the last
+        // checkpoint (a checkpoint is taken before its commit). A marker
+        // ahead of it comes from another file: this one was deleted (it
+        // starts again at 0) or replaced by an older copy. Its number would
+        // make a crash between a new checkpoint `n <= marker` and its commit
+        // look committed, and that batch's output would be lost. Set it back
+        // to this file's checkpoint first, in a transaction of its own.
+        if let Some(stale) = marker.filter(|&m| m > checkpoint) {
+            tracing::info!(
+                "{}: the transaction marker is at checkpoint {stale}, ahead of the state \
+                 file's {checkpoint} (the file was deleted or replaced); setting it back to \
+                 {checkpoint}",
+                self.who
+            );
+            self.write_transaction(&Records::default())
+                .map_err(&error)?;
+            self.commit_transaction(checkpoint).map_err(&error)?;
+            marker = self.marker().map_err(&error)?;
+            if marker != Some(checkpoint) {
+                return Err(error(format!(
+                    "the transaction marker did not move back from {stale} (it reads {marker:?})"
+                )));
             }
+        }
+        if checkpoint == 0 {
             return Ok(());
         }
         if marker.is_some_and(|m| m >= checkpoint) {

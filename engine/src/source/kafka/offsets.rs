@@ -1,6 +1,10 @@
-//! Where the Kafka source has read to: offsets per partition, as the
-//! batcher carries them (a position string) and as librdkafka takes them
-//! (a partition list), and a message's way into a chunk.
+//! Where the Kafka source has read to: offsets per partition, kept as
+//! messages are read, written as the position string a chunk carries to the
+//! batcher and read back from a checkpoint, and turned into librdkafka's
+//! partition lists; also copying one message into a chunk's records.
+//!
+//! Not here: the consumer loop, rebalances and committing offsets to the
+//! group (`mod.rs`).
 
 use std::collections::BTreeMap;
 
@@ -27,7 +31,7 @@ pub(super) fn advance(
     if !matches!(last, Some((t, p)) if *p == partition && t == topic) {
         *last = Some((topic.to_string(), partition));
     }
-    let key = last.as_ref().expect("set above");
+    let key = last.as_ref().expect("matched or set above");
     let next = message.offset() + 1;
     match progress.get_mut(key) {
         Some(offset) => *offset = next,
@@ -37,6 +41,8 @@ pub(super) fn advance(
     }
 }
 
+/// Appends `message` to `records`: its key, payload, headers and
+/// timestamp (the time read, when the message has none).
 pub(super) fn push_message(records: &mut Records, message: &BorrowedMessage<'_>) {
     let timestamp = message
         .timestamp()
@@ -60,6 +66,7 @@ pub(super) fn push_message(records: &mut Records, message: &BorrowedMessage<'_>)
     );
 }
 
+/// `offsets` as librdkafka takes them, to commit or to seek.
 pub(super) fn partition_list(offsets: &Offsets) -> TopicPartitionList {
     let mut list = TopicPartitionList::with_capacity(offsets.len());
     for ((topic, partition), offset) in offsets {
@@ -69,6 +76,7 @@ pub(super) fn partition_list(offsets: &Offsets) -> TopicPartitionList {
     list
 }
 
+/// The partitions of `list` for a log line, as `topic[0,1] other[3]`.
 pub(super) fn list_partitions(list: &TopicPartitionList) -> String {
     let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
     for e in list.elements() {
@@ -102,6 +110,7 @@ pub(super) fn encode(offsets: &Offsets) -> String {
         .join(" ")
 }
 
+/// Reads back what [`encode`] wrote; the error names the malformed entry.
 pub(super) fn decode(position: &str) -> Result<Offsets, String> {
     position
         .split_whitespace()
