@@ -67,11 +67,7 @@ fn word_split_dead_letters_values_that_are_not_utf8() {
     .unwrap();
     let finished = run_with_input(s.sluice(&["run", "p.toml"]), "", Duration::from_secs(30));
     assert!(finished.status.success(), "{}", finished.stderr);
-    let out: Vec<serde_json::Value> = finished
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let out = parse_jsonl(&finished.stdout);
     assert_eq!(values(&out), ["good", "words", "more"]);
     let dead = read_jsonl_dir(&s.path("dead-letter/ex/stage"));
     assert_eq!(dead.len(), 1);

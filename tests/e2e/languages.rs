@@ -47,11 +47,7 @@ fn run_pipeline(
     );
     let names: Vec<&str> = stages.iter().map(|(name, _)| *name).collect();
     assert!(finished.status.success(), "{names:?}: {}", finished.stderr);
-    let out = finished
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let out = parse_jsonl(&finished.stdout);
     (out, read_jsonl_dir(&s.path("dead-letter/lang/s0")))
 }
 

@@ -307,11 +307,7 @@ fn keys_and_headers_cross_the_python_and_javascript_helpers_intact() {
         std::time::Duration::from_secs(120),
     );
     assert!(finished.status.success(), "{}", finished.stderr);
-    let out: Vec<serde_json::Value> = finished
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let out = parse_jsonl(&finished.stdout);
     assert_eq!(out.len(), 10, "{}", finished.stdout);
     for (i, record) in out.iter().enumerate() {
         assert_eq!(record["value"], format!("v{i}"), "{record}");

@@ -220,6 +220,13 @@ pub fn eventually(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Each line of `text` (a sink's or client's JSONL output) as JSON.
+pub fn parse_jsonl(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
 /// Every JSON-lines record in the complete (not dot-prefixed) files of a
 /// folder, files in name order.
 pub fn read_jsonl_dir(dir: &Path) -> Vec<serde_json::Value> {

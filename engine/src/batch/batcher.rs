@@ -95,8 +95,8 @@ impl Batcher {
         let mut positions: Vec<SourcePosition> = Vec::new();
         let mut oldest: Option<Instant> = None;
         let mut full = false;
-        // Chunks in this batch, counted from 1 (the first one is moved in).
-        let mut chunks = 1;
+        // A second chunk came (the first is moved in), and room was made.
+        let mut grown = false;
         loop {
             if records.len() >= self.max_records
                 || records.values.data.len() + records.keys.data.len() >= self.max_bytes
@@ -146,16 +146,14 @@ impl Batcher {
                     }),
                 }
             }
-            if !records.is_empty() {
-                chunks += 1;
-                if chunks == 2 {
-                    let (n, bytes) = self.last_size;
-                    records.reserve_values(n, bytes);
-                }
+            if !records.is_empty() && !grown {
+                let (n, bytes) = self.last_size;
+                records.reserve_values(n, bytes);
+                grown = true;
             }
             records.append(chunk.records);
         }
-        if chunks >= 2 {
+        if grown {
             self.last_size = (records.len(), records.values.data.len());
         }
         records.trim();

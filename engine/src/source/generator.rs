@@ -190,6 +190,7 @@ impl Source for GeneratorSource {
             let mut ticker = tokio::time::interval(TICK);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let started = tokio::time::Instant::now();
+            let longest = self.lines.longest_line();
             loop {
                 if emitter.stopping() || self.count.is_some_and(|c| made >= c) {
                     return Ok(());
@@ -212,7 +213,6 @@ impl Source for GeneratorSource {
                 }
                 // Room for the chunk: `due` of the longest lines there can
                 // be, or a full chunk and the line that ends it.
-                let longest = self.lines.longest_line();
                 let mut records = Records::with_capacity(
                     due as usize,
                     (due as usize * longest).min(CHUNK_BYTES + longest),

@@ -1,11 +1,19 @@
 //! Splitting a byte stream into line records, across reads.
 
+use super::CHUNK_RECORDS;
 use crate::batch::{Records, now_ms};
 
 /// Longest line kept as one record; longer ones are cut into pieces of this
 /// size (with a warning) so a peer that never sends a newline cannot
 /// exhaust memory.
 pub const MAX_LINE: usize = 1 << 20;
+
+/// An empty chunk with room for the lines in one read of `n` bytes: at most
+/// one record per byte (up to a chunk's worth), and no more bytes than read
+/// unless a partial line from before completes.
+pub fn chunk_for_read(n: usize) -> Records {
+    Records::with_capacity(n.min(CHUNK_RECORDS), n)
+}
 
 /// Turns bytes into one record per line (`\n` or `\r\n`, removed), carrying
 /// a partial last line over to the next read.

@@ -7,7 +7,8 @@ use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use super::{CHUNK_BYTES, CHUNK_RECORDS, Emitter, LineSplitter, Source, SourceTask};
+use super::lines::chunk_for_read;
+use super::{CHUNK_BYTES, Emitter, LineSplitter, Source, SourceTask};
 use crate::batch::Records;
 
 /// Connects to `address` and reads one record per line.
@@ -97,10 +98,7 @@ impl Source for SocketSource {
                                 _ = emitter.stopped() => break None,
                             };
                             let mut records = match &read {
-                                // At most one record per byte read (up to a
-                                // chunk's worth), and no more bytes than read
-                                // unless a partial line from before completes.
-                                Ok(n) => Records::with_capacity((*n).min(CHUNK_RECORDS), *n),
+                                Ok(n) => chunk_for_read(*n),
                                 Err(_) => Records::default(),
                             };
                             let outcome = match read {

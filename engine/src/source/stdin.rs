@@ -3,8 +3,8 @@
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 
-use super::{CHUNK_BYTES, CHUNK_RECORDS, Emitter, LineSplitter, Source, SourceError, SourceTask};
-use crate::batch::Records;
+use super::lines::chunk_for_read;
+use super::{CHUNK_BYTES, Emitter, LineSplitter, Source, SourceError, SourceTask};
 
 /// Reads standard input line by line; the source ends at end of input, so
 /// `cat file | sluice run p.toml` runs as a batch job.
@@ -54,10 +54,7 @@ impl Source for StdinSource {
                     source_name: "stdin".into(),
                     message: format!("cannot read: {e}"),
                 })?;
-                // At most one record per byte read (up to a chunk's worth),
-                // and no more bytes than read unless a partial line from
-                // before completes.
-                let mut records = Records::with_capacity(n.min(CHUNK_RECORDS), n);
+                let mut records = chunk_for_read(n);
                 if n == 0 {
                     splitter.finish(&mut records);
                 } else {

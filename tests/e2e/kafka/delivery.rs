@@ -105,11 +105,7 @@ fn committed_messages(brokers: &str, topic: &str) -> Vec<Value> {
         "reading {topic}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    parse_jsonl(&String::from_utf8(out.stdout).unwrap())
 }
 
 /// Exactly-once Kafka → Kafka: per-batch word counts go to a topic in one
