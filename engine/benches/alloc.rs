@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use sluice::config::PipelineFile;
+use sluice::config::{FolderBase, PipelineFile};
 use sluice::pipeline::Pipeline;
 use sluice::plugin::PluginHost;
 use sluice::source::LineMaker;
@@ -182,11 +182,14 @@ fn run(case: &Case, records: u64, guests: &Path, runtime: &tokio::runtime::Runti
     );
     let path = dir.path().join("pipeline.toml");
     std::fs::write(&path, &text).unwrap();
-    let file = PipelineFile::parse(&path, text).unwrap();
+    let spec = PipelineFile::parse(&path, text)
+        .unwrap()
+        .resolve(&FolderBase::of_file(&path))
+        .unwrap();
     let host = PluginHost::new().unwrap();
     let pipeline = {
         let _guard = runtime.enter();
-        Pipeline::build(&file, &host).unwrap()
+        Pipeline::build(&spec, &host).unwrap()
     };
     let metrics = pipeline.metrics();
     let (stop, stopped) = watch::channel(false);

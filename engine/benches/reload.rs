@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use sluice::batch::Records;
 use sluice::plugin::{Grants, Limits, PluginHost};
-use sluice::reload::{Registry, StageEntry, watch_files};
+use sluice::reload::{StageEntry, watch_files};
 use sluice::stage::{DeadLetter, OnError, Stage, StageSettings, Update, prepare};
 
 fn settings(plugin_path: PathBuf) -> StageSettings {
@@ -114,14 +114,14 @@ fn file_to_live(host: Arc<PluginHost>, dir: &Path) {
     let s = settings(path.clone());
     let plugin = host.load(&path).unwrap();
     let mut stage = Stage::new(s.clone(), plugin).unwrap();
-    let registry = Arc::new(Registry::new(
+    let _watch = watch_files(
         host.clone(),
         vec![StageEntry {
             settings: s,
             handle: stage.handle(),
         }],
-    ));
-    let _watch = watch_files(registry).unwrap();
+    )
+    .unwrap();
     let mut samples = Vec::new();
     let mut id = 0;
     for n in 0..20 {

@@ -9,7 +9,10 @@
 
 pub mod batch;
 pub mod config;
+pub mod confine;
 pub mod control;
+pub mod delivery;
+pub mod failpoint;
 pub mod kafka;
 pub mod pipeline;
 pub mod plugin;
@@ -18,4 +21,6 @@ pub mod sink;
 pub mod source;
 pub mod stage;
 pub mod state;
+pub mod supervisor;
 pub mod telemetry;
+pub mod units;

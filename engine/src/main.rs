@@ -2,22 +2,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tokio::sync::watch;
-
-use sluice::config::PipelineFile;
-use sluice::control::serve;
-use sluice::pipeline::{Pipeline, build_sources, check_stages};
-use sluice::plugin::PluginHost;
-use sluice::reload::{Registry, watch_files};
 
 mod cli;
 
 use cli::control::{deploy, rollback, status};
 use cli::plugin::{build_plugin, inspect_plugin, new_plugin, test_plugin};
+use cli::run::{check, run};
 
 /// Sluice: a stream engine whose processing stages are WebAssembly components.
 ///
@@ -54,8 +46,9 @@ enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
         /// Address of the control endpoint (`sluice deploy`, `status`,
-        /// `rollback`), or `off`. Loopback only unless you mean otherwise:
-        /// it has no authentication.
+        /// `rollback`), or `off`. Requests must carry the run's token,
+        /// which is written to a file only this user can read (the log
+        /// names it); keep it on loopback all the same.
         #[arg(long, value_name = "ADDR", default_value = DEFAULT_CONTROL)]
         control: String,
         /// Do not watch plugin files for new versions.
@@ -78,6 +71,10 @@ enum Command {
         /// The running process's control endpoint.
         #[arg(long, value_name = "ADDR", default_value = DEFAULT_CONTROL)]
         control: String,
+        /// The endpoint's token [default: the one `sluice run` wrote for
+        /// this user, see its log].
+        #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+        token: Option<String>,
     },
     /// Put the previous version of a stage's plugin back, at the next batch.
     Rollback {
@@ -88,6 +85,10 @@ enum Command {
         /// The running process's control endpoint.
         #[arg(long, value_name = "ADDR", default_value = DEFAULT_CONTROL)]
         control: String,
+        /// The endpoint's token [default: the one `sluice run` wrote for
+        /// this user, see its log].
+        #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+        token: Option<String>,
     },
     /// Show each stage's live plugin version, earlier versions and recent
     /// reload events in a running sluice.
@@ -95,6 +96,10 @@ enum Command {
         /// The running process's control endpoint.
         #[arg(long, value_name = "ADDR", default_value = DEFAULT_CONTROL)]
         control: String,
+        /// The endpoint's token [default: the one `sluice run` wrote for
+        /// this user, see its log].
+        #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+        token: Option<String>,
         /// Print the raw JSON.
         #[arg(long)]
         json: bool,
@@ -204,13 +209,19 @@ fn main() -> ExitCode {
             stage,
             file,
             control,
-        } => deploy(&control, &pipeline, &stage, &file),
+            token,
+        } => deploy(&control, token.as_deref(), &pipeline, &stage, &file),
         Command::Rollback {
             pipeline,
             stage,
             control,
-        } => rollback(&control, &pipeline, &stage),
-        Command::Status { control, json } => status(&control, json),
+            token,
+        } => rollback(&control, token.as_deref(), &pipeline, &stage),
+        Command::Status {
+            control,
+            token,
+            json,
+        } => status(&control, token.as_deref(), json),
         Command::Check { files } => check(files),
         Command::Plugin {
             command: PluginCommand::Inspect { file },
@@ -257,187 +268,3 @@ fn init_logging(filter: Option<&str>) {
 
 /// Where `sluice run` listens for control requests unless told otherwise.
 const DEFAULT_CONTROL: &str = "127.0.0.1:7077";
-
-fn run(files: Vec<PathBuf>, control: &str, watch_plugins: bool) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("sluice-io")
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let host = PluginHost::new()?;
-    let mut pipelines = Vec::new();
-    for path in &files {
-        let built = PipelineFile::load(path)
-            .map_err(anyhow::Error::from)
-            .and_then(|file| {
-                let _guard = runtime.enter();
-                Pipeline::build(&file, &host).map_err(anyhow::Error::from)
-            });
-        // A testing hook: crash at a set point of the sink thread (see
-        // `Pipeline::crash_at`).
-        let built = built.and_then(|mut p| {
-            if let Ok(point) = std::env::var("SLUICE_CRASH_AT") {
-                p.crash_at(&point)
-                    .map_err(|e| anyhow::anyhow!("SLUICE_CRASH_AT: {e}"))?;
-            }
-            Ok(p)
-        });
-        match built {
-            Ok(p) => pipelines.push(p),
-            Err(err) => {
-                // The engine's errors already include their causes.
-                eprintln!("error: {err}");
-                return Ok(ExitCode::from(2));
-            }
-        }
-    }
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let shutdown_tx = Arc::new(shutdown_tx);
-    runtime.spawn(watch_signals(shutdown_tx.clone()));
-    let handle = runtime.handle().clone();
-    let host = Arc::new(host);
-    let registry = Arc::new(Registry::new(
-        host.clone(),
-        pipelines.iter().flat_map(|p| p.stage_entries()).collect(),
-    ));
-    let _file_watch = if watch_plugins && !registry.stages().is_empty() {
-        match watch_files(registry.clone()) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(
-                    "cannot watch plugin files ({e}); new versions only through `sluice deploy`"
-                );
-                None
-            }
-        }
-    } else {
-        None
-    };
-    if control != "off" {
-        match runtime.block_on(tokio::net::TcpListener::bind(control)) {
-            Ok(listener) => {
-                let address = listener
-                    .local_addr()
-                    .map_or_else(|_| control.to_string(), |a| a.to_string());
-                tracing::info!(
-                    "control endpoint on http://{address} (sluice deploy / status / rollback --control {address})"
-                );
-                runtime.spawn(serve(listener, registry.clone()));
-            }
-            Err(e) => {
-                tracing::warn!("control endpoint not started: cannot listen on {control}: {e}")
-            }
-        }
-    }
-    let threads: Vec<_> = pipelines
-        .into_iter()
-        .map(|pipeline| {
-            let handle = handle.clone();
-            let shutdown = shutdown_rx.clone();
-            let stop_all = shutdown_tx.clone();
-            std::thread::Builder::new()
-                .name("sluice-pipeline".into())
-                .spawn(move || {
-                    // One pipeline failing (or, by a bug, panicking) stops the
-                    // others too, gracefully, and the process exits 1.
-                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        pipeline.run(&handle, shutdown)
-                    }));
-                    if !matches!(result, Ok(Ok(_))) {
-                        let _ = stop_all.send(true);
-                    }
-                    match result {
-                        Ok(outcome) => outcome.map_err(|e| e.to_string()),
-                        Err(_) => Err("a pipeline thread panicked".to_string()),
-                    }
-                })
-                .expect("spawning a pipeline thread")
-        })
-        .collect();
-    let mut failed = false;
-    for thread in threads {
-        match thread.join() {
-            Ok(Ok(_summary)) => {}
-            Ok(Err(err)) => {
-                tracing::error!("{err}");
-                eprintln!("error: {err}");
-                failed = true;
-            }
-            Err(_) => {
-                eprintln!("error: a pipeline thread panicked");
-                failed = true;
-            }
-        }
-    }
-    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
-/// First SIGINT/SIGTERM: finish gracefully. Second: exit now.
-async fn watch_signals(shutdown: Arc<watch::Sender<bool>>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        tracing::warn!("cannot install signal handlers; Ctrl-C will stop sluice abruptly");
-        return;
-    };
-    for round in 0.. {
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
-        if round == 0 {
-            tracing::info!(
-                "stopping: finishing the records already read (signal again to exit at once)"
-            );
-            let _ = shutdown.send(true);
-        } else {
-            eprintln!("sluice: interrupted again, exiting now");
-            std::process::exit(130);
-        }
-    }
-}
-
-fn check(files: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
-    let host = PluginHost::new()?;
-    let mut ok = true;
-    for path in &files {
-        let result = PipelineFile::load(path)
-            .map_err(anyhow::Error::from)
-            .and_then(|file| {
-                check_stages(&file, &host).map_err(anyhow::Error::from)?;
-                build_sources(&file).map_err(anyhow::Error::from)?;
-                Ok(file)
-            });
-        match result {
-            Ok(file) => {
-                let c = &file.config;
-                println!(
-                    "ok: {} — pipeline `{}`: {} source(s), {} stage(s), {} sink(s), batch interval {}",
-                    path.display(),
-                    c.name.get_ref(),
-                    c.sources.len(),
-                    c.stages.len(),
-                    c.sinks.len(),
-                    c.batch_interval.get_ref()
-                );
-            }
-            Err(err) => {
-                eprintln!("error: {err}");
-                ok = false;
-            }
-        }
-    }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
-}

@@ -22,6 +22,7 @@ use crate::stage::{StageHandle, StageSettings, Update, prepare};
 pub const DEBOUNCE: Duration = Duration::from_millis(300);
 
 /// One stage that can take new versions.
+#[derive(Clone)]
 pub struct StageEntry {
     /// Its settings (config, limits) for preparing new versions.
     pub settings: StageSettings,
@@ -29,87 +30,60 @@ pub struct StageEntry {
     pub handle: Arc<StageHandle>,
 }
 
-/// Every stage of every pipeline in the process, and the engine that
-/// compiles their new versions.
-pub struct Registry {
-    host: Arc<PluginHost>,
-    stages: Vec<StageEntry>,
-}
-
-impl Registry {
-    /// A registry over these stages.
-    pub fn new(host: Arc<PluginHost>, stages: Vec<StageEntry>) -> Self {
-        Registry { host, stages }
-    }
-
-    /// Every stage.
-    pub fn stages(&self) -> &[StageEntry] {
-        &self.stages
-    }
-
-    /// The stage `stage` of pipeline `pipeline`.
-    pub fn find(&self, pipeline: &str, stage: &str) -> Option<&StageEntry> {
-        self.stages
-            .iter()
-            .find(|e| e.settings.pipeline == pipeline && e.settings.name == stage)
-    }
-
-    /// Compiles, checks and initialises `bytes` as the next version of a
-    /// stage, and offers it. Returns the version's label, or why it was
-    /// rejected (the running version carries on either way).
-    pub fn deploy(
-        &self,
-        entry: &StageEntry,
-        origin: &Path,
-        bytes: &[u8],
-        cause: &str,
-    ) -> Result<String, String> {
-        let s = &entry.settings;
-        let outcome = self
-            .host
-            .load_bytes(origin, bytes)
-            .map_err(|e| e.to_string())
-            .and_then(|plugin| match prepare(s, &plugin) {
-                Ok(instance) => Ok((plugin, instance)),
-                Err(e) => Err(format!("plugin {} {e}", plugin.label())),
+/// Compiles, checks and initialises `bytes` as the next version of a
+/// stage, and offers it. Returns the version's label, or why it was
+/// rejected (the running version carries on either way).
+pub fn deploy(
+    host: &PluginHost,
+    entry: &StageEntry,
+    origin: &Path,
+    bytes: &[u8],
+    cause: &str,
+) -> Result<String, String> {
+    let s = &entry.settings;
+    let outcome = host
+        .load_bytes(origin, bytes)
+        .map_err(|e| e.to_string())
+        .and_then(|plugin| match prepare(s, &plugin) {
+            Ok(instance) => Ok((plugin, instance)),
+            Err(e) => Err(format!("plugin {} {e}", plugin.label())),
+        });
+    match outcome {
+        Ok((plugin, instance)) => {
+            let label = plugin.label();
+            tracing::info!(pipeline = %s.pipeline, stage = %s.name, "version {label} ready ({cause}); live at the next batch");
+            entry.handle.offer(Update {
+                plugin,
+                instance,
+                cause: cause.to_string(),
             });
-        match outcome {
-            Ok((plugin, instance)) => {
-                let label = plugin.label();
-                tracing::info!(pipeline = %s.pipeline, stage = %s.name, "version {label} ready ({cause}); live at the next batch");
-                entry.handle.offer(Update {
-                    plugin,
-                    instance,
-                    cause: cause.to_string(),
-                });
-                Ok(label)
-            }
-            Err(reason) => {
-                tracing::warn!(pipeline = %s.pipeline, stage = %s.name, "new version rejected ({cause}): {reason}; the running version carries on");
-                entry.handle.event(format!("rejected ({cause}): {reason}"));
-                Err(reason)
-            }
+            Ok(label)
+        }
+        Err(reason) => {
+            tracing::warn!(pipeline = %s.pipeline, stage = %s.name, "new version rejected ({cause}): {reason}; the running version carries on");
+            entry.handle.event(format!("rejected ({cause}): {reason}"));
+            Err(reason)
         }
     }
+}
 
-    /// Prepares the version before the live one again and offers it.
-    pub fn rollback(&self, entry: &StageEntry) -> Result<String, String> {
-        let Some(plugin) = entry.handle.previous() else {
-            return Err(format!(
-                "stage `{}` has no earlier version",
-                entry.settings.name
-            ));
-        };
-        let instance = prepare(&entry.settings, &plugin)
-            .map_err(|e| format!("plugin {} {e}", plugin.label()))?;
-        let label = plugin.label();
-        entry.handle.offer(Update {
-            plugin,
-            instance,
-            cause: "rollback".into(),
-        });
-        Ok(label)
-    }
+/// Prepares the version before the live one again and offers it.
+pub fn rollback(entry: &StageEntry) -> Result<String, String> {
+    let Some(plugin) = entry.handle.previous() else {
+        return Err(format!(
+            "stage `{}` has no earlier version",
+            entry.settings.name
+        ));
+    };
+    let instance = prepare(&entry.settings, &plugin)
+        .map_err(|e| format!("plugin {} {e}", plugin.label()))?;
+    let label = plugin.label();
+    entry.handle.offer(Update {
+        plugin,
+        instance,
+        cause: "rollback".into(),
+    });
+    Ok(label)
 }
 
 /// Keeps the plugin files watched; dropping it stops watching.
@@ -118,7 +92,7 @@ pub struct FileWatch {
 }
 
 /// Watches every stage's plugin file and deploys each new, complete version.
-pub fn watch_files(registry: Arc<Registry>) -> notify::Result<FileWatch> {
+pub fn watch_files(host: Arc<PluginHost>, stages: Vec<StageEntry>) -> notify::Result<FileWatch> {
     let (tx, rx) = mpsc::channel::<notify::Event>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event {
@@ -127,8 +101,7 @@ pub fn watch_files(registry: Arc<Registry>) -> notify::Result<FileWatch> {
     })?;
     // Watch the folders, not the files: replacing a file by rename gives
     // it a new inode, which a watch on the file itself would not follow.
-    let mut folders: Vec<PathBuf> = registry
-        .stages()
+    let mut folders: Vec<PathBuf> = stages
         .iter()
         .map(|e| folder_of(&e.settings.plugin_path))
         .collect();
@@ -139,7 +112,7 @@ pub fn watch_files(registry: Arc<Registry>) -> notify::Result<FileWatch> {
     }
     std::thread::Builder::new()
         .name("sluice-reload".into())
-        .spawn(move || debounce_and_load(&registry, &rx))
+        .spawn(move || debounce_and_load(&host, &stages, &rx))
         .expect("spawning the reload thread");
     Ok(FileWatch { _watcher: watcher })
 }
@@ -157,9 +130,12 @@ fn key_of(path: &Path) -> Option<PathBuf> {
     Some(folder_of(path).join(path.file_name()?))
 }
 
-fn debounce_and_load(registry: &Registry, events: &mpsc::Receiver<notify::Event>) {
-    let watched: HashMap<PathBuf, Vec<usize>> = registry
-        .stages()
+fn debounce_and_load(
+    host: &PluginHost,
+    stages: &[StageEntry],
+    events: &mpsc::Receiver<notify::Event>,
+) {
+    let watched: HashMap<PathBuf, Vec<usize>> = stages
         .iter()
         .enumerate()
         .filter_map(|(i, e)| Some((key_of(&e.settings.plugin_path)?, i)))
@@ -190,24 +166,30 @@ fn debounce_and_load(registry: &Registry, events: &mpsc::Receiver<notify::Event>
             .collect();
         for path in ready {
             due.remove(&path);
-            let bytes = match std::fs::read(&path) {
+            let bytes = match crate::plugin::read_plugin(&path) {
                 Ok(bytes) => bytes,
                 // Gone (mid-rename, or deleted): a later event brings it back.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(crate::plugin::LoadError::Read { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    continue;
+                }
                 Err(e) => {
-                    tracing::warn!(
-                        "cannot read changed plugin {}: {e}; not reloaded",
-                        path.display()
-                    );
+                    tracing::warn!("{e}; not reloaded, the running version carries on");
+                    for &i in &watched[&path] {
+                        stages[i]
+                            .handle
+                            .event(format!("rejected (file change): {e}"));
+                    }
                     continue;
                 }
             };
             for &i in &watched[&path] {
-                let entry = &registry.stages()[i];
+                let entry = &stages[i];
                 if crate::plugin::content_hash(&bytes) == entry.handle.current().hash {
                     continue;
                 }
-                let _ = registry.deploy(entry, &path, &bytes, "file change");
+                let _ = deploy(host, entry, &path, &bytes, "file change");
             }
         }
     }

@@ -5,18 +5,30 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use sluice::control::client;
+use sluice::control::{client, token};
 
-/// One request to the control endpoint at `control`; a connection that
-/// fails says how to start one.
+/// One request to the control endpoint at `control`, with `token` or else
+/// the token `sluice run` left for this user; a connection that fails says
+/// how to start one.
 fn control_request(
     control: &str,
+    token: Option<&str>,
     method: &str,
     path: &str,
     body: &[u8],
 ) -> anyhow::Result<client::Response> {
-    client::request(control, method, path, body)
-        .with_context(|| format!("cannot reach a running sluice at {control} (is it running, with `--control {control}`?)"))
+    let found = token.map(str::to_string).or_else(|| token::read_for(control));
+    let response = client::request(control, found.as_deref(), method, path, body)
+        .with_context(|| format!("cannot reach a running sluice at {control} (is it running, with `--control {control}`?)"))?;
+    if response.status == 401 && found.is_none() {
+        let place = token::path_for(control)
+            .map_or_else(|| "nowhere (HOME is not set)".to_string(), |p| p.display().to_string());
+        anyhow::bail!(
+            "the sluice at {control} asks for its token, and there is none at {place}: \
+             run this command as the user who started it, or pass `--token`"
+        );
+    }
+    Ok(response)
 }
 
 /// A string field of a JSON body, or "" when it has none.
@@ -38,11 +50,12 @@ fn error_text(body: &str) -> String {
 /// `sluice deploy`: sends a new plugin version for one stage.
 pub fn deploy(
     control: &str,
+    token: Option<&str>,
     pipeline: &str,
     stage: &str,
     file: &std::path::Path,
 ) -> anyhow::Result<ExitCode> {
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let bytes = sluice::plugin::read_plugin(file)?;
     let name: String = file
         .file_name()
         .map(|n| {
@@ -54,6 +67,7 @@ pub fn deploy(
         .unwrap_or_default();
     let response = control_request(
         control,
+        token,
         "POST",
         &format!("/deploy/{pipeline}/{stage}?name={name}"),
         &bytes,
@@ -73,9 +87,15 @@ pub fn deploy(
 }
 
 /// `sluice rollback`: puts a stage's previous version back.
-pub fn rollback(control: &str, pipeline: &str, stage: &str) -> anyhow::Result<ExitCode> {
+pub fn rollback(
+    control: &str,
+    token: Option<&str>,
+    pipeline: &str,
+    stage: &str,
+) -> anyhow::Result<ExitCode> {
     let response = control_request(
         control,
+        token,
         "POST",
         &format!("/rollback/{pipeline}/{stage}"),
         &[],
@@ -92,8 +112,12 @@ pub fn rollback(control: &str, pipeline: &str, stage: &str) -> anyhow::Result<Ex
 
 /// `sluice status`: the running pipelines and their stages, as a table or
 /// as JSON.
-pub fn status(control: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let response = control_request(control, "GET", "/status", &[])?;
+pub fn status(control: &str, token: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
+    let response = control_request(control, token, "GET", "/status", &[])?;
+    if response.status != 200 {
+        eprintln!("error: {}", error_text(&response.body));
+        return Ok(ExitCode::from(1));
+    }
     if json {
         println!("{}", response.body);
         return Ok(ExitCode::SUCCESS);

@@ -1,5 +1,7 @@
-//! The `sluice` command's subcommands that talk to a running engine or work
-//! on plugins; `main.rs` keeps the command line, `run` and `check`.
+//! The `sluice` command's subcommands: running and checking pipelines
+//! (`run`), talking to a running engine (`control`) and working on plugins
+//! (`plugin`); `main.rs` keeps the command line.
 
 pub mod control;
 pub mod plugin;
+pub mod run;

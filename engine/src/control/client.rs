@@ -14,12 +14,22 @@ pub struct Response {
     pub body: String,
 }
 
-/// Sends one request to the control endpoint at `address`.
-pub fn request(address: &str, method: &str, path: &str, body: &[u8]) -> std::io::Result<Response> {
+/// Sends one request to the control endpoint at `address`, with `token`
+/// as its bearer token when there is one.
+pub fn request(
+    address: &str,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect(address)?;
     stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let authorization = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\n{authorization}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes())?;

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::link::{LIGHT_BYTES, Receiver, Sender, Weighed, link};
 use super::{Pipeline, RunError, RunSummary};
 use crate::batch::{Batch, Batcher, Cut};
-use crate::sink::{BatchMeta, Sink};
+use crate::delivery::Delivery;
 use crate::source::{Emitter, SourceError};
 use crate::stage::Stage;
 use crate::state::{StageState, Writes};
@@ -80,7 +80,7 @@ impl Pipeline {
             self.interval.as_millis(),
             descriptions.join(", "),
             self.stages.iter().map(|s| format!("{} ({})", s.name(), s.plugin().label())).collect::<Vec<_>>().join(", "),
-            self.sinks.len(),
+            self.delivery.sinks(),
             if self.exactly_once { "exactly-once" } else { "at-least-once" },
         );
         // Each source hears which of its positions the sinks acknowledged.
@@ -98,8 +98,15 @@ impl Pipeline {
 
         // The sink thread at the end of the chain, then the stages backwards.
         let (sink_tx, sink_rx) = link::<InFlight>();
-        let sinks = std::mem::take(&mut self.sinks);
-        let sink_thread = spawn_sinks(&self, sinks, sink_rx, acks);
+        let mut delivery = self.delivery;
+        delivery.acknowledge_to(acks);
+        let sink_thread = spawn_sinks(
+            &self.name,
+            self.interval,
+            self.metrics.clone(),
+            delivery,
+            sink_rx,
+        );
         let mut next = sink_tx;
         let mut stage_threads = Vec::new();
         for stage in std::mem::take(&mut self.stages).into_iter().rev() {
@@ -241,117 +248,32 @@ fn spawn_stage(
         .expect("spawning a stage thread")
 }
 
-/// The sinks' thread: writes each batch to every sink, records its figures.
+/// The sinks' thread: delivers each batch (see [`crate::delivery`]) and
+/// records its figures.
 fn spawn_sinks(
-    pipeline: &Pipeline,
-    mut sinks: Vec<Box<dyn Sink>>,
+    name: &str,
+    interval: std::time::Duration,
+    metrics: Arc<PipelineMetrics>,
+    mut delivery: Delivery,
     rx: Receiver<InFlight>,
-    acks: Vec<watch::Sender<Option<String>>>,
 ) -> JoinHandle<Result<(), RunError>> {
-    let name = pipeline.name.clone();
-    let interval = pipeline.interval;
-    let metrics: Arc<PipelineMetrics> = pipeline.metrics.clone();
-    let store = pipeline.state.clone();
-    let exactly_once = pipeline.exactly_once;
-    let kept_output = pipeline.kept_output.clone();
-    let crash_at = pipeline.crash_at;
-    let mut output_batches = 0u64;
-    // The last kept output's commit went through: drop it at the next
-    // checkpoint.
-    let mut kept_confirmed = false;
-    // Positions of sources that stay quiet in this run carry over.
-    let mut checkpoint = pipeline.resumed.clone();
+    let name = name.to_string();
     std::thread::Builder::new()
         .name("sluice-sinks".into())
         .spawn(move || {
             let mut reporter = Reporter::new(&name, interval);
             let mut last_id = 0;
-            let sink_error = |batch: u64, source| RunError::Sink {
+            let failed = |source| RunError::Delivery {
                 pipeline: name.clone(),
-                batch,
                 source,
             };
             for mut flight in rx {
                 let started = flight.started.unwrap_or_else(Instant::now);
+                last_id = flight.batch.id;
+                delivery
+                    .deliver(&flight.batch, &mut flight.writes)
+                    .map_err(failed)?;
                 let batch = &flight.batch;
-                last_id = batch.id;
-                let has_output = !batch.records.is_empty();
-                let checkpointed = store.is_some()
-                    && (!flight.writes.is_empty()
-                        || !batch.positions.is_empty()
-                        || (exactly_once && has_output));
-                let meta = BatchMeta {
-                    pipeline: &name,
-                    id: batch.id,
-                    time_ms: batch.time_ms,
-                    // Exactly-once: sinks stage the batch under the number
-                    // of the checkpoint that will cover it.
-                    checkpoint: (exactly_once && checkpointed).then_some(checkpoint.number + 1),
-                };
-                if has_output {
-                    for sink in &mut sinks {
-                        sink.write(meta, &batch.records).map_err(|e| sink_error(batch.id, e))?;
-                    }
-                }
-                // Sinks that publish again after a crash keep the output
-                // with the checkpoint.
-                // Once a kept output's commit is confirmed, the next
-                // checkpoint drops it, so after a clean stop nothing is kept
-                // and a restart never writes a batch again.
-                let kept = match meta.checkpoint.filter(|_| has_output) {
-                    Some(number) => {
-                        let mut value = number.to_be_bytes().to_vec();
-                        value.extend_from_slice(&batch.records.to_bytes());
-                        Some(value)
-                    }
-                    None => None,
-                };
-                if kept.is_some() || (checkpointed && kept_confirmed) {
-                    for table in kept_output.iter().flatten() {
-                        let writes = [(super::KEPT_OUTPUT.to_vec(), kept.clone())].into();
-                        flight.writes.push((table.clone(), writes));
-                    }
-                    kept_confirmed = false;
-                }
-                if has_output {
-                    output_batches += 1;
-                    crash_at.reached(Step::Written, output_batches);
-                }
-                // Every sink has the batch: the checkpoint takes its state
-                // writes and positions together (when a stage keeps state)...
-                if let (Some(store), true) = (&store, checkpointed) {
-                    checkpoint.batch = batch.id;
-                    checkpoint.number += 1;
-                    for position in &batch.positions {
-                        checkpoint
-                            .positions
-                            .insert(position.source, position.position.clone());
-                    }
-                    store.commit(&flight.writes, &checkpoint).map_err(|source| {
-                        RunError::State {
-                            pipeline: name.clone(),
-                            batch: batch.id,
-                            source,
-                        }
-                    })?;
-                }
-                if has_output {
-                    crash_at.reached(Step::Checkpointed, output_batches);
-                }
-                // Exactly-once: the checkpoint is durable, publish.
-                if has_output && meta.checkpoint.is_some() {
-                    for sink in &mut sinks {
-                        sink.commit(meta).map_err(|e| sink_error(batch.id, e))?;
-                    }
-                    kept_confirmed = kept_output.iter().any(Option::is_some);
-                }
-                // ...and its positions are safe to commit (sources that can,
-                // such as Kafka, commit them back).
-                for position in &batch.positions {
-                    if let Some(ack) = acks.get(position.source) {
-                        ack.send_replace(Some(position.position.clone()));
-                    }
-                }
                 if !batch.positions.is_empty() && flight.records_in > 0 {
                     tracing::debug!(pipeline = %name, batch = batch.id, "positions: {:?}", batch.positions);
                 }
@@ -374,75 +296,9 @@ fn spawn_sinks(
                 reporter.batch(&figures);
             }
             reporter.flush(last_id);
-            if let (Some(store), true) = (&store, kept_confirmed) {
-                let drops: Vec<_> = kept_output
-                    .iter()
-                    .flatten()
-                    .map(|table| (table.clone(), [(super::KEPT_OUTPUT.to_vec(), None)].into()))
-                    .collect();
-                store.commit(&drops, &checkpoint).map_err(|source| RunError::State {
-                    pipeline: name.clone(),
-                    batch: last_id,
-                    source,
-                })?;
-            }
-            let mut first = Ok(());
-            for sink in &mut sinks {
-                if let Err(e) = sink.flush() {
-                    first = first.and(Err(sink_error(last_id, e)));
-                }
-            }
-            first
+            delivery.finish().map_err(failed)
         })
         .expect("spawning the sink thread")
-}
-
-/// Where in the sink thread's work a crash can be injected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
-    /// The sinks have written the batch; its checkpoint is not taken.
-    Written,
-    /// The checkpoint is taken; the sinks have not committed the batch.
-    Checkpointed,
-}
-
-/// A crash injected for crash tests of the delivery guarantees (a
-/// failpoint), set with [`Pipeline::crash_at`].
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct CrashPoint(Option<(Step, u64)>);
-
-impl CrashPoint {
-    fn reached(&self, step: Step, batch: u64) {
-        if self.0 == Some((step, batch)) {
-            eprintln!("sluice: SLUICE_CRASH_AT: crashing at {step:?} of output batch {batch}");
-            std::process::abort();
-        }
-    }
-}
-
-impl Pipeline {
-    /// For crash tests of the delivery guarantees: abort the process at a
-    /// point random kills rarely hit. `written:N`: right after the sinks
-    /// wrote this run's `N`-th batch with output, before its checkpoint;
-    /// `checkpointed:N`: right after that checkpoint, before the sinks
-    /// commit. (`sluice run` takes it from `SLUICE_CRASH_AT`.)
-    pub fn crash_at(&mut self, point: &str) -> Result<(), String> {
-        let parsed = point.split_once(':').and_then(|(step, n)| {
-            let step = match step {
-                "written" => Step::Written,
-                "checkpointed" => Step::Checkpointed,
-                _ => return None,
-            };
-            Some((step, n.parse().ok()?))
-        });
-        match parsed {
-            Some(at) => {
-                self.crash_at = CrashPoint(Some(at));
-                Ok(())
-            }
-            None => Err(format!("`{point}`: expected written:N or checkpointed:N")),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -22,10 +22,7 @@ pub struct Inspection {
 
 /// Reads a component and lists its imports and exports.
 pub fn inspect(host: &PluginHost, path: &Path) -> Result<Inspection, LoadError> {
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = super::read_plugin(path)?;
     check_header(path, &bytes)?;
     let hash = content_hash(&bytes);
     let component = host.compile(path, &bytes, &hash)?;

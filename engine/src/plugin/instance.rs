@@ -22,7 +22,8 @@ use crate::state::{StageState, Writes};
 pub struct Limits {
     /// Largest size of each linear memory, in bytes.
     pub memory: u64,
-    /// Longest one call (`init` or `process`) may run.
+    /// Longest one `process` call may run (`init` gets at least
+    /// [`crate::stage::INIT_TIME_FLOOR`]).
     pub time: Duration,
 }
 
@@ -316,11 +317,18 @@ impl Instance {
         let mut store = Store::new(plugin.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(deadline_ticks(limits.time));
+        // Start-up (instantiation and `init`) gets at least
+        // INIT_TIME_FLOOR, so a time limit close to it cannot pass one run
+        // and fail the next.
+        let startup = Limits {
+            time: limits.time.max(crate::stage::INIT_TIME_FLOOR),
+            ..limits
+        };
+        store.set_epoch_deadline(deadline_ticks(startup.time));
         let stage = plugin
             .pre
             .instantiate(&mut store)
-            .map_err(|e| classify(&store, limits, e))?;
+            .map_err(|e| classify(&store, startup, e))?;
         let info = types::BatchInfo {
             pipeline: store.data().tag.pipeline.clone(),
             stage: store.data().tag.stage.clone(),
@@ -338,7 +346,7 @@ impl Instance {
         };
         instance
             .store
-            .set_epoch_deadline(deadline_ticks(limits.time));
+            .set_epoch_deadline(deadline_ticks(startup.time));
         let result = instance
             .stage
             .sluice_plugin_processor()
@@ -349,7 +357,7 @@ impl Instance {
             Ok(Ok(())) => Ok(instance),
             Ok(Err(types::Error::InvalidConfig(m))) => Err(CallError::InvalidConfig(m)),
             Ok(Err(types::Error::Failed(m))) => Err(CallError::InvalidConfig(m)),
-            Err(e) => Err(classify(&instance.store, limits, e)),
+            Err(e) => Err(classify(&instance.store, startup, e)),
         }
     }
 

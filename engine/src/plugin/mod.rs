@@ -27,6 +27,7 @@ pub use inspect::{Inspection, inspect};
 pub use instance::{CallError, CallInfo, Grants, Instance, Limits, Output, StateView};
 pub use tester::{TestReport, test_plugin};
 
+
 use bindings::{Stage, StagePre};
 use instance::InstanceState;
 
@@ -36,11 +37,34 @@ pub const WORLD: &str = "sluice:plugin/stage@0.1.0";
 /// How often the epoch advances; CPU limits are rounded up to this.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
-/// Most instances alive at once in one process (pooling allocator slots).
-const MAX_INSTANCES: u32 = 256;
+/// How instances get their memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slots {
+    /// A pool of this many instance slots, reserved at start (the fastest
+    /// instantiation; each slot reserves address space, not memory).
+    Pooled(u32),
+    /// Memory mapped for each instance as it is made: no fixed number of
+    /// instances, so what a process admits is bounded by its quotas alone
+    /// (`sluice serve`).
+    OnDemand,
+}
+
+impl Slots {
+    /// Enough pooled slots for `stages` stages (each holds up to three
+    /// instances at once: the live one, a fallback on probation, one
+    /// being prepared), and at least 16.
+    pub fn for_stages(stages: usize) -> Slots {
+        Slots::Pooled((stages.saturating_mul(3) + 4).clamp(16, 4096) as u32)
+    }
+}
 
 /// Largest linear memory any instance may have; per-stage limits are lower.
 const MAX_MEMORY: u64 = 4 << 30;
+
+/// Largest plugin file read or accepted, in bytes: a component this size
+/// is already far beyond any real plugin (the Python runtime is ~40 MB),
+/// and a larger read could be used to exhaust the host's memory.
+pub const MAX_PLUGIN_BYTES: u64 = 64 << 20;
 
 /// Who a log line from a plugin belongs to.
 #[derive(Debug, Clone)]
@@ -68,6 +92,19 @@ pub enum LoadError {
         path: PathBuf,
         /// Why.
         source: std::io::Error,
+    },
+    /// The path is not a regular file (a folder, a device such as
+    /// `/dev/zero`, a FIFO).
+    #[error("plugin {} is not a regular file", path.display())]
+    NotAFile {
+        /// The plugin path.
+        path: PathBuf,
+    },
+    /// The file is larger than any plugin may be.
+    #[error("plugin {} is larger than the limit of {} MiB for a plugin", path.display(), MAX_PLUGIN_BYTES >> 20)]
+    TooLarge {
+        /// The plugin file.
+        path: PathBuf,
     },
     /// The file is not WebAssembly at all.
     #[error("plugin {} is not a WebAssembly file (it does not start with `\\0asm`)", path.display())]
@@ -150,20 +187,27 @@ pub struct PluginHost {
 }
 
 impl PluginHost {
-    /// Creates the engine, the linker and the epoch ticker.
+    /// Creates the engine, the linker and the epoch ticker, with a small
+    /// pool of instance slots (for the plugin tools).
     pub fn new() -> Result<Self, HostError> {
-        Self::start().map_err(|e| HostError(format!("{e:#}")))
+        Self::with_slots(Slots::Pooled(16))
     }
 
-    fn start() -> Result<Self, wasmtime::Error> {
-        let engine = match Engine::new(&engine_config(true)) {
+    /// Creates the engine with `slots` for instances.
+    pub fn with_slots(slots: Slots) -> Result<Self, HostError> {
+        Self::start(slots).map_err(|e| HostError(format!("{e:#}")))
+    }
+
+    fn start(slots: Slots) -> Result<Self, wasmtime::Error> {
+        let engine = match Engine::new(&engine_config(slots)) {
             Ok(engine) => engine,
-            Err(err) => {
+            Err(err) if slots != Slots::OnDemand => {
                 tracing::warn!(
                     "pooling allocator unavailable ({err}); falling back to on-demand instance allocation"
                 );
-                Engine::new(&engine_config(false))?
+                Engine::new(&engine_config(Slots::OnDemand))?
             }
+            Err(err) => return Err(err),
         };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
@@ -195,10 +239,7 @@ impl PluginHost {
     /// Slow the first time (it compiles): call it off the batch path. The
     /// same file with the same content is compiled once.
     pub fn load(&self, path: &Path) -> Result<Arc<Plugin>, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes = read_plugin(path)?;
         let key = (path.to_path_buf(), content_hash(&bytes));
         if let Some(plugin) = self.loaded.lock().unwrap().get(&key) {
             return Ok(plugin.clone());
@@ -212,6 +253,11 @@ impl PluginHost {
 
     /// Compiles and links plugin bytes that came from `path`.
     pub fn load_bytes(&self, path: &Path, bytes: &[u8]) -> Result<Arc<Plugin>, LoadError> {
+        if bytes.len() as u64 > MAX_PLUGIN_BYTES {
+            return Err(LoadError::TooLarge {
+                path: path.to_path_buf(),
+            });
+        }
         check_header(path, bytes)?;
         let hash = content_hash(bytes);
         let component = self.compile(path, bytes, &hash)?;
@@ -278,22 +324,68 @@ impl Drop for PluginHost {
     }
 }
 
-fn engine_config(pooling: bool) -> Config {
+fn engine_config(slots: Slots) -> Config {
     let mut config = Config::new();
     config.epoch_interruption(true);
     config.concurrency_support(false);
-    if pooling {
+    if let Slots::Pooled(instances) = slots {
         let mut pool = PoolingAllocationConfig::new();
-        pool.total_component_instances(MAX_INSTANCES);
-        pool.total_core_instances(MAX_INSTANCES * 4);
-        pool.total_memories(MAX_INSTANCES * 2);
-        pool.total_tables(MAX_INSTANCES * 4);
+        pool.total_component_instances(instances);
+        pool.total_core_instances(instances * 4);
+        pool.total_memories(instances * 2);
+        pool.total_tables(instances * 4);
         pool.max_memories_per_component(4);
         pool.max_tables_per_component(8);
         pool.max_memory_size(MAX_MEMORY as usize);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config
+}
+
+/// Reads a plugin file: a regular file of at most [`MAX_PLUGIN_BYTES`]
+/// (never a device or FIFO, whose reads would not end).
+pub fn read_plugin(path: &Path) -> Result<Vec<u8>, LoadError> {
+    use std::io::Read;
+    let failed = |source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = open_nonblocking(path).map_err(failed)?;
+    let meta = file.metadata().map_err(failed)?;
+    if !meta.is_file() {
+        return Err(LoadError::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
+    let too_large = || LoadError::TooLarge {
+        path: path.to_path_buf(),
+    };
+    if meta.len() > MAX_PLUGIN_BYTES {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // The file may grow while it is read: never past the limit.
+    file.take(MAX_PLUGIN_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(failed)?;
+    if bytes.len() as u64 > MAX_PLUGIN_BYTES {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
+#[cfg(unix)]
+fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::File::open(path)
 }
 
 /// Tells core modules and other files apart from components by the header.

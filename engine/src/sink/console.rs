@@ -15,7 +15,7 @@ use crate::batch::Records;
 /// format = "text"   # or "jsonl"
 /// limit = 10        # at most 10 records per batch, then "…"
 /// ```
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsoleConfig {
     /// `"text"` (default): the value, or `key<TAB>value`; `"jsonl"`: one

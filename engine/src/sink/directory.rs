@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{BatchMeta, Format, Sink, SinkError, format, write_atomically};
+use super::{BatchMeta, Format, Sink, SinkContext, SinkError, format, write_then_rename};
 use crate::batch::Records;
-use crate::config::PipelineFile;
+use crate::failpoint::{self, Point};
 
 /// Writes each non-empty batch to its own file,
 /// `<path>/<pipeline>-<batch time ms>-<batch id>.<format>`. Files appear
@@ -26,10 +26,11 @@ use crate::config::PipelineFile;
 /// path = "output"
 /// format = "jsonl"
 /// ```
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirectoryConfig {
-    /// The folder, relative to the pipeline file; created if missing.
+    /// The folder, relative to the pipeline file; created if missing. It
+    /// may not be, contain or lie inside a directory source's folder.
     pub path: PathBuf,
     /// `"jsonl"` (default) or `"text"`.
     #[serde(default = "default_format")]
@@ -56,12 +57,8 @@ const STAGED: &str = ".staged-";
 
 impl DirectorySink {
     /// Creates the folder if needed.
-    pub fn new(
-        config: &DirectoryConfig,
-        file: &PipelineFile,
-        exactly_once: bool,
-    ) -> Result<Self, SinkError> {
-        let dir = file.resolve(&config.path);
+    pub fn new(config: &DirectoryConfig, cx: &SinkContext<'_>) -> Result<Self, SinkError> {
+        let dir = config.path.clone();
         std::fs::create_dir_all(&dir).map_err(|e| SinkError {
             sink: format!("directory {}", dir.display()),
             message: format!("cannot create the folder: {e}"),
@@ -70,8 +67,8 @@ impl DirectorySink {
             dir,
             format: config.format,
             buffer: Vec::new(),
-            staged: exactly_once,
-            pipeline: file.config.name.get_ref().clone(),
+            staged: cx.exactly_once,
+            pipeline: cx.pipeline.to_string(),
         })
     }
 
@@ -142,8 +139,10 @@ impl Sink for DirectorySink {
                 .expect("exactly-once batches carry their checkpoint");
             name = Self::staged_name(checkpoint, &name);
         }
-        write_atomically(&self.dir, &name, &self.buffer)
-            .map(|_| ())
+        write_then_rename(&self.dir, &name, &self.buffer, || {
+            failpoint::reached(Point::Renaming)
+        })
+        .map(|_| ())
             .map_err(|e| self.error(format!("cannot write {name}: {e}")))
     }
 

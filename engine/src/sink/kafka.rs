@@ -49,7 +49,7 @@ const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
 /// brokers = "127.0.0.1:9092"
 /// topic = "counts"
 /// ```
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSinkConfig {
     /// Bootstrap brokers, `host:port[,host:port...]`.

@@ -18,7 +18,6 @@ pub use format::Format;
 pub use kafka::{KafkaSink, KafkaSinkConfig};
 
 use crate::batch::Records;
-use crate::config::PipelineFile;
 
 /// Which batch a sink is writing.
 #[derive(Debug, Clone, Copy)]
@@ -86,7 +85,7 @@ pub trait Sink: Send {
 }
 
 /// `[[sinks]]` in a pipeline file, by `type`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum SinkConfig {
     /// Prints records to standard output, like Spark's `print()`.
@@ -100,7 +99,7 @@ pub enum SinkConfig {
 }
 
 /// `type = "null"`: no settings.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NullConfig {}
 
@@ -129,18 +128,39 @@ impl SinkConfig {
         }
     }
 
-    /// Creates the running sink, the `index`-th of the pipeline.
-    pub fn build(&self, file: &PipelineFile, index: usize) -> Result<Box<dyn Sink>, SinkError> {
-        let exactly_once = *file.config.delivery.get_ref() == crate::config::Delivery::ExactlyOnce;
+    /// Resolves the paths the sink names (a `directory` sink's folder)
+    /// with `resolve`.
+    pub fn resolve_paths(
+        &mut self,
+        resolve: impl Fn(&Path) -> Result<PathBuf, String>,
+    ) -> Result<(), String> {
+        if let SinkConfig::Directory(c) = self {
+            c.path = resolve(&c.path).map_err(|m| format!("directory sink `path`: {m}"))?;
+        }
+        Ok(())
+    }
+
+    /// Creates the running sink from its resolved settings.
+    pub fn build(&self, cx: &SinkContext<'_>) -> Result<Box<dyn Sink>, SinkError> {
         Ok(match self {
             SinkConfig::Console(c) => Box::new(ConsoleSink::new(c)),
-            SinkConfig::Directory(c) => Box::new(DirectorySink::new(c, file, exactly_once)?),
+            SinkConfig::Directory(c) => Box::new(DirectorySink::new(c, cx)?),
             SinkConfig::Null(_) => Box::new(NullSink),
-            SinkConfig::Kafka(c) => {
-                Box::new(c.build(file.config.name.get_ref(), index, exactly_once)?)
-            }
+            SinkConfig::Kafka(c) => Box::new(c.build(cx.pipeline, cx.index, cx.exactly_once)?),
         })
     }
+}
+
+/// What building a sink needs besides its own settings.
+#[derive(Debug, Clone, Copy)]
+pub struct SinkContext<'a> {
+    /// The pipeline's name.
+    pub pipeline: &'a str,
+    /// The sink's place among the pipeline's sinks.
+    pub index: usize,
+    /// Whether delivery is exactly-once (the sink then holds each batch
+    /// back until its checkpoint).
+    pub exactly_once: bool,
 }
 
 struct NullSink;
@@ -154,14 +174,34 @@ impl Sink for NullSink {
 /// Writes `bytes` to `dir/name` through a dot-prefixed temporary file and a
 /// rename, so readers of the folder never see a partial file. Creates `dir`.
 pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    write_then_rename(dir, name, bytes, || {})
+}
+
+/// [`write_atomically`], calling `before_rename` once the temporary file is
+/// durable (a crash test's failpoint).
+pub(crate) fn write_then_rename(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    before_rename: impl FnOnce(),
+) -> std::io::Result<PathBuf> {
     use std::io::Write;
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(".{name}.tmp"));
     let path = dir.join(name);
-    let mut file = std::fs::File::create(&tmp)?;
+    // A new file of our own, never one a link left here points to.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)?;
     file.write_all(bytes)?;
     file.sync_data()?;
     drop(file);
+    before_rename();
     std::fs::rename(&tmp, &path)?;
     // The rename is durable once the folder is.
     std::fs::File::open(dir)?.sync_all()?;

@@ -16,7 +16,7 @@ use crate::batch::{Records, now_ms};
 /// rate = 10000        # lines per second; 0 = as fast as the pipeline takes them
 /// count = 1000000     # stop after this many lines (default: never)
 /// ```
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GeneratorConfig {
     /// Lines per second; 0 means as fast as the pipeline accepts them.

@@ -26,8 +26,9 @@ pub use lines::LineSplitter;
 pub use socket::SocketConfig;
 pub use stdin::StdinConfig;
 
+use std::path::{Path, PathBuf};
+
 use crate::batch::{Chunk, Records};
-use crate::config::PipelineFile;
 
 /// Most records in one chunk handed to the batcher.
 pub const CHUNK_RECORDS: usize = 1024;
@@ -142,7 +143,7 @@ impl Emitter {
 }
 
 /// `[[sources]]` in a pipeline file, by `type`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum SourceConfig {
     /// New files in a folder, one record per line (`textFileStream`).
@@ -178,6 +179,13 @@ impl SourceConfig {
         }
     }
 
+    /// Whether the source's place can only be kept in the pipeline's state
+    /// file (a folder's files read, a write-ahead log), so that a restart
+    /// neither reads again nor skips anything even without stage state.
+    pub fn keeps_position_locally(&self) -> bool {
+        matches!(self, SourceConfig::Directory(_)) || self.wal()
+    }
+
     /// Why this source cannot replay from a checkpoint, if it cannot.
     pub fn cannot_replay(&self) -> Option<&'static str> {
         match self {
@@ -195,28 +203,39 @@ impl SourceConfig {
         }
     }
 
-    /// Creates the running source, the `index`-th of the pipeline.
-    pub fn build(&self, file: &PipelineFile, index: usize) -> Result<Box<dyn Source>, SourceError> {
+    /// Resolves the paths the source names (a `directory` source's
+    /// folder) with `resolve`.
+    pub fn resolve_paths(
+        &mut self,
+        resolve: impl Fn(&Path) -> Result<PathBuf, String>,
+    ) -> Result<(), String> {
+        if let SourceConfig::Directory(c) = self {
+            c.path = resolve(&c.path).map_err(|m| format!("directory source `path`: {m}"))?;
+        }
+        Ok(())
+    }
+
+    /// Creates the running source from its resolved settings.
+    pub fn build(&self, cx: &SourceContext<'_>) -> Result<Box<dyn Source>, SourceError> {
         let source: Box<dyn Source> = match self {
-            SourceConfig::Directory(c) => Box::new(c.build(file)?),
+            SourceConfig::Directory(c) => Box::new(c.build(&c.path)?),
             SourceConfig::Socket(c) => Box::new(c.build()),
             SourceConfig::Stdin(c) => Box::new(c.build()),
             SourceConfig::Generator(c) => Box::new(c.build()),
-            SourceConfig::Kafka(c) => Box::new(c.build(file)),
+            SourceConfig::Kafka(c) => Box::new(c.build(cx.pipeline)),
         };
         if !self.wal() {
             return Ok(source);
         }
-        let config = &file.config;
-        let dir = file
-            .resolve(
-                config
-                    .state_dir
-                    .as_deref()
-                    .unwrap_or(std::path::Path::new("state")),
-            )
-            .join(format!("{}.wal", config.name.get_ref()))
-            .join(format!("source-{index}"));
-        Ok(Box::new(wal::WalSource::new(source, dir)))
+        Ok(Box::new(wal::WalSource::new(source, cx.wal_dir.clone())))
     }
+}
+
+/// What building a source needs besides its own settings.
+#[derive(Debug, Clone)]
+pub struct SourceContext<'a> {
+    /// The pipeline's name.
+    pub pipeline: &'a str,
+    /// The folder of the source's write-ahead log, if it keeps one.
+    pub wal_dir: PathBuf,
 }

@@ -18,7 +18,7 @@ use crate::batch::Records;
 /// type = "socket"
 /// address = "127.0.0.1:9999"
 /// ```
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SocketConfig {
     /// `host:port` of the server to read from.

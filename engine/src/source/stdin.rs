@@ -13,7 +13,7 @@ use super::{CHUNK_BYTES, Emitter, LineSplitter, Source, SourceError, SourceTask}
 /// [[sources]]
 /// type = "stdin"
 /// ```
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StdinConfig {
     /// Log every chunk read to a write-ahead log (synced) before it counts

@@ -1,4 +1,5 @@
-//! `[[stages]]` in a pipeline file.
+//! `[[stages]]` in a pipeline file ([`StageConfig`]) and the plain,
+//! checked form a stage is built from ([`StageSpec`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,7 +11,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use toml::Spanned;
 
-use crate::config::{ByteSize, HumanDuration};
+use crate::units::{ByteSize, HumanDuration};
 
 /// One processing stage: a plugin and how to run it.
 ///
@@ -56,9 +57,10 @@ pub struct StageConfig {
     /// `256MiB`, at most `4GiB`.
     #[serde(default = "default_memory_limit")]
     pub memory_limit: Spanned<ByteSize>,
-    /// Longest one call into the plugin may run before it is stopped
+    /// Longest one `process` call may run before it is stopped
     /// (wall-clock time per batch, enforced by epoch interruption in 5ms
-    /// steps). Default `10s`.
+    /// steps). Default `10s`. The plugin's start-up (instantiation and
+    /// `init`) gets at least 2s whatever this says.
     #[serde(default = "default_time_limit")]
     pub time_limit: Spanned<HumanDuration>,
     /// Capabilities beyond the sandbox: `"clock"` (the real wall clock
@@ -239,7 +241,90 @@ impl<'de> Deserialize<'de> for ConfigText {
     }
 }
 
+/// Shortest time `init` is given, whatever the stage's `time_limit`: a
+/// plugin's start-up (a Python runtime's, say) may take longer than a batch
+/// should, and a limit too close to it would pass one run and fail the next.
+pub const INIT_TIME_FLOOR: Duration = Duration::from_secs(2);
+
+/// Largest `state_limit`: one key and value the engine holds in memory
+/// and writes in one checkpoint.
+pub const MAX_STATE_LIMIT: u64 = 64 << 20;
+
+/// A stage, checked and with its paths resolved: what building it needs.
+#[derive(Debug, Clone)]
+pub struct StageSpec {
+    /// Unique in the pipeline.
+    pub name: String,
+    /// The plugin file.
+    pub plugin: PathBuf,
+    /// How the pipeline named the plugin (a path, or `name@sha256:…` for a
+    /// hosted tenant's stored plugin), for messages.
+    pub plugin_name: String,
+    /// `init` config, sorted by key.
+    pub config: Vec<(String, String)>,
+    /// Failure policy.
+    pub on_error: OnError,
+    /// Retries before `on_error` applies.
+    pub retries: u32,
+    /// Dead-letter folder.
+    pub dead_letter: PathBuf,
+    /// Linear memory limit, bytes.
+    pub memory_limit: u64,
+    /// Wall-clock limit per `process` call.
+    pub time_limit: Duration,
+    /// Granted capabilities.
+    pub grants: Vec<Grant>,
+    /// Batches per instance (0: never recycled).
+    pub recycle_after: u64,
+    /// Largest key + value in state, bytes.
+    pub state_limit: u64,
+    /// The window, in batch intervals.
+    pub window: Option<WindowSpec>,
+}
+
 impl StageConfig {
+    /// The plain form, with the plugin and dead-letter paths the caller
+    /// resolved; errors come with the span of the offending value.
+    pub fn spec(
+        &self,
+        plugin: PathBuf,
+        dead_letter: PathBuf,
+        interval: Duration,
+    ) -> Result<StageSpec, (Range<usize>, String)> {
+        self.validate()?;
+        let window = match &self.window {
+            Some(window) => Some(
+                window
+                    .get_ref()
+                    .spec(self.name.get_ref(), interval)
+                    .map_err(|(span, message)| {
+                        let span = if span.is_empty() { window.span() } else { span };
+                        (span, message)
+                    })?,
+            ),
+            None => None,
+        };
+        Ok(StageSpec {
+            name: self.name.get_ref().clone(),
+            plugin,
+            plugin_name: self.plugin.get_ref().display().to_string(),
+            config: self
+                .config
+                .iter()
+                .map(|(k, v)| (k.clone(), v.0.clone()))
+                .collect(),
+            on_error: self.on_error,
+            retries: *self.retries.get_ref(),
+            dead_letter,
+            memory_limit: self.memory_limit.get_ref().0,
+            time_limit: self.time_limit.get_ref().0,
+            grants: self.grants.clone(),
+            recycle_after: self.recycle_after,
+            state_limit: self.state_limit.get_ref().0,
+            window,
+        })
+    }
+
     /// Checks what serde cannot; the error comes with the span of the
     /// offending value.
     pub fn validate(&self) -> Result<(), (Range<usize>, String)> {
@@ -258,6 +343,16 @@ impl StageConfig {
             return Err((
                 self.time_limit.span(),
                 format!("invalid `time_limit` `0ms` in stage `{name}`: must be at least 1ms"),
+            ));
+        }
+        let state_limit = self.state_limit.get_ref();
+        if !(1..=MAX_STATE_LIMIT).contains(&state_limit.0) {
+            return Err((
+                self.state_limit.span(),
+                format!(
+                    "invalid `state_limit` `{state_limit}` in stage `{name}`: must be between 1B and {}",
+                    ByteSize(MAX_STATE_LIMIT)
+                ),
             ));
         }
         if *self.retries.get_ref() > 100 {

@@ -14,7 +14,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use config::{ConfigText, Grant, OnError, StageConfig, WindowConfig, WindowSpec};
+pub use config::{
+    ConfigText, Grant, INIT_TIME_FLOOR, OnError, StageConfig, StageSpec, WindowConfig, WindowSpec,
+};
 pub use dead_letter::DeadLetter;
 pub use versions::{StageHandle, StageStatus, Update, VersionInfo};
 pub use window::Window;

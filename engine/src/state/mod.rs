@@ -67,12 +67,23 @@ impl StateStore {
         // as wrong totals later. redb panics on some kinds of damage; that
         // is reported the same way.
         let opened = std::panic::catch_unwind(|| {
-            let mut db = Database::create(&path).map_err(|e| e.to_string())?;
-            let intact = db.check_integrity().map_err(|e| e.to_string())?;
-            Ok::<_, String>((db, intact))
+            let mut db = Database::create(&path).map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => Err(()),
+                other => Ok(other.to_string()),
+            })?;
+            let intact = db.check_integrity().map_err(|e| Ok(e.to_string()))?;
+            Ok::<_, Result<String, ()>>((db, intact))
         });
         let (db, intact) = match opened {
-            Ok(result) => result.map_err(damaged)?,
+            Ok(Ok(opened)) => opened,
+            Ok(Err(Err(()))) => {
+                let who = holder(&path).unwrap_or_else(|| "another process".into());
+                return Err(fail(format!(
+                    "it is in use by {who}: is another sluice running this pipeline? Stop \
+                     that one, or give this one a `state_dir` of its own"
+                )));
+            }
+            Ok(Err(Ok(e))) => return Err(damaged(e)),
             Err(_) => return Err(damaged("its pages do not check out".into())),
         };
         if !intact {
@@ -185,6 +196,54 @@ impl StateStore {
             stage.checkpointed(checkpoint.batch);
         }
         Ok(())
+    }
+}
+
+/// Which other process has `file` open, as `process 1234 (sluice run
+/// p.toml)`, if one does and it can be told: the open files of every
+/// process this user may see (`/proc/PID/fd`, Linux), since the lock redb
+/// takes does not record its owner.
+pub fn holder(file: &Path) -> Option<String> {
+    #[cfg(target_os = "linux")]
+    {
+        let real = file.canonicalize().ok()?;
+        let me = std::process::id().to_string();
+        let processes = std::fs::read_dir("/proc").ok()?;
+        for process in processes.flatten() {
+            let pid = process.file_name().to_string_lossy().into_owned();
+            if pid == me || !pid.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let Ok(fds) = std::fs::read_dir(process.path().join("fd")) else {
+                continue;
+            };
+            let holds = fds
+                .flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == real));
+            if !holds {
+                continue;
+            }
+            let command = std::fs::read(process.path().join("cmdline"))
+                .ok()
+                .map(|raw| {
+                    raw.split(|b| *b == 0)
+                        .filter(|part| !part.is_empty())
+                        .map(|part| String::from_utf8_lossy(part).into_owned())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .filter(|c| !c.is_empty());
+            return Some(match command {
+                Some(command) => format!("process {pid} ({command})"),
+                None => format!("process {pid}"),
+            });
+        }
+        None
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = file;
+        None
     }
 }
 

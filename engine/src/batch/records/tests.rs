@@ -154,3 +154,110 @@ fn check_rejects_bad_offsets() {
     };
     assert!(r.check().unwrap_err().contains("decrease"));
 }
+
+/// Property tests: any batch built through the API survives storing and
+/// reading back; any columns at all (what a plugin could return) are
+/// either refused by `check` with a message or safe to read in full.
+mod properties {
+    use proptest::prelude::*;
+
+    use super::super::*;
+
+    type Header = (Vec<u8>, Vec<u8>);
+    type Row = (Option<Vec<u8>>, Vec<u8>, u64, Vec<Header>);
+
+    fn rows() -> impl Strategy<Value = Vec<Row>> {
+        let bytes = || proptest::collection::vec(any::<u8>(), 0..12);
+        proptest::collection::vec(
+            (
+                proptest::option::of(bytes()),
+                bytes(),
+                any::<u64>(),
+                proptest::collection::vec((bytes(), bytes()), 0..3),
+            ),
+            0..40,
+        )
+    }
+
+    fn build(rows: &[Row]) -> Records {
+        let mut records = Records::default();
+        for (key, value, ts, headers) in rows {
+            let headers: Vec<(&[u8], &[u8])> = headers
+                .iter()
+                .map(|(n, v)| (n.as_slice(), v.as_slice()))
+                .collect();
+            records.push(key.as_deref(), value, *ts, &headers);
+        }
+        records
+    }
+
+    /// Reads every field of every record, as a sink or the next stage does.
+    fn read_all(records: &Records) -> usize {
+        let mut bytes = 0;
+        for record in records.iter() {
+            bytes += record.value().len() + record.key().map_or(0, <[u8]>::len);
+            bytes += record.timestamp() as usize % 2;
+            for (name, value) in record.headers() {
+                bytes += name.len() + value.len();
+            }
+        }
+        bytes
+    }
+
+    proptest! {
+        #[test]
+        fn built_batches_round_trip_through_storage(rows in rows()) {
+            let records = build(&rows);
+            prop_assert!(records.check().is_ok());
+            let back = Records::from_bytes(&records.to_bytes());
+            prop_assert_eq!(back.as_ref(), Some(&records));
+            let back = back.unwrap();
+            prop_assert_eq!(back.len(), rows.len());
+            for (i, (key, value, ts, headers)) in rows.iter().enumerate() {
+                let record = back.get(i);
+                prop_assert_eq!(record.key(), key.as_deref());
+                prop_assert_eq!(record.value(), value.as_slice());
+                prop_assert_eq!(record.timestamp(), *ts);
+                let got: Vec<(Vec<u8>, Vec<u8>)> =
+                    record.headers().map(|(n, v)| (n.to_vec(), v.to_vec())).collect();
+                prop_assert_eq!(&got, headers);
+            }
+        }
+
+        #[test]
+        fn arbitrary_columns_are_refused_or_safe_to_read(
+            timestamps in proptest::collection::vec(any::<u64>(), 0..6),
+            values in (proptest::collection::vec(any::<u8>(), 0..16), proptest::collection::vec(0u32..20, 0..8)),
+            keys in (proptest::collection::vec(any::<u8>(), 0..16), proptest::collection::vec(0u32..20, 0..8)),
+            keys_absent in proptest::collection::vec(any::<u8>(), 0..3),
+            header_offsets in proptest::collection::vec(0u32..6, 0..8),
+            names in (proptest::collection::vec(any::<u8>(), 0..8), proptest::collection::vec(0u32..10, 0..6)),
+            header_values in (proptest::collection::vec(any::<u8>(), 0..8), proptest::collection::vec(0u32..10, 0..6)),
+        ) {
+            let column = |(data, offsets): (Vec<u8>, Vec<u32>)| Column { data, offsets };
+            let records = Records {
+                timestamps,
+                values: column(values),
+                keys: column(keys),
+                keys_absent,
+                header_offsets,
+                header_names: column(names),
+                header_values: column(header_values),
+            };
+            if records.check().is_ok() {
+                read_all(&records);
+                let back = Records::from_bytes(&records.to_bytes());
+                prop_assert_eq!(back.as_ref(), Some(&records));
+            }
+        }
+
+        #[test]
+        fn arbitrary_stored_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut data = b"SLR1".to_vec();
+            data.extend_from_slice(&bytes);
+            if let Some(records) = Records::from_bytes(&data) {
+                read_all(&records);
+            }
+        }
+    }
+}

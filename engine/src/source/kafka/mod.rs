@@ -33,7 +33,6 @@ mod offsets;
 
 use super::{CHUNK_BYTES, CHUNK_RECORDS, Emitter, Source, SourceError, SourceTask};
 use crate::batch::Records;
-use crate::config::PipelineFile;
 use crate::kafka::{LogContext, Options, client_config, validate};
 use offsets::{
     Offsets, Partition, advance, decode, encode, list_partitions, partition_list, push_message,
@@ -59,7 +58,7 @@ pub const POLL_WAIT: Duration = Duration::from_millis(100);
 /// gives an empty value), timestamp and headers. How much goes into one
 /// batch is bounded by the pipeline's `max_batch_records` and
 /// `max_batch_bytes`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSourceConfig {
     /// Bootstrap brokers, `host:port[,host:port...]`.
@@ -136,8 +135,7 @@ impl KafkaSourceConfig {
     }
 
     /// The running source.
-    pub fn build(&self, file: &PipelineFile) -> KafkaSource {
-        let pipeline = file.config.name.get_ref();
+    pub fn build(&self, pipeline: &str) -> KafkaSource {
         let mut config = client_config(
             &self.brokers,
             &[

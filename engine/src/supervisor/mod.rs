@@ -1,0 +1,302 @@
+//! The running pipelines of a process, keyed by tenant and name: starting
+//! one (build it, give it a thread), stopping one (its sources stop, the
+//! batches in flight finish and are checkpointed), removing one, finding a
+//! stage for a new plugin version, and hearing when one ends. `sluice run`
+//! starts a fixed set and waits for them; `sluice serve` adds and removes
+//! them as tenants ask. What a pipeline does while it runs is `pipeline`'s
+//! business; who may ask for what is the control API's.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+
+use crate::config::PipelineSpec;
+use crate::pipeline::{BuildError, Pipeline, RunSummary};
+use crate::plugin::PluginHost;
+use crate::reload::StageEntry;
+use crate::telemetry::PipelineMetrics;
+
+/// A pipeline's identity in a process: its tenant (under `sluice serve`)
+/// and its name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PipelineKey {
+    /// The tenant, or `None` for `sluice run`'s pipelines.
+    pub tenant: Option<String>,
+    /// The pipeline's name.
+    pub name: String,
+}
+
+impl PipelineKey {
+    /// The key of `spec`.
+    pub fn of(spec: &PipelineSpec) -> Self {
+        PipelineKey {
+            tenant: spec.tenant.clone(),
+            name: spec.name.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for PipelineKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.tenant {
+            Some(tenant) => write!(f, "{tenant}/{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// Where a pipeline is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunState {
+    /// Processing batches.
+    Running,
+    /// Asked to stop; finishing the batches in flight.
+    Stopping,
+    /// Ended on its own (its sources ended) or stopped.
+    Finished,
+    /// Ended with this error.
+    Failed(String),
+}
+
+/// How a pipeline's run ended.
+pub type Outcome = Result<RunSummary, String>;
+
+/// Called with each pipeline that ends, and how.
+pub type OnEnd = Box<dyn Fn(&PipelineKey, &Outcome) + Send + Sync>;
+
+/// Could not start a pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// One with the same key is already there.
+    #[error("pipeline `{0}` is already running in this process")]
+    Duplicate(PipelineKey),
+    /// It could not be built.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// Its thread could not be started.
+    #[error("cannot start a thread for pipeline `{0}`: {1}")]
+    Thread(PipelineKey, std::io::Error),
+}
+
+struct Running {
+    stages: Vec<StageEntry>,
+    metrics: Arc<PipelineMetrics>,
+    stop: watch::Sender<bool>,
+    state: Arc<Mutex<RunState>>,
+    thread: Option<JoinHandle<Outcome>>,
+}
+
+/// What a caller sees of a pipeline.
+#[derive(Clone)]
+pub struct PipelineInfo {
+    /// Its key.
+    pub key: PipelineKey,
+    /// Where it is in its life.
+    pub state: RunState,
+    /// Its stages (version state, for status and hot reload).
+    pub stages: Vec<StageEntry>,
+    /// Its figures.
+    pub metrics: Arc<PipelineMetrics>,
+}
+
+/// The running pipelines.
+pub struct Supervisor {
+    host: Arc<PluginHost>,
+    runtime: Handle,
+    running: Mutex<BTreeMap<PipelineKey, Running>>,
+    on_end: Option<Arc<OnEnd>>,
+}
+
+impl Supervisor {
+    /// A supervisor whose pipelines load plugins with `host` and run their
+    /// sources on `runtime`; `on_end` hears of each pipeline that ends.
+    pub fn new(host: Arc<PluginHost>, runtime: Handle, on_end: Option<OnEnd>) -> Arc<Self> {
+        Arc::new(Supervisor {
+            host,
+            runtime,
+            running: Mutex::new(BTreeMap::new()),
+            on_end: on_end.map(Arc::new),
+        })
+    }
+
+    /// The plugin host.
+    pub fn host(&self) -> &Arc<PluginHost> {
+        &self.host
+    }
+
+    /// Builds `spec` (slow: it loads plugins and opens the state file; call
+    /// it off the async runtime) and runs it on a thread of its own.
+    pub fn start(&self, spec: &PipelineSpec) -> Result<(), StartError> {
+        let key = PipelineKey::of(spec);
+        if self.running.lock().unwrap().contains_key(&key) {
+            return Err(StartError::Duplicate(key));
+        }
+        let pipeline = {
+            let _guard = self.runtime.enter();
+            Pipeline::build(spec, &self.host)?
+        };
+        self.launch(key, pipeline)
+    }
+
+    /// Runs an already built pipeline.
+    pub fn launch(&self, key: PipelineKey, pipeline: Pipeline) -> Result<(), StartError> {
+        let mut running = self.running.lock().unwrap();
+        if running.contains_key(&key) {
+            return Err(StartError::Duplicate(key));
+        }
+        let (stop, stop_rx) = watch::channel(false);
+        let state = Arc::new(Mutex::new(RunState::Running));
+        let stages = pipeline.stage_entries();
+        let metrics = pipeline.metrics();
+        let runtime = self.runtime.clone();
+        let on_end = self.on_end.clone();
+        let thread_state = state.clone();
+        let thread_key = key.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("sluice-pipeline-{}", key.name))
+            .spawn(move || {
+                // A bug that panics ends this pipeline only, as a failure.
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    pipeline.run(&runtime, stop_rx)
+                }));
+                let outcome: Outcome = match outcome {
+                    Ok(result) => result.map_err(|e| e.to_string()),
+                    Err(_) => Err(format!(
+                        "pipeline `{thread_key}`: a pipeline thread panicked"
+                    )),
+                };
+                *thread_state.lock().unwrap() = match &outcome {
+                    Ok(_) => RunState::Finished,
+                    Err(e) => RunState::Failed(e.clone()),
+                };
+                if let Some(on_end) = on_end {
+                    on_end(&thread_key, &outcome);
+                }
+                outcome
+            })
+            .map_err(|e| StartError::Thread(key.clone(), e))?;
+        running.insert(
+            key,
+            Running {
+                stages,
+                metrics,
+                stop,
+                state,
+                thread: Some(thread),
+            },
+        );
+        Ok(())
+    }
+
+    /// Asks `key` to stop (its sources stop reading; what they read is
+    /// processed and checkpointed) and waits until it has. Returns how its
+    /// run ended, or `None` if there is no such pipeline. It stays listed
+    /// (stopped) until removed.
+    pub fn stop(&self, key: &PipelineKey) -> Option<Outcome> {
+        let thread = {
+            let mut running = self.running.lock().unwrap();
+            let entry = running.get_mut(key)?;
+            let _ = entry.stop.send(true);
+            let mut state = entry.state.lock().unwrap();
+            if *state == RunState::Running {
+                *state = RunState::Stopping;
+            }
+            drop(state);
+            entry.thread.take()
+        };
+        let outcome = match thread {
+            Some(thread) => thread
+                .join()
+                .unwrap_or_else(|_| Err(format!("pipeline `{key}`: its thread panicked"))),
+            // Stopped before: report how it ended then.
+            None => match self.state(key)? {
+                RunState::Failed(e) => Err(e),
+                _ => Err(format!("pipeline `{key}` was already stopped")),
+            },
+        };
+        Some(outcome)
+    }
+
+    /// Stops `key` if it runs, and forgets it.
+    pub fn remove(&self, key: &PipelineKey) -> Option<Outcome> {
+        let outcome = self.stop(key);
+        self.running.lock().unwrap().remove(key);
+        outcome
+    }
+
+    /// Asks every pipeline to stop, without waiting.
+    pub fn stop_all(&self) {
+        for entry in self.running.lock().unwrap().values() {
+            let _ = entry.stop.send(true);
+        }
+    }
+
+    /// Waits for every pipeline to end; returns how each ended.
+    pub fn wait_all(&self) -> Vec<(PipelineKey, Outcome)> {
+        let threads: Vec<(PipelineKey, JoinHandle<Outcome>)> = self
+            .running
+            .lock()
+            .unwrap()
+            .iter_mut()
+            .filter_map(|(key, entry)| Some((key.clone(), entry.thread.take()?)))
+            .collect();
+        threads
+            .into_iter()
+            .map(|(key, thread)| {
+                let outcome = thread
+                    .join()
+                    .unwrap_or_else(|_| Err(format!("pipeline `{key}`: its thread panicked")));
+                (key, outcome)
+            })
+            .collect()
+    }
+
+    /// Where `key` is in its life.
+    pub fn state(&self, key: &PipelineKey) -> Option<RunState> {
+        let running = self.running.lock().unwrap();
+        Some(running.get(key)?.state.lock().unwrap().clone())
+    }
+
+    /// Every pipeline of `tenant` (every pipeline at all with `None` under
+    /// `sluice run`, where no pipeline has a tenant).
+    pub fn pipelines(&self, tenant: Option<&str>) -> Vec<PipelineInfo> {
+        self.running
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(key, _)| key.tenant.as_deref() == tenant)
+            .map(|(key, entry)| PipelineInfo {
+                key: key.clone(),
+                state: entry.state.lock().unwrap().clone(),
+                stages: entry.stages.clone(),
+                metrics: entry.metrics.clone(),
+            })
+            .collect()
+    }
+
+    /// One pipeline.
+    pub fn pipeline(&self, key: &PipelineKey) -> Option<PipelineInfo> {
+        let running = self.running.lock().unwrap();
+        let entry = running.get(key)?;
+        Some(PipelineInfo {
+            key: key.clone(),
+            state: entry.state.lock().unwrap().clone(),
+            stages: entry.stages.clone(),
+            metrics: entry.metrics.clone(),
+        })
+    }
+
+    /// Stage `stage` of pipeline `key`.
+    pub fn stage(&self, key: &PipelineKey, stage: &str) -> Option<StageEntry> {
+        let running = self.running.lock().unwrap();
+        running
+            .get(key)?
+            .stages
+            .iter()
+            .find(|e| e.settings.name == stage)
+            .cloned()
+    }
+}
