@@ -2,7 +2,8 @@
 //! must make `sluice check` fail with every line of `NAME.err` in its
 //! message (which starts `NAME.toml:LINE:COLUMN:`), and `sluice run` refuse
 //! it with exit code 2. `${PLUGINS}` in a file stands for the folder of
-//! built plugins.
+//! built plugins; a comment line `# mkdir: PATH` or `# file: PATH` makes
+//! that folder or (empty) file beside the pipeline first.
 
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ fn every_invalid_pipeline_fails_with_its_expected_message() {
         .collect();
     names.sort();
     assert!(
-        names.len() >= 10,
+        names.len() >= 50,
         "expected the invalid cases in {}",
         cases.display()
     );
@@ -34,6 +35,13 @@ fn every_invalid_pipeline_fails_with_its_expected_message() {
         let text = std::fs::read_to_string(case)
             .unwrap()
             .replace("${PLUGINS}", &plugins.display().to_string());
+        for line in text.lines() {
+            if let Some(dir) = line.strip_prefix("# mkdir: ") {
+                s.mkdir(dir.trim());
+            } else if let Some(file) = line.strip_prefix("# file: ") {
+                s.write(file.trim(), "");
+            }
+        }
         s.write(&file_name, &text);
         let out = s.sluice(&["check", &file_name]).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -10,6 +10,7 @@ mod compile_cache;
 mod config_errors;
 mod containment;
 mod example_plugins;
+mod hardening;
 mod hot_reload;
 mod kafka;
 mod languages;

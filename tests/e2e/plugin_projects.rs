@@ -140,33 +140,54 @@ fn a_missing_tool_is_named_with_how_to_install_it() {
     }
 }
 
+/// Every refusal exits non-zero and leaves the folder as it was: nothing
+/// created, nothing overwritten.
 #[test]
 fn bad_names_existing_folders_and_non_projects_are_refused() {
     let s = Scratch::new();
+    let listing = || {
+        let mut names: Vec<String> = std::fs::read_dir(s.dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
     let out = s
         .sluice(&["plugin", "new", "My Stage", "--lang", "python"])
         .output()
         .unwrap();
+    assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`My Stage` cannot be a plugin name"));
+    assert!(listing().is_empty(), "{:?}", listing());
 
-    s.mkdir("taken");
+    s.write("taken/keep.txt", "mine");
     let out = s.sluice(&["plugin", "new", "taken"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("taken already exists"));
+    let kept: Vec<_> = std::fs::read_dir(s.path("taken")).unwrap().flatten().collect();
+    assert_eq!(kept.len(), 1, "nothing was added to the existing folder");
+    assert_eq!(std::fs::read_to_string(s.path("taken/keep.txt")).unwrap(), "mine");
 
     let out = s
         .sluice(&["plugin", "new", "x", "--lang", "cobol"])
         .output()
         .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a usage error");
     assert!(
         String::from_utf8_lossy(&out.stderr)
             .contains("unknown language `cobol` (known: rust, python, js, c, go)")
     );
+    assert_eq!(listing(), ["taken"], "no `x` was made");
 
     s.write("empty/notes.txt", "nothing to build");
     let out = s.sluice(&["plugin", "build", "empty"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("not a plugin project"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(s.path("empty")).unwrap().flatten().collect();
+    assert_eq!(left.len(), 1, "the build made nothing");
 }
 
 /// A stage that counts each value in the engine-kept state, logs, and

@@ -135,6 +135,9 @@ fn a_damaged_state_file_is_an_error_naming_it() {
     );
 }
 
+/// A pipeline whose stages keep no state and whose sources keep their place
+/// elsewhere (here stdin, which cannot replay) makes no state file, and its
+/// output is the plain counts.
 #[test]
 fn a_pipeline_without_state_writes_no_state_file() {
     let s = Scratch::new();
@@ -148,6 +151,11 @@ fn a_pipeline_without_state_writes_no_state_file() {
     let done = run(&s, &["a b a\n"]);
     assert!(done.status.success(), "{}", done.stderr);
     assert!(!s.path("state").exists());
+    let counts = totals(&read_jsonl_dir(&s.path("out")));
+    assert_eq!(
+        counts,
+        BTreeMap::from([("a".to_string(), 2), ("b".to_string(), 1)])
+    );
 }
 
 /// The checkpoint's promise: under continuous input into a watched folder,

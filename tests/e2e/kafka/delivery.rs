@@ -360,3 +360,75 @@ fn committed_sums(brokers: &str, topic: &str) -> BTreeMap<String, u64> {
     }
     sums
 }
+
+/// A source hears that a batch is safe only after the sinks wrote it and
+/// its checkpoint is taken: crash a second after the first batch with
+/// output was acknowledged (its offsets committed to the group by then),
+/// restart, and every line is in the output. Were the offsets acknowledged
+/// before the write, the crash would lose that batch for good.
+#[test]
+fn offsets_are_acknowledged_only_after_the_batch_is_written() {
+    let brokers = shared_broker();
+    let (lines, group) = (unique("lines"), unique("group"));
+    create_topic(&brokers, &lines, 1);
+    // More lines than one chunk holds (1,024), so the first batch is not
+    // the whole topic.
+    let text: String = (0..3000).map(|i| format!("line-{i}\n")).collect();
+    produce(&brokers, &lines, &line_messages(&text, 1));
+    let s = Scratch::new();
+    s.write(
+        "p.toml",
+        &format!(
+            "name = \"acked\"\nbatch_interval = \"100ms\"\nmax_batch_records = 100\n{}\n\
+             [[sinks]]\ntype = \"directory\"\npath = \"out\"\nformat = \"text\"\n",
+            kafka_source(&brokers, &lines, &group, "")
+        ),
+    );
+    let output = |s: &Scratch| -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(s.path("out"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .flat_map(|e| {
+                std::fs::read_to_string(e.path())
+                    .unwrap()
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let mut crashed = s
+        .sluice(&["run", "p.toml", "--control", "off"])
+        .env("SLUICE_CRASH_AT", "acknowledged:1")
+        .stdout(Stdio::null())
+        .stderr(File::create(s.path("log-1")).unwrap())
+        .spawn()
+        .unwrap();
+    let status = wait_deadline(&mut crashed, Duration::from_secs(60));
+    assert!(!status.success(), "the crash point was not reached: {}", read(&s.path("log-1")));
+    let after_crash = output(&s).len();
+    assert!(
+        after_crash > 0 && after_crash < 3000,
+        "{after_crash} lines written before the crash"
+    );
+    let mut child = spawn_logged(&s, "p.toml", "log-2");
+    let expected: Vec<String> = text.lines().map(str::to_string).collect();
+    let start = Instant::now();
+    while output(&s).len() < expected.len() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "lines lost: {} of {} in the output\n{}\n----\n{}",
+            output(&s).len(),
+            expected.len(),
+            read(&s.path("log-1")),
+            read(&s.path("log-2"))
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    terminate(&child);
+    let status = wait_deadline(&mut child, Duration::from_secs(30));
+    assert!(status.success(), "{status}: {}", read(&s.path("log-2")));
+    assert_eq!(output(&s), expected.into_iter().collect());
+}

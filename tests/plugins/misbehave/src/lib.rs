@@ -24,8 +24,14 @@
 //! `mode = "probe"` reaches for what the sandbox should withhold and emits,
 //! per batch, one record per finding with no timestamp of its own (so the
 //! engine stamps it with the batch time): `fs:<outcome of listing />`,
-//! `env:<number of environment variables>`, `clock:<wall clock in ms>`,
-//! `random:<first u64 from the OS random source>`.
+//! `open:<path>:<outcome of opening it>` for `/etc/passwd`,
+//! `/proc/self/environ` and `.`, `tcp:<outcome of connecting to the
+//! config's `connect` address>`, `udp:<outcome of binding a socket>`,
+//! `dns:<outcome of resolving localhost>`, `env:<number of environment
+//! variables>`, `clock:<wall clock in ms>`, `random:<first u64 from the OS
+//! random source>`.
+//!
+//! `init_spin = N` busy-spins `N` iterations in `init`: a slow start-up.
 
 use std::hint::black_box;
 
@@ -47,11 +53,13 @@ struct Misbehave {
     when: String,
     spin: u64,
     tally: bool,
+    connect: String,
 }
 
 impl Processor for Misbehave {
     fn init(config: &Config) -> Result<Self, Error> {
-        config.allow_only(&["mode", "when", "spin", "tally"])?;
+        config.allow_only(&["mode", "when", "spin", "tally", "init_spin", "connect"])?;
+        spin(config.parse_or("init_spin", 0)?);
         let mode = match config.require("mode")? {
             "trap" => Mode::Trap,
             "loop" => Mode::Loop,
@@ -70,11 +78,13 @@ impl Processor for Misbehave {
         let when = config.get_or("when", "boom").to_owned();
         let spin = config.parse_or("spin", 200_000)?;
         let tally = config.parse_or("tally", false)?;
+        let connect = config.get_or("connect", "127.0.0.1:9").to_owned();
         Ok(Misbehave {
             mode,
             when,
             spin,
             tally,
+            connect,
         })
     }
 
@@ -87,7 +97,7 @@ impl Processor for Misbehave {
             return Ok(());
         }
         if let Mode::Probe = self.mode {
-            probe(out);
+            probe(out, &self.connect);
             return Ok(());
         }
         if self.tally {
@@ -161,11 +171,33 @@ fn grow_forever() -> ! {
 }
 
 /// What the sandbox lets a plugin see of the world.
-fn probe(out: &mut Output) {
+fn probe(out: &mut Output, connect: &str) {
     let fs = match std::fs::read_dir("/") {
         Ok(entries) => format!("fs:listed {} entries", entries.count()),
         Err(e) => format!("fs:denied ({e})"),
     };
+    let mut findings = vec![fs];
+    for path in ["/etc/passwd", "/proc/self/environ", "."] {
+        findings.push(match std::fs::File::open(path) {
+            Ok(_) => format!("open:{path}:opened"),
+            Err(e) => format!("open:{path}:denied ({e})"),
+        });
+    }
+    findings.push(match std::net::TcpStream::connect(connect) {
+        Ok(_) => "tcp:connected".to_string(),
+        Err(e) => format!("tcp:denied ({e})"),
+    });
+    findings.push(match std::net::UdpSocket::bind("127.0.0.1:0") {
+        Ok(_) => "udp:bound".to_string(),
+        Err(e) => format!("udp:denied ({e})"),
+    });
+    findings.push({
+        use std::net::ToSocketAddrs;
+        match "localhost:80".to_socket_addrs() {
+            Ok(_) => "dns:resolved".to_string(),
+            Err(e) => format!("dns:denied ({e})"),
+        }
+    });
     let env = format!("env:{}", std::env::vars().count());
     let clock = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -179,12 +211,8 @@ fn probe(out: &mut Output) {
         bytes.copy_from_slice(&h.finish().to_le_bytes());
         u64::from_le_bytes(bytes)
     };
-    for finding in [
-        fs,
-        env,
-        format!("clock:{clock}"),
-        format!("random:{random}"),
-    ] {
+    findings.extend([env, format!("clock:{clock}"), format!("random:{random}")]);
+    for finding in findings {
         out.push(sluice_sdk::Record::new(finding));
     }
 }
