@@ -40,6 +40,7 @@ fn settings(plugin_path: PathBuf) -> StageSettings {
         on_error: OnError::Fail,
         retries: 0,
         recycle_after: 0,
+        release_idle: None,
         dead_letter: DeadLetter {
             dir: std::env::temp_dir().join("sluice-bench-dead-letter"),
         },

@@ -1,7 +1,8 @@
 //! Keeping file access inside the folders a pipeline was given.
 //!
 //! A `directory` source reads only regular files whose real path lies inside
-//! its folder (a link in the folder to `/etc/passwd` or `/proc/self/environ`
+//! its folder (a hard link is a regular file inside the folder: it is read,
+//! so whoever may write the folder decides what it holds) (a link in the folder to `/etc/passwd` or `/proc/self/environ`
 //! is skipped, not read), a hosted tenant's paths stay inside its files root,
 //! and `sluice check` refuses folders that overlap where they must not (a
 //! sink writing into a source's folder feeds its own output back in). This
@@ -53,7 +54,7 @@ fn open_nonblocking(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
 }
 

@@ -71,6 +71,10 @@ pub fn run(files: Vec<PathBuf>, control: &str, watch_plugins: bool) -> anyhow::R
             return Ok(ExitCode::from(2));
         }
     }
+    if let Err(err) = checks::check_across(&specs) {
+        eprintln!("error: {err}");
+        return Ok(ExitCode::from(2));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("sluice-io")
@@ -152,9 +156,9 @@ fn start_control(
     runtime: &tokio::runtime::Runtime,
     control: &str,
     supervisor: &Arc<Supervisor>,
-) -> anyhow::Result<Option<token::TokenFile>> {
+) -> anyhow::Result<Vec<token::TokenFile>> {
     if control == "off" {
-        return Ok(None);
+        return Ok(Vec::new());
     }
     let listening = runtime
         .block_on(tokio::net::TcpListener::bind(control))
@@ -163,7 +167,7 @@ fn start_control(
         Ok(bound) => bound,
         Err(e) => {
             tracing::warn!("control endpoint not started: cannot listen on {control}: {e}");
-            return Ok(None);
+            return Ok(Vec::new());
         }
     };
     let secret = token::generate().context("making the control token")?;
@@ -171,16 +175,26 @@ fn start_control(
         Ok(file) => file,
         Err(e) => {
             tracing::warn!("control endpoint not started: cannot write its token file: {e}");
-            return Ok(None);
+            return Ok(Vec::new());
         }
     };
+    let mut files = vec![];
+    // Listening on every address: the commands' default loopback address
+    // finds the token too.
+    if address.ip().is_unspecified() {
+        let local = std::net::SocketAddr::from(([127, 0, 0, 1], address.port()));
+        if let Ok(extra) = token::TokenFile::write(&local.to_string(), &secret) {
+            files.push(extra);
+        }
+    }
     tracing::info!(
         "control endpoint on http://{address}, token in {} (sluice deploy / status / rollback --control {address} read it)",
         file.path().display()
     );
     let router = local::router(supervisor.clone(), &secret, address);
     runtime.spawn(http::serve(listener, router, http::Limits::default()));
-    Ok(Some(file))
+    files.push(file);
+    Ok(files)
 }
 
 /// First SIGINT/SIGTERM: finish gracefully. Second: exit now.
@@ -216,6 +230,10 @@ pub fn check(files: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
     let specs: Vec<PipelineSpec> = loaded.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
     let host = PluginHost::with_slots(slots_for(&specs))?;
     let mut ok = true;
+    if let Err(err) = checks::check_across(&specs) {
+        eprintln!("error: {err}");
+        ok = false;
+    }
     for (path, result) in files.iter().zip(loaded) {
         let result = result.and_then(|spec| {
             let uses_state = check_stages(&spec, &host).map_err(|e| e.to_string())?;

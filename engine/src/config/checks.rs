@@ -13,30 +13,19 @@ use crate::confine;
 use crate::sink::SinkConfig;
 use crate::source::SourceConfig;
 
-/// Checks the folders of `spec`. `uses_state`: whether a stage's plugin
-/// uses the state interface (known once the plugins are loaded), so that
-/// the state folder is checked when it will be made.
-pub fn check_folders(spec: &PipelineSpec, uses_state: bool) -> Result<(), ConfigError> {
-    let reads: Vec<(&Path, Location)> = spec
-        .sources
+/// The folders `spec`'s directory sources read.
+fn reads(spec: &PipelineSpec) -> Vec<(&Path, Location)> {
+    spec.sources
         .iter()
         .filter_map(|s| match &s.value {
             SourceConfig::Directory(d) => Some((d.path.as_path(), s.at)),
             _ => None,
         })
-        .collect();
-    for (dir, at) in &reads {
-        if !dir.is_dir() {
-            return Err(spec.error_at(
-                *at,
-                format!(
-                    "source directory {}: the folder does not exist (create it, or fix `path`)",
-                    dir.display()
-                ),
-            ));
-        }
-    }
-    // Every folder the pipeline writes to, with what it is for.
+        .collect()
+}
+
+/// Every folder `spec` writes to, with what it is for.
+fn writes(spec: &PipelineSpec, uses_state: bool) -> Vec<(PathBuf, String, Location)> {
     let mut writes: Vec<(PathBuf, String, Location)> = Vec::new();
     for sink in &spec.sinks {
         if let SinkConfig::Directory(d) = &sink.value {
@@ -51,8 +40,61 @@ pub fn check_folders(spec: &PipelineSpec, uses_state: bool) -> Result<(), Config
         ));
     }
     if uses_state || spec.needs_state_file() {
-        writes.push((spec.state_dir.clone(), "state folder".into(), Location { line: 1, column: 1 }));
+        writes.push((
+            spec.state_dir.clone(),
+            "state folder".into(),
+            Location { line: 1, column: 1 },
+        ));
     }
+    writes
+}
+
+/// Checks that no pipeline of several run together writes into a folder
+/// another one's directory source reads.
+pub fn check_across(specs: &[PipelineSpec]) -> Result<(), ConfigError> {
+    for (i, spec) in specs.iter().enumerate() {
+        for (j, other) in specs.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            for (dir, what, at) in writes(spec, false) {
+                for (source, _) in reads(other) {
+                    if confine::overlap(&dir, source) {
+                        return Err(spec.error_at(
+                            at,
+                            format!(
+                                "{what} {} overlaps the folder of a directory source of pipeline \
+                                 `{}` ({}): that pipeline would read this one's output",
+                                dir.display(),
+                                other.name,
+                                source.display()
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks the folders of `spec`. `uses_state`: whether a stage's plugin
+/// uses the state interface (known once the plugins are loaded), so that
+/// the state folder is checked when it will be made.
+pub fn check_folders(spec: &PipelineSpec, uses_state: bool) -> Result<(), ConfigError> {
+    let reads = reads(spec);
+    for (dir, at) in &reads {
+        if !dir.is_dir() {
+            return Err(spec.error_at(
+                *at,
+                format!(
+                    "source directory {}: the folder does not exist (create it, or fix `path`)",
+                    dir.display()
+                ),
+            ));
+        }
+    }
+    let writes = writes(spec, uses_state);
     for (dir, what, at) in &writes {
         writable_folder(dir).map_err(|m| spec.error_at(*at, format!("{what}: {m}")))?;
         for (source, _) in &reads {

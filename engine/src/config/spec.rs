@@ -72,6 +72,12 @@ pub struct PipelineSpec {
     pub stages: Vec<LocatedStage>,
     /// Sinks, with their paths resolved.
     pub sinks: Vec<Located<SinkConfig>>,
+    /// Drop a stage's instance after this long without records (set by
+    /// `sluice serve`, not by the file): idle pipelines hold no Wasm memory.
+    pub release_idle: Option<Duration>,
+    /// Where `http` sources register to take data through the service's
+    /// API (set by `sluice serve`).
+    pub ingest: Option<crate::source::IngestPoints>,
 }
 
 impl PipelineSpec {
@@ -104,6 +110,12 @@ impl PipelineSpec {
             || self.stages.iter().any(|s| s.spec.window.is_some())
     }
 
+    /// The key its `http` sources register under with the service:
+    /// `tenant/pipeline`.
+    pub fn ingest_key(&self) -> String {
+        format!("{}/{}", self.tenant.as_deref().unwrap_or(""), self.name)
+    }
+
     /// The write-ahead log folder of source `index`.
     pub fn wal_dir(&self, index: usize) -> PathBuf {
         self.state_dir
@@ -122,8 +134,22 @@ pub trait Base {
     /// A data path (a `directory` source's or sink's folder).
     fn data_path(&self, written: &Path) -> Result<PathBuf, String>;
 
-    /// The plugin a stage names: its file.
-    fn plugin(&self, written: &Path) -> Result<PathBuf, String>;
+    /// The plugin stage `stage` names: its file, and the name its versions
+    /// go by in logs and status (`None`: the file's name).
+    fn plugin(&self, stage: &str, written: &Path) -> Result<(PathBuf, Option<String>), String>;
+
+    /// Refuses a source the pipeline may not have here (what a hosted
+    /// tenant may not reach), with the reason.
+    fn check_source(&self, source: &SourceConfig) -> Result<(), String> {
+        let _ = source;
+        Ok(())
+    }
+
+    /// Refuses a sink the pipeline may not have here, with the reason.
+    fn check_sink(&self, sink: &SinkConfig) -> Result<(), String> {
+        let _ = sink;
+        Ok(())
+    }
 
     /// The state folder, from `state_dir` if written.
     fn state_dir(&self, written: Option<&Path>) -> Result<PathBuf, String>;
@@ -172,8 +198,8 @@ impl Base for FolderBase {
         Ok(self.join(written))
     }
 
-    fn plugin(&self, written: &Path) -> Result<PathBuf, String> {
-        Ok(self.join(written))
+    fn plugin(&self, _: &str, written: &Path) -> Result<(PathBuf, Option<String>), String> {
+        Ok((self.join(written), None))
     }
 
     fn state_dir(&self, written: Option<&Path>) -> Result<PathBuf, String> {
@@ -208,6 +234,8 @@ impl PipelineFile {
             .map_err(|m| self.error_at(0..0, format!("`state_dir`: {m}")))?;
         let mut sources = Vec::with_capacity(c.sources.len());
         for source in &c.sources {
+            base.check_source(source.get_ref())
+                .map_err(|m| self.error_at(source.span(), m))?;
             let mut value = source.get_ref().clone();
             value
                 .resolve_paths(|p| base.data_path(p))
@@ -220,19 +248,20 @@ impl PipelineFile {
         let mut stages = Vec::with_capacity(c.stages.len());
         for stage in &c.stages {
             let s = stage.get_ref();
-            let plugin = base
-                .plugin(s.plugin.get_ref())
+            let (plugin, label) = base
+                .plugin(s.name.get_ref(), s.plugin.get_ref())
                 .map_err(|m| self.error_at(s.plugin.span(), m))?;
             let dead_letter = base
                 .dead_letter(&name, s.name.get_ref(), s.dead_letter.as_deref())
                 .map_err(|m| self.error_at(stage.span(), format!("`dead_letter`: {m}")))?;
-            let spec = s
+            let mut spec = s
                 .spec(plugin, dead_letter, interval)
                 .map_err(|(span, message)| {
                     // Defaults carry no span: point at the stage then.
                     let span = if span.is_empty() { stage.span() } else { span };
                     self.error_at(span, message)
                 })?;
+            spec.plugin_label = label;
             stages.push(LocatedStage {
                 spec,
                 at: at(stage.span()),
@@ -241,6 +270,8 @@ impl PipelineFile {
         }
         let mut sinks = Vec::with_capacity(c.sinks.len());
         for sink in &c.sinks {
+            base.check_sink(sink.get_ref())
+                .map_err(|m| self.error_at(sink.span(), m))?;
             let mut value = sink.get_ref().clone();
             value
                 .resolve_paths(|p| base.data_path(p))
@@ -264,6 +295,8 @@ impl PipelineFile {
             sources,
             stages,
             sinks,
+            release_idle: None,
+            ingest: None,
         })
     }
 }

@@ -94,8 +94,10 @@ async fn guard(State(local): State<Local>, request: Request, next: Next) -> Resp
 
 fn check(local: &Local, headers: &HeaderMap) -> Result<(), ApiError> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if text(header::ORIGIN.as_str()).is_some()
-        || text("sec-fetch-site").is_some_and(|site| site != "none")
+    if headers.contains_key(header::ORIGIN)
+        || headers
+            .get("sec-fetch-site")
+            .is_some_and(|site| site.as_bytes() != b"none")
     {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -114,7 +116,7 @@ fn check(local: &Local, headers: &HeaderMap) -> Result<(), ApiError> {
             return Err(ApiError::new(StatusCode::BAD_REQUEST, "no `Host` header"));
         }
     }
-    let given = text(header::AUTHORIZATION.as_str()).and_then(|v| v.strip_prefix("Bearer "));
+    let given = text(header::AUTHORIZATION.as_str()).and_then(super::token::bearer);
     match given {
         Some(token) if super::token::same(token.trim(), &local.token) => Ok(()),
         Some(_) => Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong token")),

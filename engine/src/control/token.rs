@@ -92,11 +92,23 @@ pub fn read_for(address: &str) -> Option<String> {
     })
 }
 
+/// Makes `dir` (only this user may enter a folder it makes); an existing
+/// one must belong to this user and is left as it is (the token file
+/// itself is only this user's to read).
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
+    if !dir.exists() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder.create(dir)?;
+    }
     #[cfg(unix)]
     {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(dir)?;
         // SAFETY: getuid has no preconditions.
         if meta.uid() != unsafe { libc::getuid() } {
@@ -105,7 +117,6 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
                 dir.display()
             )));
         }
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
     Ok(())
 }
@@ -121,6 +132,15 @@ fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
     options.open(path)
 }
 
+/// The token of an `Authorization: Bearer TOKEN` value (the scheme's name
+/// in any case, as HTTP has it).
+pub fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+}
+
 /// Compares two tokens in time that does not depend on where they differ.
 pub fn same(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -130,6 +150,14 @@ pub fn same(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_read_in_any_case() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("abc"), None);
+    }
 
     #[test]
     fn tokens_are_random_hex_and_compare_exactly() {

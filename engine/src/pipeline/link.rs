@@ -15,6 +15,11 @@
 //! Batches leave in the order they came. A link holds at most
 //! [`MOST_WAITING`] batches in all, so light ones are bounded too (at most
 //! [`MOST_WAITING`] × [`LIGHT_BYTES`] of writes).
+//!
+//! Threads use the blocking `send` and iteration. Jobs on a worker pool
+//! (`sluice serve`) never block: they use `try_send` and `try_recv`, and
+//! register a callback ([`Sender::on_item`], [`Receiver::on_room`]) that
+//! wakes them when there is something to take or room to put.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -37,6 +42,9 @@ struct Shared<T> {
     changed: Condvar,
 }
 
+/// Called when something changed for the other end.
+pub type Wake = Arc<dyn Fn() + Send + Sync>;
+
 struct State<T> {
     /// The items in order, each with whether it is heavy (weighed once, on
     /// the way in, so the count below cannot drift).
@@ -45,6 +53,30 @@ struct State<T> {
     heavy: usize,
     sender_gone: bool,
     receiver_gone: bool,
+    /// Wakes the receiving job: an item came, or the sender went.
+    on_item: Option<Wake>,
+    /// Wakes the sending job: room appeared, or the receiver went.
+    on_room: Option<Wake>,
+}
+
+/// Why `try_send` gave the item back.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TrySend<T> {
+    /// No room now; the `on_room` callback runs when there is.
+    Full(T),
+    /// The receiving end is gone.
+    Closed(T),
+}
+
+/// What `try_recv` found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TryRecv<T> {
+    /// The next item.
+    Item(T),
+    /// Nothing now; the `on_item` callback runs when there is.
+    Empty,
+    /// Nothing, and the sender is gone: nothing will come.
+    Closed,
 }
 
 /// The sending end.
@@ -61,6 +93,8 @@ pub fn link<T: Weighed>() -> (Sender<T>, Receiver<T>) {
             heavy: 0,
             sender_gone: false,
             receiver_gone: false,
+            on_item: None,
+            on_room: None,
         }),
         changed: Condvar::new(),
     });
@@ -99,15 +133,92 @@ impl<T: Weighed> Sender<T> {
         }
         state.heavy += usize::from(heavy);
         state.waiting.push_back((item, heavy));
+        let wake = state.on_item.clone();
+        drop(state);
         self.0.changed.notify_all();
+        if let Some(wake) = wake {
+            wake();
+        }
         Ok(())
+    }
+
+    /// Queues `item` if there is room now (for a heavy item: no heavy one
+    /// waiting), without waiting.
+    pub fn try_send(&self, item: T) -> Result<(), TrySend<T>> {
+        let heavy = item.is_heavy();
+        let mut state = self.0.lock();
+        if state.receiver_gone {
+            return Err(TrySend::Closed(item));
+        }
+        if state.waiting.len() >= MOST_WAITING || (heavy && state.heavy > 0) {
+            return Err(TrySend::Full(item));
+        }
+        state.heavy += usize::from(heavy);
+        state.waiting.push_back((item, heavy));
+        let wake = state.on_item.clone();
+        drop(state);
+        self.0.changed.notify_all();
+        if let Some(wake) = wake {
+            wake();
+        }
+        Ok(())
+    }
+
+    /// Whether an item of any weight would be taken now (or the receiver
+    /// is gone, so a send would return at once).
+    pub fn has_room(&self) -> bool {
+        let state = self.0.lock();
+        state.receiver_gone || (state.waiting.len() < MOST_WAITING && state.heavy == 0)
+    }
+
+    /// Runs `wake` whenever room appears (an item is taken) or the
+    /// receiver goes.
+    pub fn on_room(&self, wake: Wake) {
+        self.0.lock().on_room = Some(wake);
     }
 }
 
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
-        self.0.lock().sender_gone = true;
+        let mut state = self.0.lock();
+        state.sender_gone = true;
+        let wake = state.on_item.clone();
+        drop(state);
         self.0.changed.notify_all();
+        if let Some(wake) = wake {
+            wake();
+        }
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Takes the next item if there is one, without waiting.
+    pub fn try_recv(&self) -> TryRecv<T> {
+        let mut state = self.0.lock();
+        match state.waiting.pop_front() {
+            Some((item, heavy)) => {
+                state.heavy -= usize::from(heavy);
+                let wake = state.on_room.clone();
+                drop(state);
+                self.0.changed.notify_all();
+                if let Some(wake) = wake {
+                    wake();
+                }
+                TryRecv::Item(item)
+            }
+            None if state.sender_gone => TryRecv::Closed,
+            None => TryRecv::Empty,
+        }
+    }
+
+    /// Whether an item is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.0.lock().waiting.is_empty()
+    }
+
+    /// Runs `wake` whenever an item comes or the sender goes.
+    pub fn on_item(&self, wake: Wake) {
+        self.0.lock().on_item = Some(wake);
     }
 }
 
@@ -121,7 +232,12 @@ impl<T: Weighed> Iterator for Receiver<T> {
         loop {
             if let Some((item, heavy)) = state.waiting.pop_front() {
                 state.heavy -= usize::from(heavy);
+                let wake = state.on_room.clone();
+                drop(state);
                 self.0.changed.notify_all();
+                if let Some(wake) = wake {
+                    wake();
+                }
                 return Some(item);
             }
             if state.sender_gone {
@@ -141,10 +257,15 @@ impl<T> Drop for Receiver<T> {
         let mut state = self.0.lock();
         state.receiver_gone = true;
         // Nothing will take them: let them go now.
-        state.waiting.clear();
+        let dropped = std::mem::take(&mut state.waiting);
         state.heavy = 0;
+        let wake = state.on_room.clone();
         drop(state);
+        drop(dropped);
         self.0.changed.notify_all();
+        if let Some(wake) = wake {
+            wake();
+        }
     }
 }
 
@@ -236,5 +357,48 @@ mod tests {
         assert!(!sender.is_finished(), "a full link took one more");
         assert_eq!(rx.next(), Some(Item(0, false)));
         sender.join().unwrap().unwrap();
+    }
+}
+
+#[cfg(test)]
+mod job_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Debug, PartialEq)]
+    struct Item(u32, bool);
+
+    impl Weighed for Item {
+        fn is_heavy(&self) -> bool {
+            self.1
+        }
+    }
+
+    #[test]
+    fn jobs_are_woken_for_items_and_for_room() {
+        let (tx, rx) = link();
+        let items = Arc::new(AtomicUsize::new(0));
+        let rooms = Arc::new(AtomicUsize::new(0));
+        let (i, r) = (items.clone(), rooms.clone());
+        rx.on_item(Arc::new(move || {
+            i.fetch_add(1, Ordering::SeqCst);
+        }));
+        tx.on_room(Arc::new(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        }));
+        assert_eq!(rx.try_recv(), TryRecv::Empty);
+        assert!(tx.has_room());
+        tx.try_send(Item(1, true)).unwrap();
+        assert_eq!(items.load(Ordering::SeqCst), 1);
+        assert!(!tx.has_room(), "a heavy item waits");
+        assert_eq!(tx.try_send(Item(2, true)), Err(TrySend::Full(Item(2, true))));
+        tx.try_send(Item(3, false)).unwrap();
+        assert_eq!(rx.try_recv(), TryRecv::Item(Item(1, true)));
+        assert_eq!(rooms.load(Ordering::SeqCst), 1);
+        assert!(tx.has_room());
+        assert_eq!(rx.try_recv(), TryRecv::Item(Item(3, false)));
+        drop(tx);
+        assert_eq!(items.load(Ordering::SeqCst), 3, "the sender's going wakes too");
+        assert_eq!(rx.try_recv(), TryRecv::Closed);
     }
 }

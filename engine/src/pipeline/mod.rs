@@ -7,6 +7,8 @@
 //! to its own module; which pipelines run is the supervisor's business.
 
 mod link;
+mod pool;
+mod pooled;
 mod run;
 
 use std::path::PathBuf;
@@ -21,6 +23,9 @@ use crate::source::{Source, SourceContext, SourceError};
 use crate::stage::{DeadLetter, Grant, InitError, Stage, StageError, StageSettings, Window};
 use crate::state::{StageState, StateError, StateStore};
 use crate::telemetry::{PipelineMetrics, Totals};
+
+pub use pool::{Job, MAX_BACKOFF, Step, WorkerPool};
+pub use pooled::{OnDone, PooledRun, Pools};
 
 /// A pipeline could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +139,7 @@ fn stages_of(
     let mut plugins = Vec::with_capacity(spec.stages.len());
     for stage in &spec.stages {
         let plugin = host
-            .load(&stage.spec.plugin)
+            .load_as(&stage.spec.plugin, stage.spec.plugin_label.as_deref())
             .map_err(|source| BuildError::Plugin {
                 file: spec.file.clone(),
                 at: stage.plugin_at,
@@ -170,6 +175,7 @@ fn stages_of(
             on_error: s.on_error,
             retries: s.retries,
             recycle_after: s.recycle_after,
+            release_idle: spec.release_idle,
             dead_letter: DeadLetter {
                 dir: s.dead_letter.clone(),
             },
@@ -222,6 +228,10 @@ pub fn build_sources(spec: &PipelineSpec) -> Result<Vec<Box<dyn Source>>, BuildE
             let cx = SourceContext {
                 pipeline: &spec.name,
                 wal_dir: spec.wal_dir(index),
+                ingest: spec
+                    .ingest
+                    .clone()
+                    .map(|points| (points, spec.ingest_key())),
             };
             s.value
                 .build(&cx)

@@ -23,8 +23,8 @@ use crate::state::{StageState, Writes};
 use crate::telemetry::{BatchMetrics, PipelineMetrics, Reporter, StageMetrics};
 
 /// A batch on its way through the stages.
-struct InFlight {
-    batch: Batch,
+pub(super) struct InFlight {
+    pub(super) batch: Batch,
     /// When the first stage took it (or the sinks, without stages).
     started: Option<Instant>,
     /// Records the batch came in with.
@@ -33,6 +33,19 @@ struct InFlight {
     stages: Vec<StageMetrics>,
     /// Each stage's writes to its state, to checkpoint with the batch.
     writes: Vec<(Arc<StageState>, Writes)>,
+}
+
+impl InFlight {
+    /// A batch fresh from the batcher.
+    pub(super) fn new(batch: Batch) -> Self {
+        InFlight {
+            records_in: batch.records.len(),
+            batch,
+            started: None,
+            stages: Vec::new(),
+            writes: Vec::new(),
+        }
+    }
 }
 
 impl Weighed for InFlight {
@@ -73,16 +86,7 @@ impl Pipeline {
                 let _ = forward.send(true);
             }
         });
-        let descriptions: Vec<String> = self.sources.iter().map(|s| s.describe()).collect();
-        tracing::info!(
-            pipeline = %self.name,
-            "started: batch interval {}ms, sources [{}], stages [{}], {} sink(s), {} delivery",
-            self.interval.as_millis(),
-            descriptions.join(", "),
-            self.stages.iter().map(|s| format!("{} ({})", s.name(), s.plugin().label())).collect::<Vec<_>>().join(", "),
-            self.delivery.sinks(),
-            if self.exactly_once { "exactly-once" } else { "at-least-once" },
-        );
+        self.log_start();
         // Each source hears which of its positions the sinks acknowledged.
         let mut acks = Vec::new();
         let tasks: Vec<_> = std::mem::take(&mut self.sources)
@@ -126,13 +130,7 @@ impl Pipeline {
             match runtime.block_on(batcher.next()) {
                 Cut::Finished => break,
                 Cut::Batch(batch) => {
-                    let flight = InFlight {
-                        records_in: batch.records.len(),
-                        batch,
-                        started: None,
-                        stages: Vec::new(),
-                        writes: Vec::new(),
-                    };
+                    let flight = InFlight::new(batch);
                     // A closed channel means a stage or a sink failed.
                     if next.send(flight).is_err() {
                         break;
@@ -184,19 +182,38 @@ impl Pipeline {
                 source,
             })?;
         }
-        if let Some(delays) = self.metrics.delay_summary() {
-            tracing::info!(pipeline = %self.name, "{delays}");
-        }
-        let totals = self.metrics.totals();
+        Ok(summary(self.name, &self.metrics))
+    }
+
+    /// The log line a run starts with.
+    pub(super) fn log_start(&self) {
+        let descriptions: Vec<String> = self.sources.iter().map(|s| s.describe()).collect();
         tracing::info!(
             pipeline = %self.name,
-            "finished: {} batches ({} with records), {} records in, {} out, {} dead-lettered",
-            totals.batches, totals.busy_batches, totals.records_in, totals.records_out, totals.failed
+            "started: batch interval {}ms, sources [{}], stages [{}], {} sink(s), {} delivery",
+            self.interval.as_millis(),
+            descriptions.join(", "),
+            self.stages.iter().map(|s| format!("{} ({})", s.name(), s.plugin().label())).collect::<Vec<_>>().join(", "),
+            self.delivery.sinks(),
+            if self.exactly_once { "exactly-once" } else { "at-least-once" },
         );
-        Ok(RunSummary {
-            pipeline: self.name,
-            totals,
-        })
+    }
+}
+
+/// The figures of a finished run, logged.
+pub(super) fn summary(name: String, metrics: &PipelineMetrics) -> RunSummary {
+    if let Some(delays) = metrics.delay_summary() {
+        tracing::info!(pipeline = %name, "{delays}");
+    }
+    let totals = metrics.totals();
+    tracing::info!(
+        pipeline = %name,
+        "finished: {} batches ({} with records), {} records in, {} out, {} dead-lettered",
+        totals.batches, totals.busy_batches, totals.records_in, totals.records_out, totals.failed
+    );
+    RunSummary {
+        pipeline: name,
+        totals,
     }
 }
 
@@ -210,34 +227,7 @@ fn spawn_stage(
         .name(format!("sluice-stage-{}", stage.name()))
         .spawn(move || {
             for mut flight in rx {
-                flight.started.get_or_insert_with(Instant::now);
-                let batch = &mut flight.batch;
-                if !batch.records.is_empty() || stage.is_windowed() {
-                    let count_in = batch.records.len();
-                    let records = std::mem::take(&mut batch.records);
-                    let out = stage.process_batch(
-                        batch.id,
-                        batch.time_ms,
-                        batch.ends_interval,
-                        records,
-                    )?;
-                    flight.stages.push(StageMetrics {
-                        name: stage.name().to_string(),
-                        records_in: count_in,
-                        records_out: out.records.len(),
-                        failed: out.failed,
-                        busy: out.busy,
-                    });
-                    flight.batch.records = out.records;
-                    if let Some(state) = &stage.settings().state {
-                        if !out.writes.is_empty() {
-                            flight.writes.push((state.clone(), out.writes));
-                        }
-                    }
-                    if let Some(window) = out.window_writes {
-                        flight.writes.push(window);
-                    }
-                }
+                run_stage(&mut stage, &mut flight)?;
                 if tx.send(flight).is_err() {
                     // Further down failed; it reports.
                     break;
@@ -246,6 +236,37 @@ fn spawn_stage(
             Ok(())
         })
         .expect("spawning a stage thread")
+}
+
+/// One batch through one stage (a windowed stage takes empty batches too:
+/// time moves its window); its share of the figures and its state writes
+/// join the batch.
+pub(super) fn run_stage(stage: &mut Stage, flight: &mut InFlight) -> Result<(), RunError> {
+    flight.started.get_or_insert_with(Instant::now);
+    let batch = &mut flight.batch;
+    if batch.records.is_empty() && !stage.is_windowed() {
+        return Ok(());
+    }
+    let count_in = batch.records.len();
+    let records = std::mem::take(&mut batch.records);
+    let out = stage.process_batch(batch.id, batch.time_ms, batch.ends_interval, records)?;
+    flight.stages.push(StageMetrics {
+        name: stage.name().to_string(),
+        records_in: count_in,
+        records_out: out.records.len(),
+        failed: out.failed,
+        busy: out.busy,
+    });
+    flight.batch.records = out.records;
+    if let Some(state) = &stage.settings().state {
+        if !out.writes.is_empty() {
+            flight.writes.push((state.clone(), out.writes));
+        }
+    }
+    if let Some(window) = out.window_writes {
+        flight.writes.push(window);
+    }
+    Ok(())
 }
 
 /// The sinks' thread: delivers each batch (see [`crate::delivery`]) and
@@ -268,37 +289,49 @@ fn spawn_sinks(
                 source,
             };
             for mut flight in rx {
-                let started = flight.started.unwrap_or_else(Instant::now);
                 last_id = flight.batch.id;
-                delivery
-                    .deliver(&flight.batch, &mut flight.writes)
+                deliver(&mut delivery, &mut flight, &name, interval, &metrics, &mut reporter)
                     .map_err(failed)?;
-                let batch = &flight.batch;
-                if !batch.positions.is_empty() && flight.records_in > 0 {
-                    tracing::debug!(pipeline = %name, batch = batch.id, "positions: {:?}", batch.positions);
-                }
-                let finished = Instant::now();
-                let scheduling_delay = started.saturating_duration_since(batch.ready_at);
-                let processing_time = finished.duration_since(started);
-                let figures = BatchMetrics {
-                    id: batch.id,
-                    time_ms: batch.time_ms,
-                    records_in: flight.records_in,
-                    records_out: batch.records.len(),
-                    input_rate: flight.records_in as f64 / interval.as_secs_f64(),
-                    scheduling_delay,
-                    processing_time,
-                    total_delay: scheduling_delay + processing_time,
-                    latency: batch.oldest_received.map(|r| finished.duration_since(r)),
-                    stages: flight.stages,
-                };
-                metrics.record(&figures);
-                reporter.batch(&figures);
             }
             reporter.flush(last_id);
             delivery.finish().map_err(failed)
         })
         .expect("spawning the sink thread")
+}
+
+/// Delivers one batch and records its figures.
+pub(super) fn deliver(
+    delivery: &mut Delivery,
+    flight: &mut InFlight,
+    name: &str,
+    interval: std::time::Duration,
+    metrics: &PipelineMetrics,
+    reporter: &mut Reporter,
+) -> Result<(), crate::delivery::DeliveryError> {
+    let started = flight.started.unwrap_or_else(Instant::now);
+    delivery.deliver(&flight.batch, &mut flight.writes)?;
+    let batch = &flight.batch;
+    if !batch.positions.is_empty() && flight.records_in > 0 {
+        tracing::debug!(pipeline = %name, batch = batch.id, "positions: {:?}", batch.positions);
+    }
+    let finished = Instant::now();
+    let scheduling_delay = started.saturating_duration_since(batch.ready_at);
+    let processing_time = finished.duration_since(started);
+    let figures = BatchMetrics {
+        id: batch.id,
+        time_ms: batch.time_ms,
+        records_in: flight.records_in,
+        records_out: batch.records.len(),
+        input_rate: flight.records_in as f64 / interval.as_secs_f64(),
+        scheduling_delay,
+        processing_time,
+        total_delay: scheduling_delay + processing_time,
+        latency: batch.oldest_received.map(|r| finished.duration_since(r)),
+        stages: std::mem::take(&mut flight.stages),
+    };
+    metrics.record(&figures);
+    reporter.batch(&figures);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -157,6 +157,9 @@ pub enum LoadError {
 pub struct Plugin {
     /// The file it was loaded from.
     pub path: PathBuf,
+    /// The name it goes by, when not its file's (a hosted tenant's plugin
+    /// is stored by digest).
+    pub name: Option<String>,
     /// SHA-256 of the file (hex), identifying this version.
     pub hash: String,
     /// Whether it imports the `state` interface.
@@ -167,10 +170,12 @@ pub struct Plugin {
 impl Plugin {
     /// `file.wasm@hash`, for logs and errors.
     pub fn label(&self) -> String {
-        let name = self.path.file_name().map_or_else(
-            || self.path.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        );
+        let name = self.name.clone().unwrap_or_else(|| {
+            self.path.file_name().map_or_else(
+                || self.path.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            )
+        });
         format!("{name}@{}", &self.hash[..8])
     }
 }
@@ -251,6 +256,22 @@ impl PluginHost {
         Ok(plugin)
     }
 
+    /// [`PluginHost::load`], the version going by `name` (`file.wasm`) in
+    /// logs and status instead of the file's own name.
+    pub fn load_as(&self, path: &Path, name: Option<&str>) -> Result<Arc<Plugin>, LoadError> {
+        let plugin = self.load(path)?;
+        match name {
+            None => Ok(plugin),
+            Some(name) => Ok(Arc::new(Plugin {
+                path: plugin.path.clone(),
+                name: Some(name.to_string()),
+                hash: plugin.hash.clone(),
+                uses_state: plugin.uses_state,
+                pre: plugin.pre.clone(),
+            })),
+        }
+    }
+
     /// Compiles and links plugin bytes that came from `path`.
     pub fn load_bytes(&self, path: &Path, bytes: &[u8]) -> Result<Arc<Plugin>, LoadError> {
         if bytes.len() as u64 > MAX_PLUGIN_BYTES {
@@ -306,6 +327,7 @@ impl PluginHost {
         })?;
         Ok(Arc::new(Plugin {
             path: path_buf,
+            name: None,
             hash,
             uses_state,
             pre,

@@ -6,6 +6,7 @@
 
 mod directory;
 mod generator;
+pub mod http;
 mod kafka;
 mod lines;
 mod socket;
@@ -21,6 +22,7 @@ use tokio::time::Instant;
 
 pub use directory::DirectoryConfig;
 pub use generator::{GeneratorConfig, LineMaker};
+pub use http::{HttpSourceConfig, Ingest, IngestError, IngestPoints};
 pub use kafka::{KafkaSourceConfig, Start};
 pub use lines::LineSplitter;
 pub use socket::SocketConfig;
@@ -67,6 +69,7 @@ pub trait Source: Send {
 
 /// A source's way to the batcher, its stop signal, and the positions the
 /// sinks have acknowledged.
+#[derive(Clone)]
 pub struct Emitter {
     source: usize,
     tx: mpsc::Sender<Chunk>,
@@ -77,6 +80,15 @@ pub struct Emitter {
 /// The pipeline is gone: nothing will read what a source emits.
 #[derive(Debug)]
 pub struct Closed;
+
+/// Why [`Emitter::try_emit`] took nothing.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TryEmit {
+    /// The queue is full now.
+    Full,
+    /// The pipeline is gone, or the source was asked to stop.
+    Closed,
+}
 
 impl Emitter {
     /// An emitter for source number `source`. `acked` carries the latest
@@ -130,6 +142,22 @@ impl Emitter {
         }
     }
 
+    /// Hands records to the batcher if the queue has room now, without
+    /// waiting: a source that answers others (an HTTP request) says "later"
+    /// rather than holding them. Refused once the source is asked to stop.
+    pub fn try_emit(&self, records: Records, position: Option<String>) -> Result<(), TryEmit> {
+        if self.stopping() {
+            return Err(TryEmit::Closed);
+        }
+        let Some(chunk) = self.chunk(records, position) else {
+            return Ok(());
+        };
+        self.tx.try_send(chunk).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => TryEmit::Full,
+            mpsc::error::TrySendError::Closed(_) => TryEmit::Closed,
+        })
+    }
+
     /// Whether the source has been asked to stop reading.
     pub fn stopping(&self) -> bool {
         *self.stop.borrow()
@@ -156,6 +184,8 @@ pub enum SourceConfig {
     Generator(GeneratorConfig),
     /// Messages from Kafka topics, in a consumer group.
     Kafka(KafkaSourceConfig),
+    /// Records POSTed over HTTP.
+    Http(HttpSourceConfig),
 }
 
 impl SourceConfig {
@@ -167,6 +197,7 @@ impl SourceConfig {
             SourceConfig::Stdin(_) => Ok(()),
             SourceConfig::Generator(c) => c.validate(),
             SourceConfig::Kafka(c) => c.validate(),
+            SourceConfig::Http(c) => c.validate(),
         }
     }
 
@@ -200,6 +231,9 @@ impl SourceConfig {
             SourceConfig::Generator(_) => {
                 Some("a `generator` source does not keep its place across runs")
             }
+            SourceConfig::Http(_) => Some(
+                "an `http` source cannot take again what it was sent before a crash",
+            ),
         }
     }
 
@@ -223,6 +257,7 @@ impl SourceConfig {
             SourceConfig::Stdin(c) => Box::new(c.build()),
             SourceConfig::Generator(c) => Box::new(c.build()),
             SourceConfig::Kafka(c) => Box::new(c.build(cx.pipeline)),
+            SourceConfig::Http(c) => Box::new(c.build(cx.ingest.clone())?),
         };
         if !self.wal() {
             return Ok(source);
@@ -238,4 +273,7 @@ pub struct SourceContext<'a> {
     pub pipeline: &'a str,
     /// The folder of the source's write-ahead log, if it keeps one.
     pub wal_dir: PathBuf,
+    /// Where an `http` source without a listener of its own registers, and
+    /// under which key (`sluice serve`).
+    pub ingest: Option<(IngestPoints, String)>,
 }

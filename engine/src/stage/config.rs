@@ -260,6 +260,9 @@ pub struct StageSpec {
     /// How the pipeline named the plugin (a path, or `name@sha256:…` for a
     /// hosted tenant's stored plugin), for messages.
     pub plugin_name: String,
+    /// The name its versions go by in logs and status, when not the
+    /// file's (a hosted tenant's plugin is stored by digest).
+    pub plugin_label: Option<String>,
     /// `init` config, sorted by key.
     pub config: Vec<(String, String)>,
     /// Failure policy.
@@ -308,6 +311,7 @@ impl StageConfig {
             name: self.name.get_ref().clone(),
             plugin,
             plugin_name: self.plugin.get_ref().display().to_string(),
+            plugin_label: None,
             config: self
                 .config
                 .iter()

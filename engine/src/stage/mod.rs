@@ -112,6 +112,10 @@ pub struct StageSettings {
     pub retries: u32,
     /// Batches per instance before a fresh one replaces it (0: never).
     pub recycle_after: u64,
+    /// Drop the instance after this long without a batch with records, so
+    /// an idle pipeline holds no Wasm memory (`sluice serve`); the next
+    /// batch makes a fresh one. `None` keeps it.
+    pub release_idle: Option<Duration>,
     /// Where failed records go.
     pub dead_letter: DeadLetter,
     /// The stage's state, when the pipeline keeps a state store.
@@ -160,6 +164,10 @@ pub struct Stage {
     handle: Arc<StageHandle>,
     /// The records a windowed stage holds.
     window: Option<Window>,
+    /// When the stage last had records to process.
+    last_busy: Instant,
+    /// Calls that ran out of time since [`Stage::take_timeouts`].
+    timeouts: u32,
 }
 
 /// Instantiates `plugin` for a stage and runs its `init` with the stage's
@@ -193,7 +201,37 @@ impl Stage {
             probation_left: 0,
             handle,
             window: None,
+            last_busy: Instant::now(),
+            timeouts: 0,
         })
+    }
+
+    /// Calls that ran out of time since the last time this was asked (the
+    /// worker pool backs off a tenant whose calls keep timing out).
+    pub fn take_timeouts(&mut self) -> u32 {
+        std::mem::take(&mut self.timeouts)
+    }
+
+    /// Drops the live instance (and a fallback's) when the stage has had
+    /// no records for `release_idle`: an idle stage then holds no Wasm
+    /// memory. A windowed stage keeps its instance (its window fires on
+    /// time, not on input).
+    pub fn release_if_idle(&mut self) {
+        let Some(after) = self.settings.release_idle else {
+            return;
+        };
+        if self.window.is_some() || self.last_busy.elapsed() < after {
+            return;
+        }
+        if self.current.instance.take().is_some() {
+            tracing::debug!(
+                pipeline = %self.settings.pipeline, stage = %self.settings.name,
+                "idle for {}s: instance released", after.as_secs()
+            );
+        }
+        if let Some(fallback) = &mut self.fallback {
+            fallback.instance = None;
+        }
     }
 
     /// Makes the stage windowed: it is called with `window`'s records when
@@ -299,6 +337,9 @@ impl Stage {
     ) -> Result<StageOutput, StageError> {
         self.take_updates();
         let started = Instant::now();
+        if !input.is_empty() {
+            self.last_busy = started;
+        }
         let mut out = self.process_here(batch_id, time_ms, input)?;
         out.busy = started.elapsed();
         Ok(out)
@@ -440,6 +481,9 @@ impl Stage {
                 }
                 Err(error) => {
                     self.report(batch_id, attempt, &error);
+                    if matches!(error, CallError::Timeout(_)) {
+                        self.timeouts += 1;
+                    }
                     if !error.kills_instance() {
                         self.current.instance = Some(instance);
                     }

@@ -7,14 +7,13 @@
 //! business; who may ask for what is the control API's.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Condvar, Mutex};
 
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
 use crate::config::PipelineSpec;
-use crate::pipeline::{BuildError, Pipeline, RunSummary};
+use crate::pipeline::{BuildError, Pipeline, PooledRun, Pools, RunSummary};
 use crate::plugin::PluginHost;
 use crate::reload::StageEntry;
 use crate::telemetry::PipelineMetrics;
@@ -81,12 +80,47 @@ pub enum StartError {
     Thread(PipelineKey, std::io::Error),
 }
 
+/// Where a run's outcome lands, for whoever waits for it.
+#[derive(Default)]
+struct OutcomeSlot {
+    outcome: Mutex<Option<Outcome>>,
+    ready: Condvar,
+}
+
+impl OutcomeSlot {
+    fn set(&self, outcome: Outcome) {
+        *self.outcome.lock().unwrap() = Some(outcome);
+        self.ready.notify_all();
+    }
+
+    fn wait(&self) -> Outcome {
+        let mut outcome = self.outcome.lock().unwrap();
+        loop {
+            if let Some(outcome) = &*outcome {
+                return outcome.clone();
+            }
+            outcome = self.ready.wait(outcome).unwrap();
+        }
+    }
+}
+
+/// How pipelines get their threads.
+#[derive(Clone)]
+pub enum Executor {
+    /// A thread per stage and one for the sinks (`sluice run`).
+    Threads,
+    /// Shared worker pools, fair across tenants (`sluice serve`).
+    Pools(Pools),
+}
+
 struct Running {
     stages: Vec<StageEntry>,
     metrics: Arc<PipelineMetrics>,
     stop: watch::Sender<bool>,
     state: Arc<Mutex<RunState>>,
-    thread: Option<JoinHandle<Outcome>>,
+    outcome: Arc<OutcomeSlot>,
+    /// A pooled run's jobs, alive while it runs.
+    _pooled: Option<PooledRun>,
 }
 
 /// What a caller sees of a pipeline.
@@ -106,19 +140,34 @@ pub struct PipelineInfo {
 pub struct Supervisor {
     host: Arc<PluginHost>,
     runtime: Handle,
+    executor: Executor,
     running: Mutex<BTreeMap<PipelineKey, Running>>,
     on_end: Option<Arc<OnEnd>>,
+    /// `stop_all` was called: a pipeline launched later starts stopped.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Supervisor {
     /// A supervisor whose pipelines load plugins with `host` and run their
     /// sources on `runtime`; `on_end` hears of each pipeline that ends.
     pub fn new(host: Arc<PluginHost>, runtime: Handle, on_end: Option<OnEnd>) -> Arc<Self> {
+        Self::with_executor(host, runtime, Executor::Threads, on_end)
+    }
+
+    /// A supervisor whose pipelines run on `executor`.
+    pub fn with_executor(
+        host: Arc<PluginHost>,
+        runtime: Handle,
+        executor: Executor,
+        on_end: Option<OnEnd>,
+    ) -> Arc<Self> {
         Arc::new(Supervisor {
             host,
             runtime,
+            executor,
             running: Mutex::new(BTreeMap::new()),
             on_end: on_end.map(Arc::new),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -147,37 +196,61 @@ impl Supervisor {
         if running.contains_key(&key) {
             return Err(StartError::Duplicate(key));
         }
-        let (stop, stop_rx) = watch::channel(false);
-        let state = Arc::new(Mutex::new(RunState::Running));
+        // Under the lock `stop_all` takes too, so none is missed.
+        let stopped = self.stopping.load(std::sync::atomic::Ordering::SeqCst);
+        let (stop, stop_rx) = watch::channel(stopped);
+        let state = Arc::new(Mutex::new(if stopped {
+            RunState::Stopping
+        } else {
+            RunState::Running
+        }));
+        let slot = Arc::new(OutcomeSlot::default());
         let stages = pipeline.stage_entries();
         let metrics = pipeline.metrics();
-        let runtime = self.runtime.clone();
-        let on_end = self.on_end.clone();
-        let thread_state = state.clone();
-        let thread_key = key.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("sluice-pipeline-{}", key.name))
-            .spawn(move || {
-                // A bug that panics ends this pipeline only, as a failure.
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    pipeline.run(&runtime, stop_rx)
-                }));
-                let outcome: Outcome = match outcome {
-                    Ok(result) => result.map_err(|e| e.to_string()),
-                    Err(_) => Err(format!(
-                        "pipeline `{thread_key}`: a pipeline thread panicked"
-                    )),
-                };
-                *thread_state.lock().unwrap() = match &outcome {
+        let finish: Box<dyn FnOnce(Outcome) + Send> = {
+            let (state, slot, on_end, key) =
+                (state.clone(), slot.clone(), self.on_end.clone(), key.clone());
+            Box::new(move |outcome: Outcome| {
+                *state.lock().unwrap() = match &outcome {
                     Ok(_) => RunState::Finished,
                     Err(e) => RunState::Failed(e.clone()),
                 };
                 if let Some(on_end) = on_end {
-                    on_end(&thread_key, &outcome);
+                    on_end(&key, &outcome);
                 }
-                outcome
+                slot.set(outcome);
             })
-            .map_err(|e| StartError::Thread(key.clone(), e))?;
+        };
+        let pooled = match &self.executor {
+            Executor::Threads => {
+                let runtime = self.runtime.clone();
+                let thread_key = key.clone();
+                std::thread::Builder::new()
+                    .name(format!("sluice-pipeline-{}", key.name))
+                    .spawn(move || {
+                        // A bug that panics ends this pipeline only, as a
+                        // failure.
+                        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+                            || pipeline.run(&runtime, stop_rx),
+                        ));
+                        finish(match outcome {
+                            Ok(result) => result.map_err(|e| e.to_string()),
+                            Err(_) => Err(format!(
+                                "pipeline `{thread_key}`: a pipeline thread panicked"
+                            )),
+                        });
+                    })
+                    .map_err(|e| StartError::Thread(key.clone(), e))?;
+                None
+            }
+            Executor::Pools(pools) => Some(pipeline.start_pooled(
+                &self.runtime,
+                stop_rx,
+                pools,
+                key.tenant.as_deref(),
+                Box::new(move |result| finish(result.map_err(|e| e.to_string()))),
+            )),
+        };
         running.insert(
             key,
             Running {
@@ -185,7 +258,8 @@ impl Supervisor {
                 metrics,
                 stop,
                 state,
-                thread: Some(thread),
+                outcome: slot,
+                _pooled: pooled,
             },
         );
         Ok(())
@@ -196,28 +270,18 @@ impl Supervisor {
     /// run ended, or `None` if there is no such pipeline. It stays listed
     /// (stopped) until removed.
     pub fn stop(&self, key: &PipelineKey) -> Option<Outcome> {
-        let thread = {
-            let mut running = self.running.lock().unwrap();
-            let entry = running.get_mut(key)?;
+        let slot = {
+            let running = self.running.lock().unwrap();
+            let entry = running.get(key)?;
             let _ = entry.stop.send(true);
             let mut state = entry.state.lock().unwrap();
             if *state == RunState::Running {
                 *state = RunState::Stopping;
             }
             drop(state);
-            entry.thread.take()
+            entry.outcome.clone()
         };
-        let outcome = match thread {
-            Some(thread) => thread
-                .join()
-                .unwrap_or_else(|_| Err(format!("pipeline `{key}`: its thread panicked"))),
-            // Stopped before: report how it ended then.
-            None => match self.state(key)? {
-                RunState::Failed(e) => Err(e),
-                _ => Err(format!("pipeline `{key}` was already stopped")),
-            },
-        };
-        Some(outcome)
+        Some(slot.wait())
     }
 
     /// Stops `key` if it runs, and forgets it.
@@ -229,28 +293,26 @@ impl Supervisor {
 
     /// Asks every pipeline to stop, without waiting.
     pub fn stop_all(&self) {
-        for entry in self.running.lock().unwrap().values() {
+        let running = self.running.lock().unwrap();
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for entry in running.values() {
             let _ = entry.stop.send(true);
         }
     }
 
     /// Waits for every pipeline to end; returns how each ended.
     pub fn wait_all(&self) -> Vec<(PipelineKey, Outcome)> {
-        let threads: Vec<(PipelineKey, JoinHandle<Outcome>)> = self
+        let slots: Vec<(PipelineKey, Arc<OutcomeSlot>)> = self
             .running
             .lock()
             .unwrap()
-            .iter_mut()
-            .filter_map(|(key, entry)| Some((key.clone(), entry.thread.take()?)))
+            .iter()
+            .map(|(key, entry)| (key.clone(), entry.outcome.clone()))
             .collect();
-        threads
+        slots
             .into_iter()
-            .map(|(key, thread)| {
-                let outcome = thread
-                    .join()
-                    .unwrap_or_else(|_| Err(format!("pipeline `{key}`: its thread panicked")));
-                (key, outcome)
-            })
+            .map(|(key, slot)| (key, slot.wait()))
             .collect()
     }
 

@@ -186,3 +186,35 @@ fn a_short_time_limit_does_not_cut_a_slow_init() {
     let values: Vec<_> = read_jsonl_dir(&s.path("out"));
     assert_eq!(values.len(), 1);
 }
+
+/// A pipeline may not write where another pipeline of the same process
+/// reads: the output would loop back in.
+#[test]
+fn one_pipelines_sink_in_anothers_source_folder_is_refused() {
+    let s = Scratch::new();
+    s.mkdir("a-in");
+    s.mkdir("b-in");
+    s.write(
+        "a.toml",
+        "name = \"a\"\nbatch_interval = \"100ms\"\n[[sources]]\ntype = \"directory\"\npath = \"a-in\"\n\
+         [[sinks]]\ntype = \"directory\"\npath = \"b-in\"\n",
+    );
+    s.write(
+        "b.toml",
+        "name = \"b\"\nbatch_interval = \"100ms\"\n[[sources]]\ntype = \"directory\"\npath = \"b-in\"\n\
+         [[sinks]]\ntype = \"directory\"\npath = \"b-out\"\n",
+    );
+    for args in [
+        &["check", "a.toml", "b.toml"][..],
+        &["run", "a.toml", "b.toml", "--control", "off"],
+    ] {
+        let out = s.sluice(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{}: {stderr}", args[0]);
+        assert!(
+            stderr.contains("a.toml:6:1: directory sink ./b-in overlaps the folder of a directory source of pipeline `b`"),
+            "{}: {stderr}",
+            args[0]
+        );
+    }
+}

@@ -85,6 +85,62 @@ fn an_idle_folder_costs_almost_no_cpu() {
     stop(child);
 }
 
+/// Writing to a file already read (appending, or renaming a new file onto
+/// its name) must not wake the source into a loop: files are read once.
+#[test]
+fn changing_a_file_already_read_costs_no_cpu() {
+    let s = Scratch::new();
+    passthrough(&s, "at-least-once", "");
+    s.write("in/a.txt", "one\n");
+    let child = start(&s);
+    eventually(Duration::from_secs(10), "a.txt", || {
+        output_lines(&s.path("out")).len() == 1
+    });
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(s.path("in/a.txt"))
+            .unwrap();
+        writeln!(f, "two").unwrap();
+    }
+    s.write("in/.b.tmp", "three\n");
+    std::fs::rename(s.path("in/.b.tmp"), s.path("in/a.txt")).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let before = cpu_ticks(child.id());
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_ticks(child.id()) - before;
+    assert!(used < 20, "the source used {used} ticks in 3 s after a read file changed");
+    stop(child);
+    assert_eq!(output_lines(&s.path("out")), ["one"], "files are read once");
+}
+
+/// `existing = false` skips what was in the folder before the first run
+/// only: after a crash, a file that came while the engine was down is
+/// read, not taken for one that was there before.
+#[test]
+fn existing_false_still_reads_what_came_while_the_engine_was_down() {
+    let s = Scratch::new();
+    passthrough(&s, "at-least-once", "existing = false");
+    s.write("in/old.txt", "old\n");
+    let mut child = start(&s);
+    std::thread::sleep(Duration::from_millis(500));
+    s.write("in/new1.txt", "new1\n");
+    eventually(Duration::from_secs(10), "new1.txt", || {
+        output_lines(&s.path("out")) == ["new1"]
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    s.write("in/new2.txt", "new2\n");
+    let child = start(&s);
+    eventually(Duration::from_secs(10), "new2.txt", || {
+        output_lines(&s.path("out")).contains(&"new2".to_string())
+    });
+    stop(child);
+    assert_eq!(output_lines(&s.path("out")), ["new1", "new2"]);
+}
+
 /// Finding 2: a clean restart read every file again, so every line came
 /// out twice.
 #[test]

@@ -105,6 +105,7 @@ impl DirectoryConfig {
             settle: self.settle.0,
             follow_links: self.follow_links,
             resume: Progress::default(),
+            resumed: false,
         })
     }
 }
@@ -121,6 +122,8 @@ pub struct DirectorySource {
     follow_links: bool,
     /// Where a checkpoint says the last run got to.
     resume: Progress,
+    /// Whether there was a checkpoint to resume from.
+    resumed: bool,
 }
 
 /// How often the folder is listed when it cannot be watched.
@@ -147,6 +150,7 @@ impl Source for DirectorySource {
     fn resume(&mut self, position: &str) -> Result<bool, String> {
         self.resume = Progress::decode(position)
             .ok_or_else(|| format!("malformed directory position `{position}`"))?;
+        self.resumed = true;
         Ok(true)
     }
 
@@ -175,9 +179,19 @@ impl DirectorySource {
         // was part-way through is read from the line after.
         let mut progress = self.resume.clone();
         let mut read: HashSet<OsString> = progress.done_names().cloned().collect();
-        if !self.existing {
+        // `existing = false` skips what was there before the first run;
+        // a restart goes by its checkpoint instead, so nothing the crashed
+        // run had not checkpointed is skipped.
+        // The files skipped count as done in the position, so a restart
+        // skips them too.
+        if !self.existing && !self.resumed {
             if let Ok(entries) = std::fs::read_dir(&self.dir) {
-                read.extend(entries.filter_map(|e| e.ok()).map(|e| e.file_name()));
+                for name in entries.filter_map(|e| e.ok()).map(|e| e.file_name()) {
+                    if wanted(&name) {
+                        progress.finish(&name);
+                    }
+                    read.insert(name);
+                }
             }
         }
         let mut candidates: HashMap<OsString, Candidate> = HashMap::new();
@@ -187,7 +201,7 @@ impl DirectorySource {
                 return Ok(());
             }
             while let Ok(event) = events.try_recv() {
-                note_event(&event, &mut candidates);
+                note_event(&event, &mut candidates, &read);
             }
             let now = Instant::now();
             let mut ready: Vec<OsString> = Vec::new();
@@ -281,8 +295,11 @@ impl DirectorySource {
                         return Ok(());
                     }
                     Err(ReadError::Closed) => return Ok(()),
-                    Err(ReadError::Io(e)) => {
-                        tracing::error!(source = %name, "cannot read {shown}: {e}; skipped")
+                    Err(ReadError::Io(e, lines)) => {
+                        // What was handed on stays counted, so a restart
+                        // neither repeats it nor skips the rest.
+                        progress.note_partial(&file, lines.max(skip_lines));
+                        tracing::error!(source = %name, "cannot read {shown} after {lines} lines: {e}; the rest is skipped until a restart")
                     }
                 }
             }
@@ -299,16 +316,19 @@ impl DirectorySource {
                     Some(_) => SAFETY_RESCAN,
                     None => POLL,
                 };
+            candidates.retain(|n, _| !read.contains(n));
             for c in candidates.values() {
                 wake = wake.min(c.stable_since + self.settle);
             }
+            // Never a busy loop, whatever a candidate says.
+            wake = wake.max(Instant::now() + std::time::Duration::from_millis(10));
             let deadline = tokio::time::sleep_until(wake);
             tokio::pin!(deadline);
             loop {
                 tokio::select! {
                     _ = &mut deadline => break,
                     Some(event) = events.recv() => {
-                        if note_event(&event, &mut candidates) {
+                        if note_event(&event, &mut candidates, &read) {
                             break;
                         }
                     }
@@ -335,7 +355,11 @@ fn start_watcher(
 /// Marks files that an event says are complete. Returns whether the event
 /// may have changed what the folder holds, so that it is worth listing it
 /// again: reads (of the folder itself, or of a file) change nothing.
-fn note_event(event: &notify::Event, candidates: &mut HashMap<OsString, Candidate>) -> bool {
+fn note_event(
+    event: &notify::Event,
+    candidates: &mut HashMap<OsString, Candidate>,
+    read: &HashSet<OsString>,
+) -> bool {
     use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
     if event.need_rescan() {
         return true;
@@ -354,15 +378,16 @@ fn note_event(event: &notify::Event, candidates: &mut HashMap<OsString, Candidat
     let Some(name) = target.and_then(|p| p.file_name()) else {
         return true;
     };
-    if !wanted(name) {
-        // A writer's temporary file changing: nothing to read yet.
+    if !wanted(name) || read.contains(name) {
+        // A writer's temporary file changing, or a file read already
+        // (files are read once): nothing to read.
         return false;
     }
     match candidates.get_mut(name) {
         Some(c) if complete => c.complete = true,
         Some(c) => c.complete = false,
         None if complete => {
-            if let Ok(meta) = std::fs::metadata(target.unwrap()) {
+            if let Some(meta) = std::fs::metadata(target.unwrap()).ok().filter(|m| m.is_file()) {
                 candidates.insert(
                     name.to_os_string(),
                     Candidate {
@@ -401,7 +426,8 @@ fn wanted(name: &OsStr) -> bool {
 }
 
 enum ReadError {
-    Io(std::io::Error),
+    /// A read failed after this many lines were handed on.
+    Io(std::io::Error, u64),
     Closed,
 }
 
@@ -424,7 +450,8 @@ async fn read_file(
     loop {
         // A local file read is short; block_in_place keeps the runtime's
         // other tasks moving meanwhile.
-        let n = tokio::task::block_in_place(|| file.read(&mut buf)).map_err(ReadError::Io)?;
+        let n = tokio::task::block_in_place(|| file.read(&mut buf))
+            .map_err(|e| ReadError::Io(e, lines))?;
         if n == 0 {
             splitter.finish(&mut records);
         } else {

@@ -44,6 +44,11 @@ impl Progress {
         self.partial.get(name).copied().unwrap_or(0)
     }
 
+    /// `name` was read up to `lines` and no further (a read failed).
+    pub fn note_partial(&mut self, name: &OsStr, lines: u64) {
+        self.partial.insert(name.to_os_string(), lines);
+    }
+
     /// Forgets files that are no longer in the folder.
     pub fn forget_missing(&mut self, present: &HashSet<&OsStr>) {
         let before = self.done.len();
