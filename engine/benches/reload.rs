@@ -43,6 +43,7 @@ fn settings(plugin_path: PathBuf) -> StageSettings {
         release_idle: None,
         dead_letter: DeadLetter {
             dir: std::env::temp_dir().join("sluice-bench-dead-letter"),
+            budget: None,
         },
         state: None,
         state_limit: 1 << 20,

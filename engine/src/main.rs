@@ -75,6 +75,14 @@ enum Command {
         /// this user, see its log].
         #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
         token: Option<String>,
+        /// A `sluice serve` to talk to instead of a local `sluice run`
+        /// (then the token is a tenant's, and FILE may be a stored
+        /// plugin's name).
+        #[arg(long, env = "SLUICE_SERVER", value_name = "URL")]
+        server: Option<String>,
+        /// The certificates to trust for an `https://` server (PEM).
+        #[arg(long, env = "SLUICE_CA_CERT", value_name = "FILE")]
+        ca_cert: Option<PathBuf>,
     },
     /// Put the previous version of a stage's plugin back, at the next batch.
     Rollback {
@@ -89,6 +97,14 @@ enum Command {
         /// this user, see its log].
         #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
         token: Option<String>,
+        /// A `sluice serve` to talk to instead of a local `sluice run`
+        /// (then the token is a tenant's, and FILE may be a stored
+        /// plugin's name).
+        #[arg(long, env = "SLUICE_SERVER", value_name = "URL")]
+        server: Option<String>,
+        /// The certificates to trust for an `https://` server (PEM).
+        #[arg(long, env = "SLUICE_CA_CERT", value_name = "FILE")]
+        ca_cert: Option<PathBuf>,
     },
     /// Show each stage's live plugin version, earlier versions and recent
     /// reload events in a running sluice.
@@ -103,6 +119,13 @@ enum Command {
         /// Print the raw JSON.
         #[arg(long)]
         json: bool,
+        /// A `sluice serve` to ask instead of a local `sluice run` (then
+        /// the token is a tenant's).
+        #[arg(long, env = "SLUICE_SERVER", value_name = "URL")]
+        server: Option<String>,
+        /// The certificates to trust for an `https://` server (PEM).
+        #[arg(long, env = "SLUICE_CA_CERT", value_name = "FILE")]
+        ca_cert: Option<PathBuf>,
     },
     /// Check pipeline files without running them.
     ///
@@ -119,10 +142,75 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Run the multi-tenant service: tenants upload plugins and run
+    /// pipelines through its HTTP API.
+    ///
+    /// Everything it keeps is under `--data`: a catalogue of tenants,
+    /// plugins and pipelines, each tenant's files root
+    /// (`DATA/tenants/<t>/files/`), state and dead letters. On first start
+    /// it writes an admin token to `DATA/admin-token` (unless
+    /// SLUICE_ADMIN_TOKEN gives one). A restart, clean or not, brings every
+    /// pipeline back from its checkpoint. SIGINT or SIGTERM stops it
+    /// gracefully; a second signal exits at once. The API is described at
+    /// `/v1/openapi.json`.
+    Serve {
+        /// The data folder.
+        #[arg(long, default_value = "./sluice-data", value_name = "DIR")]
+        data: PathBuf,
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:7070", value_name = "ADDR")]
+        listen: String,
+        /// Serve HTTPS with this certificate chain (PEM), with --tls-key.
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert (PEM).
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Worker threads running plugins [default: one per core].
+        #[arg(long, value_name = "N")]
+        workers: Option<usize>,
+        /// Let tenants' pipelines reach network peers (Kafka, sockets).
+        #[arg(long)]
+        allow_network: bool,
+        /// A stage with no records for this long drops its Wasm instance.
+        #[arg(long, default_value = "30s", value_name = "DURATION")]
+        idle_release: String,
+    },
+    /// Manage a service's tenants (admin token).
+    Tenant {
+        #[command(flatten)]
+        remote: cli::service::Remote,
+        #[command(subcommand)]
+        command: cli::service::TenantCommand,
+    },
+    /// Manage a service's pipelines (a tenant's token).
+    Pipeline {
+        #[command(flatten)]
+        remote: cli::service::Remote,
+        #[command(subcommand)]
+        command: cli::service::PipelineCommand,
+    },
 }
 
 #[derive(Subcommand)]
 enum PluginCommand {
+    /// Upload a plugin to a service (a tenant's token): a new version
+    /// under its name.
+    Push {
+        /// The component.
+        #[arg(value_name = "FILE.wasm")]
+        file: PathBuf,
+        /// The name to store it under [default: the file's name].
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        remote: cli::service::Remote,
+    },
+    /// List a service's plugins of this tenant, with their versions.
+    List {
+        #[command(flatten)]
+        remote: cli::service::Remote,
+    },
     /// Start a plugin project: a folder with a working stage to change.
     ///
     /// The stage appends its config's `suffix` to each value. The folder's
@@ -210,18 +298,71 @@ fn main() -> ExitCode {
             file,
             control,
             token,
-        } => deploy(&control, token.as_deref(), &pipeline, &stage, &file),
+            server,
+            ca_cert,
+        } => match server {
+            Some(server) => cli::service::deploy(
+                &remote(server, token, ca_cert),
+                &pipeline,
+                &stage,
+                &file,
+            ),
+            None => deploy(&control, token.as_deref(), &pipeline, &stage, &file),
+        },
         Command::Rollback {
             pipeline,
             stage,
             control,
             token,
-        } => rollback(&control, token.as_deref(), &pipeline, &stage),
+            server,
+            ca_cert,
+        } => match server {
+            Some(server) => {
+                cli::service::rollback(&remote(server, token, ca_cert), &pipeline, &stage)
+            }
+            None => rollback(&control, token.as_deref(), &pipeline, &stage),
+        },
         Command::Status {
             control,
             token,
             json,
-        } => status(&control, token.as_deref(), json),
+            server,
+            ca_cert,
+        } => match server {
+            Some(server) => cli::service::pipeline(
+                &remote(server, token, ca_cert),
+                cli::service::PipelineCommand::List,
+            ),
+            None => status(&control, token.as_deref(), json),
+        },
+        Command::Serve {
+            data,
+            listen,
+            tls_cert,
+            tls_key,
+            workers,
+            allow_network,
+            idle_release,
+        } => match sluice::units::HumanDuration::parse(&idle_release) {
+            Ok(idle) => cli::serve::serve(cli::serve::ServeArgs {
+                data,
+                listen,
+                tls_cert,
+                tls_key,
+                workers,
+                allow_network,
+                idle_release: idle.0,
+            }),
+            Err(e) => Err(anyhow::anyhow!("--idle-release: {e}")),
+        },
+        Command::Tenant { remote, command } => cli::service::tenant(&remote, command),
+        Command::Pipeline { remote, command } => cli::service::pipeline(&remote, command),
+        Command::Plugin {
+            command: PluginCommand::Push { file, name, remote },
+        } => cli::service::push(&remote, &file, name),
+        Command::Plugin {
+            command: PluginCommand::List { remote },
+        } => cli::service::plugins(&remote),
         Command::Check { files } => check(files),
         Command::Plugin {
             command: PluginCommand::Inspect { file },
@@ -264,6 +405,16 @@ fn init_logging(filter: Option<&str>) {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+/// The service at `server`, asked with `token`.
+fn remote(server: String, token: Option<String>, ca_cert: Option<PathBuf>) -> cli::service::Remote {
+    cli::service::Remote {
+        server,
+        token,
+        token_file: None,
+        ca_cert,
+    }
 }
 
 /// Where `sluice run` listens for control requests unless told otherwise.

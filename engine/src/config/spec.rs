@@ -78,6 +78,9 @@ pub struct PipelineSpec {
     /// Where `http` sources register to take data through the service's
     /// API (set by `sluice serve`).
     pub ingest: Option<crate::source::IngestPoints>,
+    /// The bytes its dead letters may take, shared with the tenant's other
+    /// pipelines (set by `sluice serve`).
+    pub dead_letter_budget: Option<std::sync::Arc<crate::quota::ByteMeter>>,
 }
 
 impl PipelineSpec {
@@ -297,6 +300,7 @@ impl PipelineFile {
             sinks,
             release_idle: None,
             ingest: None,
+            dead_letter_budget: None,
         })
     }
 }

@@ -142,6 +142,44 @@ impl BodyBudget {
 
 /// Serves `app` on `listener` until the process ends.
 pub async fn serve(listener: TcpListener, app: Router, limits: Limits) {
+    serve_tls(listener, app, limits, None).await
+}
+
+/// A TLS set-up from a PEM certificate chain and a PEM private key.
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("cannot read {}: {e}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: not a PEM certificate chain: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{}: no certificate in it", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("{}: not a PEM private key: {e}", key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(|e| format!("the certificate and key do not go together: {e}"))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// [`serve`], over TLS when `tls` is given (a handshake must end within the
+/// head timeout).
+pub async fn serve_tls(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let slots = Arc::new(Semaphore::new(limits.connections));
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
@@ -157,15 +195,36 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits) {
             }
         };
         let service = TowerToHyperService::new(app.clone());
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let connection = hyper::server::conn::http1::Builder::new()
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.head_timeout)
-                .max_buf_size(64 << 10)
-                .serve_connection(TokioIo::new(stream), service);
-            match tokio::time::timeout(limits.connection_life, connection).await {
-                Ok(Err(e)) => tracing::debug!("HTTP connection ended: {e}"),
-                Ok(Ok(())) | Err(_) => {}
+                .max_buf_size(64 << 10);
+            let life = limits.connection_life;
+            match tls {
+                None => {
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    if let Ok(Err(e)) = tokio::time::timeout(life, connection).await {
+                        tracing::debug!("HTTP connection ended: {e}");
+                    }
+                }
+                Some(tls) => {
+                    let handshake = tokio::time::timeout(limits.head_timeout, tls.accept(stream));
+                    let stream = match handshake.await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!("TLS handshake failed: {e}");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    if let Ok(Err(e)) = tokio::time::timeout(life, connection).await {
+                        tracing::debug!("HTTPS connection ended: {e}");
+                    }
+                }
             }
             drop(permit);
         });

@@ -178,6 +178,7 @@ fn stages_of(
             release_idle: spec.release_idle,
             dead_letter: DeadLetter {
                 dir: s.dead_letter.clone(),
+                budget: spec.dead_letter_budget.clone(),
             },
             state: store
                 .as_ref()

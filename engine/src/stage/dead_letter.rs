@@ -3,8 +3,10 @@
 //! directory sink's files, so a reader never sees half a file.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::batch::Records;
+use crate::quota::ByteMeter;
 use crate::sink::{format, write_atomically};
 
 /// A stage's dead-letter folder.
@@ -12,6 +14,10 @@ use crate::sink::{format, write_atomically};
 pub struct DeadLetter {
     /// The folder; created on first use.
     pub dir: PathBuf,
+    /// Bytes the dead letters of the stage's tenant may take, shared by
+    /// its stages (`sluice serve`); a write past it fails, naming the
+    /// quota, so the batch is not dropped.
+    pub budget: Option<Arc<ByteMeter>>,
 }
 
 impl DeadLetter {
@@ -29,6 +35,11 @@ impl DeadLetter {
             format::jsonl(&mut out, records.get(index), Some(reason));
         }
         let name = format!("batch-{batch_time_ms}-{batch_id:06}.jsonl");
+        if let Some(budget) = &self.budget {
+            budget
+                .add(out.len() as u64)
+                .map_err(std::io::Error::other)?;
+        }
         write_atomically(&self.dir, &name, &out)
     }
 }

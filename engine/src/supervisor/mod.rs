@@ -284,6 +284,16 @@ impl Supervisor {
         Some(slot.wait())
     }
 
+    /// Stops `key` and marks it failed with `reason` (a quota it went past,
+    /// say). Returns `None` if there is no such pipeline.
+    pub fn fail(&self, key: &PipelineKey, reason: String) -> Option<()> {
+        let _ = self.stop(key)?;
+        let running = self.running.lock().unwrap();
+        let entry = running.get(key)?;
+        *entry.state.lock().unwrap() = RunState::Failed(reason);
+        Some(())
+    }
+
     /// Stops `key` if it runs, and forgets it.
     pub fn remove(&self, key: &PipelineKey) -> Option<Outcome> {
         let outcome = self.stop(key);

@@ -1,0 +1,129 @@
+//! What a hosted tenant's pipeline file may name, and what its names mean:
+//! paths are inside the tenant's files root (`DIR/tenants/<t>/files/`), never
+//! outside it by an absolute path, a `..` or a link; `plugin` names one of
+//! the tenant's stored plugins (`name`, or `name@sha256:…` for one
+//! version); state and dead letters live where the service keeps them; and
+//! what would reach past the tenant (the server's standard input and output,
+//! arbitrary network peers unless the operator allows them) is refused.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::config::Base;
+use crate::confine;
+use crate::sink::SinkConfig;
+use crate::source::SourceConfig;
+
+/// Finds a tenant's stored plugin: by name, the latest version, or the
+/// version with a digest; returns its file and digest.
+pub type FindPlugin<'a> = dyn Fn(&str, Option<&str>) -> Result<(PathBuf, String), String> + 'a;
+
+/// The base of one tenant's pipeline.
+pub struct TenantBase<'a> {
+    /// The tenant.
+    pub tenant: &'a str,
+    /// Its files root, canonical.
+    pub files: PathBuf,
+    /// Where the service keeps its pipelines' state.
+    pub state: PathBuf,
+    /// Where the service keeps its dead letters.
+    pub dead_letters: PathBuf,
+    /// Its plugins.
+    pub plugins: &'a FindPlugin<'a>,
+    /// The digest each stage ran before (a restart runs the same version
+    /// even if a newer one was pushed under the name since).
+    pub pins: &'a BTreeMap<String, String>,
+    /// Whether pipelines may reach network peers (Kafka, sockets).
+    pub allow_network: bool,
+    /// What each stage's plugin resolved to, by stage, for the catalogue.
+    pub resolved: Mutex<BTreeMap<String, String>>,
+}
+
+impl Base for TenantBase<'_> {
+    fn tenant(&self) -> Option<&str> {
+        Some(self.tenant)
+    }
+
+    fn data_path(&self, written: &Path) -> Result<PathBuf, String> {
+        confine::resolve_inside(&self.files, written)
+    }
+
+    fn plugin(&self, stage: &str, written: &Path) -> Result<(PathBuf, Option<String>), String> {
+        let text = written.to_str().ok_or("a plugin name is text")?;
+        let (name, digest) = match text.split_once('@') {
+            Some((name, digest)) => (name, Some(digest)),
+            None => (text, None),
+        };
+        if name.contains('/') || name.ends_with(".wasm") {
+            return Err(format!(
+                "`{text}`: a hosted pipeline names one of your uploaded plugins \
+                 (`name` or `name@sha256:…`), not a file"
+            ));
+        }
+        let pinned = digest.or_else(|| self.pins.get(stage).map(String::as_str));
+        let (path, found) = (self.plugins)(name, pinned)?;
+        self.resolved
+            .lock()
+            .unwrap()
+            .insert(stage.to_string(), found);
+        Ok((path, Some(format!("{name}.wasm"))))
+    }
+
+    fn state_dir(&self, written: Option<&Path>) -> Result<PathBuf, String> {
+        match written {
+            Some(_) => Err("the service keeps pipeline state itself; remove `state_dir`".into()),
+            None => Ok(self.state.clone()),
+        }
+    }
+
+    fn dead_letter(
+        &self,
+        pipeline: &str,
+        stage: &str,
+        written: Option<&Path>,
+    ) -> Result<PathBuf, String> {
+        match written {
+            Some(_) => Err(
+                "the service keeps dead letters itself (GET /v1/pipelines/{name}/dead-letters); \
+                 remove `dead_letter`"
+                    .into(),
+            ),
+            None => Ok(self.dead_letters.join(pipeline).join(stage)),
+        }
+    }
+
+    fn check_source(&self, source: &SourceConfig) -> Result<(), String> {
+        match source {
+            SourceConfig::Stdin(_) => {
+                Err("a hosted pipeline has no standard input; use an `http` source".into())
+            }
+            SourceConfig::Http(c) if c.listen.is_some() => Err(
+                "a hosted `http` source takes data through POST /v1/pipelines/{name}/ingest; \
+                 remove `listen`"
+                    .into(),
+            ),
+            SourceConfig::Socket(_) | SourceConfig::Kafka(_) if !self.allow_network => Err(
+                "this server does not let pipelines reach network peers (its operator can \
+                 start it with --allow-network)"
+                    .into(),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_sink(&self, sink: &SinkConfig) -> Result<(), String> {
+        match sink {
+            SinkConfig::Console(_) => Err(
+                "a hosted pipeline has no console; use a `directory` sink in your files root"
+                    .into(),
+            ),
+            SinkConfig::Kafka(_) if !self.allow_network => Err(
+                "this server does not let pipelines reach network peers (its operator can \
+                 start it with --allow-network)"
+                    .into(),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
