@@ -17,6 +17,7 @@ mod languages;
 mod plugin_files;
 mod plugin_projects;
 mod sandbox;
+mod serve;
 mod shutdown;
 mod state;
 mod windows;

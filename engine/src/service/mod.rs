@@ -67,6 +67,9 @@ pub enum ServiceError {
     /// Already there.
     #[error("{0}")]
     Conflict(String),
+    /// Not taking this now (a stopped pipeline's ingest).
+    #[error("{0}")]
+    Unavailable(String),
     /// The service could not do it (a disk error, say).
     #[error("{0}")]
     Internal(String),

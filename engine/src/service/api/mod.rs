@@ -42,6 +42,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ServiceError::Quota(_) => StatusCode::FORBIDDEN,
             ServiceError::Conflict(_) => StatusCode::CONFLICT,
+            ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())

@@ -161,17 +161,7 @@ pub async fn ingest(
     let tenant = tenant_of(&caller)?.to_string();
     let service = api.service.clone();
     let (t, n) = (tenant.clone(), name.clone());
-    let limit = blocking(move || {
-        service.status(&t, &n)?;
-        Ok(service.ingest_limit(&t, &n))
-    })
-    .await?
-    .ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("pipeline `{name}` has no running `http` source"),
-        )
-    })?;
+    let limit = blocking(move || service.ingest_limit(&t, &n)).await?;
     let (bytes, _held) = api.budget.read(body, limit, BODY_TIME).await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
