@@ -12,6 +12,7 @@ mod containment;
 mod example_plugins;
 mod hardening;
 mod hot_reload;
+mod http_source;
 mod kafka;
 mod languages;
 mod plugin_files;

@@ -297,11 +297,23 @@ impl Service {
         };
         let metrics = info.as_ref().map(|i| {
             let t = i.metrics.totals();
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+            let delays = |q: f64| {
+                i.metrics.delay_quantile(q).map(|[scheduling, total, latency]| {
+                    serde_json::json!({
+                        "scheduling_ms": ms(scheduling),
+                        "total_ms": ms(total),
+                        "latency_ms": ms(latency),
+                    })
+                })
+            };
             serde_json::json!({
                 "batches": t.batches,
                 "records_in": t.records_in,
                 "records_out": t.records_out,
                 "dead_letters": t.failed,
+                "p50": delays(0.5),
+                "p99": delays(0.99),
             })
         });
         serde_json::json!({

@@ -93,8 +93,10 @@ pub struct Delays {
 
 impl Default for Delays {
     fn default() -> Self {
-        // 1 µs to 1 hour, 3 significant digits.
-        let h = || Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
+        // 1 µs to 1 hour, 2 significant digits (1 %): about 25 KB each,
+        // against about 190 KB with 3 digits, which a service hosting a
+        // thousand pipelines would pay three times over for each.
+        let h = || Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds");
         Delays {
             scheduling: h(),
             total: h(),
@@ -160,6 +162,17 @@ impl PipelineMetrics {
             Delays::summary(&d.total),
             Delays::summary(&d.latency)
         ))
+    }
+
+    /// The `q` quantile (0.5, 0.99…) of the scheduling delay, total delay
+    /// and latency of non-empty batches so far, or `None` before the first.
+    pub fn delay_quantile(&self, q: f64) -> Option<[Duration; 3]> {
+        let d = self.delays.lock().unwrap();
+        if d.total.is_empty() {
+            return None;
+        }
+        let at = |h: &Histogram<u64>| Duration::from_micros(h.value_at_quantile(q));
+        Some([at(&d.scheduling), at(&d.total), at(&d.latency)])
     }
 
     /// Totals so far.
