@@ -24,5 +24,6 @@ pub mod source;
 pub mod stage;
 pub mod state;
 pub mod supervisor;
+pub mod tasks;
 pub mod telemetry;
 pub mod units;

@@ -41,8 +41,14 @@ fn load_all(files: &[PathBuf]) -> Vec<Result<PipelineSpec, String>> {
 }
 
 /// Instance slots for these pipelines: up to three per stage (the live
-/// instance, a fallback on probation, one being prepared).
+/// instance, a fallback on probation, one being prepared). A pipeline with
+/// a task per partition has as many instances of each stage as the group
+/// gives this process partitions, which is not known in advance: memory is
+/// then mapped for each instance as it is made.
 fn slots_for(specs: &[PipelineSpec]) -> Slots {
+    if specs.iter().any(PipelineSpec::per_partition) {
+        return Slots::OnDemand;
+    }
     let stages: usize = specs.iter().map(|s| s.stages.len()).sum();
     Slots::for_stages(stages)
 }
@@ -102,7 +108,7 @@ pub fn run(files: Vec<PathBuf>, control: &str, watch_plugins: bool) -> anyhow::R
     let mut built = Vec::new();
     for spec in &specs {
         let _guard = runtime.enter();
-        match sluice::pipeline::Pipeline::build(spec, &host) {
+        match sluice::supervisor::Runnable::build(spec, &host) {
             Ok(pipeline) => built.push((sluice::supervisor::PipelineKey::of(spec), pipeline)),
             Err(err) => {
                 eprintln!("error: {err}");

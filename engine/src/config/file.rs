@@ -91,6 +91,18 @@ pub struct PipelineConfig {
     /// `null`), and keeps a state file for the checkpoint.
     #[serde(default = "default_delivery")]
     pub delivery: Spanned<Delivery>,
+    /// How a pipeline reading Kafka runs. `"one"` (the default): one chain
+    /// of stages takes every partition this process is assigned, so a
+    /// stage's state (a running count, a window) covers all of them.
+    /// `"per-partition"`: a task per assigned partition, each with its own
+    /// stage instances, batches, delivery and state file
+    /// (`<name>.p<N>.redb`), so one process uses every core and several
+    /// processes in the consumer group share the partitions. Needs one
+    /// `kafka` source reading one topic, and at-least-once delivery. A
+    /// stage's state is per partition and stays in the process's state
+    /// folder: it does not yet move with its partition.
+    #[serde(default = "default_tasks")]
+    pub tasks: Spanned<Tasks>,
     /// Where records come from; at least one.
     #[serde(default)]
     pub sources: Vec<Spanned<SourceConfig>>,
@@ -112,6 +124,28 @@ pub enum Delivery {
     AtLeastOnce,
     /// Nothing lost and nothing written twice.
     ExactlyOnce,
+}
+
+/// Consumer properties `tasks = "per-partition"` sets itself, and why.
+const PER_PARTITION_OWNED: &[(&str, &str)] = &[(
+    "partition.assignment.strategy",
+    "is cooperative-sticky with `tasks = \"per-partition\"`, so a rebalance stops only the \
+         tasks that move",
+)];
+
+/// How a pipeline reading Kafka is split into tasks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tasks {
+    /// One chain of stages for every partition the process is assigned.
+    #[default]
+    One,
+    /// A task per assigned partition, with state that moves with it.
+    PerPartition,
+}
+
+fn default_tasks() -> Spanned<Tasks> {
+    Spanned::new(0..0, Tasks::One)
 }
 
 fn default_delivery() -> Spanned<Delivery> {
@@ -320,6 +354,94 @@ impl PipelineFile {
                         format!("`delivery = \"exactly-once\"` needs sinks that publish a batch only after its checkpoint: {why}"),
                     ));
                 }
+            }
+        }
+        self.validate_tasks()
+    }
+
+    /// What `tasks = "per-partition"` and `partition_by` need: one Kafka
+    /// source of one topic (tasks are its partitions). `partition_by` and
+    /// exactly-once delivery with tasks are refused until they are built.
+    fn validate_tasks(&self) -> Result<(), ConfigError> {
+        let c = &self.config;
+        let per_partition = *c.tasks.get_ref() == Tasks::PerPartition;
+        if !per_partition {
+            for stage in &c.stages {
+                if let Some(by) = &stage.get_ref().partition_by {
+                    return Err(self.error_at(
+                        by.span(),
+                        format!(
+                            "`partition_by` in stage `{}` needs `tasks = \"per-partition\"` (and a \
+                             Kafka source): records are sent to the tasks that own their keys \
+                             through a Kafka topic",
+                            stage.get_ref().name.get_ref()
+                        ),
+                    ));
+                }
+            }
+            return Ok(());
+        }
+        let (tasks_line, _) = self.line_column(c.tasks.span());
+        if let Some(by) = c
+            .stages
+            .iter()
+            .find_map(|s| s.get_ref().partition_by.as_ref())
+        {
+            return Err(self.error_at(
+                by.span(),
+                format!(
+                    "`partition_by` with `tasks = \"per-partition\"` (line {tasks_line}) is not \
+                     built yet: a keyed stage sees the records of its task's partition only"
+                ),
+            ));
+        }
+        if *c.delivery.get_ref() == Delivery::ExactlyOnce {
+            return Err(self.error_at(
+                c.delivery.span(),
+                format!(
+                    "`tasks = \"per-partition\"` (line {tasks_line}) runs at-least-once for now: \
+                     exactly-once across processes needs each task's transaction to carry its input \
+                     offsets, which is not built yet"
+                ),
+            ));
+        }
+        for (i, source) in c.sources.iter().enumerate() {
+            let SourceConfig::Kafka(kafka) = source.get_ref() else {
+                return Err(self.error_at(
+                    source.span(),
+                    format!(
+                        "`tasks = \"per-partition\"` (line {tasks_line}) needs a Kafka source: this \
+                         source has no partitions to split into tasks (a pipeline reading other \
+                         sources runs in one process, with `tasks = \"one\"`)"
+                    ),
+                ));
+            };
+            if i > 0 {
+                return Err(self.error_at(
+                    source.span(),
+                    format!(
+                        "`tasks = \"per-partition\"` (line {tasks_line}) reads one Kafka source, \
+                         whose partitions are the tasks: this is a second source"
+                    ),
+                ));
+            }
+            for (property, why) in PER_PARTITION_OWNED {
+                if kafka.options.contains_key(*property) {
+                    return Err(self.error_at(
+                        source.span(),
+                        format!("invalid kafka source: `options` sets `{property}`, which {why}"),
+                    ));
+                }
+            }
+            if kafka.topics.len() != 1 || kafka.topics[0].starts_with('^') {
+                return Err(self.error_at(
+                    source.span(),
+                    format!(
+                        "`tasks = \"per-partition\"` (line {tasks_line}) reads one topic named \
+                         outright (a task is one of its partitions): `topics` is {:?}",
+                        kafka.topics
+                    ),
+                ));
             }
         }
         Ok(())

@@ -11,6 +11,6 @@ mod spec;
 
 pub use crate::units::{ByteSize, HumanDuration};
 pub use file::{
-    ConfigError, Delivery, MAX_NAME, MAX_STAGES, PipelineConfig, PipelineFile, check_name,
+    ConfigError, Delivery, MAX_NAME, MAX_STAGES, PipelineConfig, PipelineFile, Tasks, check_name,
 };
 pub use spec::{Base, FolderBase, Located, LocatedStage, Location, PipelineSpec};

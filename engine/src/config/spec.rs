@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::file::{ConfigError, Delivery, PipelineFile};
+use super::file::{ConfigError, Delivery, PipelineFile, Tasks};
 use crate::sink::SinkConfig;
 use crate::source::SourceConfig;
 use crate::stage::StageSpec;
@@ -66,6 +66,8 @@ pub struct PipelineSpec {
     pub state_dir_set: bool,
     /// The delivery guarantee.
     pub delivery: Delivery,
+    /// One chain of stages, or a task per partition (Kafka).
+    pub tasks: Tasks,
     /// Sources, with their paths resolved.
     pub sources: Vec<Located<SourceConfig>>,
     /// Stages, in order.
@@ -97,6 +99,11 @@ impl PipelineSpec {
     /// Whether delivery is exactly-once.
     pub fn exactly_once(&self) -> bool {
         self.delivery == Delivery::ExactlyOnce
+    }
+
+    /// Whether it runs a task per Kafka partition.
+    pub fn per_partition(&self) -> bool {
+        self.tasks == Tasks::PerPartition
     }
 
     /// Whether the pipeline keeps a state file whatever its plugins do:
@@ -295,6 +302,7 @@ impl PipelineFile {
             state_dir,
             state_dir_set: c.state_dir.is_some(),
             delivery: *c.delivery.get_ref(),
+            tasks: *c.tasks.get_ref(),
             sources,
             stages,
             sinks,

@@ -197,6 +197,11 @@ pub fn render_status(body: &str) -> Result<String, serde_json::Error> {
     let mut out = String::new();
     for p in &pipelines {
         let _ = writeln!(out, "pipeline {}", p["pipeline"].as_str().unwrap_or("?"));
+        if let Some(tasks) = p.get("tasks") {
+            let tasks: Vec<crate::tasks::TaskStatus> =
+                serde_json::from_value(tasks.clone()).unwrap_or_default();
+            let _ = writeln!(out, "  tasks: {}", crate::tasks::board::summary(&tasks));
+        }
         for s in p["stages"].as_array().into_iter().flatten() {
             let probation = if s["probation"].as_bool() == Some(true) {
                 " (on probation)"

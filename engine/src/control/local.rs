@@ -41,6 +41,9 @@ pub struct PipelineStatus {
     pub pipeline: String,
     /// Its stages, in order.
     pub stages: Vec<serde_json::Value>,
+    /// A partitioned pipeline's tasks in this process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<Vec<crate::tasks::TaskStatus>>,
 }
 
 /// What the endpoint's handlers share.
@@ -143,6 +146,7 @@ async fn status(State(local): State<Local>) -> Response {
                     serde_json::to_value(&status).unwrap_or_default()
                 })
                 .collect(),
+            tasks: p.tasks.map(|board| board.snapshot()),
         })
         .collect();
     axum::Json(pipelines).into_response()

@@ -136,6 +136,34 @@ fn stages_of(
     host: &PluginHost,
     with_state: bool,
 ) -> Result<(Vec<Stage>, bool), BuildError> {
+    let plugins = load_plugins(spec, host)?;
+    let uses_state = plugins.iter().any(|p| p.uses_state);
+    // The state store, when a stage needs one (or the pipeline does).
+    let store = if with_state {
+        open_store(spec, uses_state)?
+    } else {
+        None
+    };
+    let stages = stages_with(spec, plugins, store)?;
+    Ok((stages, uses_state))
+}
+
+/// Stages of `spec` whose state lives in `store` (a task's own file, for a
+/// partitioned pipeline).
+pub fn build_stages_in(
+    spec: &PipelineSpec,
+    host: &PluginHost,
+    store: Option<Arc<StateStore>>,
+) -> Result<Vec<Stage>, BuildError> {
+    let plugins = load_plugins(spec, host)?;
+    stages_with(spec, plugins, store)
+}
+
+/// Every stage's plugin, loaded (compiled once per version and process).
+pub fn load_plugins(
+    spec: &PipelineSpec,
+    host: &PluginHost,
+) -> Result<Vec<Arc<crate::plugin::Plugin>>, BuildError> {
     let mut plugins = Vec::with_capacity(spec.stages.len());
     for stage in &spec.stages {
         let plugin = host
@@ -148,13 +176,14 @@ fn stages_of(
             })?;
         plugins.push(plugin);
     }
-    let uses_state = plugins.iter().any(|p| p.uses_state);
-    // The state store, when a stage needs one (or the pipeline does).
-    let store = if with_state {
-        open_store(spec, uses_state)?
-    } else {
-        None
-    };
+    Ok(plugins)
+}
+
+fn stages_with(
+    spec: &PipelineSpec,
+    plugins: Vec<Arc<crate::plugin::Plugin>>,
+    store: Option<Arc<StateStore>>,
+) -> Result<Vec<Stage>, BuildError> {
     let mut stages = Vec::with_capacity(spec.stages.len());
     for (stage, plugin) in spec.stages.iter().zip(plugins) {
         let s = &stage.spec;
@@ -202,7 +231,7 @@ fn stages_of(
         }
         stages.push(built);
     }
-    Ok((stages, uses_state))
+    Ok(stages)
 }
 
 /// The pipeline's state file, when a stage's plugin uses state (`needed`)
@@ -260,7 +289,7 @@ impl Pipeline {
     /// sinks, and recovers from the last checkpoint.
     pub fn build(spec: &PipelineSpec, host: &PluginHost) -> Result<Self, BuildError> {
         let stages = build_stages(spec, host)?;
-        let mut sources = build_sources(spec)?;
+        let sources = build_sources(spec)?;
         let sinks = spec
             .sinks
             .iter()
@@ -284,6 +313,19 @@ impl Pipeline {
             Some(store) => Some(store),
             None => open_store(spec, false)?,
         };
+        Self::assemble(spec, stages, sources, sinks, store)
+    }
+
+    /// A pipeline from parts built elsewhere (a task of a partitioned
+    /// pipeline brings its own source, sinks and state file):
+    /// recovers from the last checkpoint in `store`.
+    pub fn assemble(
+        spec: &PipelineSpec,
+        stages: Vec<Stage>,
+        mut sources: Vec<Box<dyn Source>>,
+        sinks: Vec<Box<dyn crate::sink::Sink>>,
+        store: Option<Arc<StateStore>>,
+    ) -> Result<Self, BuildError> {
         let delivery =
             Delivery::recover(&spec.name, store, spec.exactly_once(), &mut sources, sinks)
                 .map_err(|e| match e {
@@ -315,6 +357,13 @@ impl Pipeline {
             metrics: Arc::new(PipelineMetrics::default()),
             exactly_once: spec.exactly_once(),
         })
+    }
+
+    /// Records its figures in `metrics` (shared by the tasks of a
+    /// partitioned pipeline, so they add up to the pipeline's).
+    pub fn with_metrics(mut self, metrics: Arc<PipelineMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Its stages, for hot reload and the control endpoint.

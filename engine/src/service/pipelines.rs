@@ -322,6 +322,7 @@ impl Service {
             "desired": record.desired,
             "error": error,
             "stages": stages,
+            "tasks": info.as_ref().and_then(|i| i.tasks.as_ref()).map(|board| board.snapshot()),
             "metrics": metrics,
             "updated_ms": record.updated_ms,
         })

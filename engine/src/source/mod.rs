@@ -7,7 +7,7 @@
 mod directory;
 mod generator;
 pub mod http;
-mod kafka;
+pub(crate) mod kafka;
 mod lines;
 mod socket;
 mod stdin;

@@ -85,6 +85,24 @@ pub struct StageConfig {
     /// are multiples of `batch_interval`; `slide` defaults to it. See
     /// [`WindowConfig`].
     pub window: Option<Spanned<WindowConfig>>,
+    /// Sends the records arriving at this stage to the task that owns
+    /// their key, so that a keyed stage (a running count by word) sees
+    /// every record of a key: `"key"` (the record's key) or `"value"` (its
+    /// value, for records whose value is the key, as `word-split`'s words
+    /// are). They go through the topic `<pipeline>-<stage>-repartition`,
+    /// partitioned like the input, and this stage and the ones after it run
+    /// as tasks over its partitions. Needs `tasks = "per-partition"`.
+    pub partition_by: Option<Spanned<PartitionBy>>,
+}
+
+/// What a repartitioning stage groups records by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PartitionBy {
+    /// The record's key (records without one all go to one partition).
+    Key,
+    /// The record's value.
+    Value,
 }
 
 /// A stage's sliding window, counted in batch intervals.
@@ -283,6 +301,9 @@ pub struct StageSpec {
     pub state_limit: u64,
     /// The window, in batch intervals.
     pub window: Option<WindowSpec>,
+    /// Whether records reach this stage through a repartition topic, and
+    /// by what.
+    pub partition_by: Option<PartitionBy>,
 }
 
 impl StageConfig {
@@ -326,6 +347,7 @@ impl StageConfig {
             recycle_after: self.recycle_after,
             state_limit: self.state_limit.get_ref().0,
             window,
+            partition_by: self.partition_by.as_ref().map(|p| *p.get_ref()),
         })
     }
 

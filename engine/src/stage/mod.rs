@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use config::{
-    ConfigText, Grant, INIT_TIME_FLOOR, OnError, StageConfig, StageSpec, WindowConfig, WindowSpec,
+    ConfigText, Grant, INIT_TIME_FLOOR, OnError, PartitionBy, StageConfig, StageSpec, WindowConfig,
+    WindowSpec,
 };
 pub use dead_letter::DeadLetter;
 pub use versions::{StageHandle, StageStatus, Update, VersionInfo};

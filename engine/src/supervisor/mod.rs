@@ -16,6 +16,7 @@ use crate::config::PipelineSpec;
 use crate::pipeline::{BuildError, Pipeline, PooledRun, Pools, RunSummary};
 use crate::plugin::PluginHost;
 use crate::reload::StageEntry;
+use crate::tasks::{Partitioned, TaskBoard};
 use crate::telemetry::PipelineMetrics;
 
 /// A pipeline's identity in a process: its tenant (under `sluice serve`)
@@ -113,8 +114,52 @@ pub enum Executor {
     Pools(Pools),
 }
 
+/// A pipeline ready to launch: one chain of stages, or a task per
+/// assigned Kafka partition (`tasks = "per-partition"`).
+pub enum Runnable {
+    /// One chain of stages.
+    Chain(Pipeline),
+    /// Tasks per partition.
+    Tasks(Partitioned),
+}
+
+impl Runnable {
+    /// Builds `spec` as it asks to run.
+    pub fn build(spec: &PipelineSpec, host: &Arc<PluginHost>) -> Result<Self, BuildError> {
+        if spec.per_partition() {
+            Ok(Runnable::Tasks(Partitioned::build(spec, host.clone())?))
+        } else {
+            Ok(Runnable::Chain(Pipeline::build(spec, host)?))
+        }
+    }
+
+    /// Its stages, for hot reload and status (a partitioned pipeline's
+    /// stages belong to its tasks, which come and go: none).
+    pub fn stage_entries(&self) -> Vec<StageEntry> {
+        match self {
+            Runnable::Chain(pipeline) => pipeline.stage_entries(),
+            Runnable::Tasks(_) => Vec::new(),
+        }
+    }
+
+    fn metrics(&self) -> Arc<PipelineMetrics> {
+        match self {
+            Runnable::Chain(pipeline) => pipeline.metrics(),
+            Runnable::Tasks(tasks) => tasks.metrics(),
+        }
+    }
+}
+
+impl From<Pipeline> for Runnable {
+    fn from(pipeline: Pipeline) -> Self {
+        Runnable::Chain(pipeline)
+    }
+}
+
 struct Running {
     stages: Vec<StageEntry>,
+    /// A partitioned pipeline's tasks in this process.
+    tasks: Option<Arc<TaskBoard>>,
     metrics: Arc<PipelineMetrics>,
     stop: watch::Sender<bool>,
     state: Arc<Mutex<RunState>>,
@@ -134,6 +179,8 @@ pub struct PipelineInfo {
     pub stages: Vec<StageEntry>,
     /// Its figures.
     pub metrics: Arc<PipelineMetrics>,
+    /// A partitioned pipeline's tasks in this process.
+    pub tasks: Option<Arc<TaskBoard>>,
 }
 
 /// The running pipelines.
@@ -185,13 +232,18 @@ impl Supervisor {
         }
         let pipeline = {
             let _guard = self.runtime.enter();
-            Pipeline::build(spec, &self.host)?
+            Runnable::build(spec, &self.host)?
         };
         self.launch(key, pipeline)
     }
 
     /// Runs an already built pipeline.
-    pub fn launch(&self, key: PipelineKey, pipeline: Pipeline) -> Result<(), StartError> {
+    pub fn launch(
+        &self,
+        key: PipelineKey,
+        pipeline: impl Into<Runnable>,
+    ) -> Result<(), StartError> {
+        let pipeline = pipeline.into();
         let mut running = self.running.lock().unwrap();
         if running.contains_key(&key) {
             return Err(StartError::Duplicate(key));
@@ -207,6 +259,10 @@ impl Supervisor {
         let slot = Arc::new(OutcomeSlot::default());
         let stages = pipeline.stage_entries();
         let metrics = pipeline.metrics();
+        let tasks = match &pipeline {
+            Runnable::Tasks(tasks) => Some(tasks.board()),
+            Runnable::Chain(_) => None,
+        };
         let finish: Box<dyn FnOnce(Outcome) + Send> = {
             let (state, slot, on_end, key) =
                 (state.clone(), slot.clone(), self.on_end.clone(), key.clone());
@@ -221,8 +277,8 @@ impl Supervisor {
                 slot.set(outcome);
             })
         };
-        let pooled = match &self.executor {
-            Executor::Threads => {
+        let pooled = match (pipeline, &self.executor) {
+            (Runnable::Chain(pipeline), Executor::Threads) => {
                 let runtime = self.runtime.clone();
                 let thread_key = key.clone();
                 std::thread::Builder::new()
@@ -243,18 +299,42 @@ impl Supervisor {
                     .map_err(|e| StartError::Thread(key.clone(), e))?;
                 None
             }
-            Executor::Pools(pools) => Some(pipeline.start_pooled(
+            (Runnable::Chain(pipeline), Executor::Pools(pools)) => Some(pipeline.start_pooled(
                 &self.runtime,
                 stop_rx,
                 pools,
                 key.tenant.as_deref(),
                 Box::new(move |result| finish(result.map_err(|e| e.to_string()))),
             )),
+            (Runnable::Tasks(tasks), executor) => {
+                // The group member's loop has a thread of its own; its tasks
+                // run on threads or on the pools like any pipeline.
+                let (runtime, executor, tenant) =
+                    (self.runtime.clone(), executor.clone(), key.tenant.clone());
+                let thread_key = key.clone();
+                std::thread::Builder::new()
+                    .name(format!("sluice-member-{}", key.name))
+                    .spawn(move || {
+                        let outcome =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                tasks.run(&runtime, stop_rx, executor, tenant)
+                            }));
+                        finish(match outcome {
+                            Ok(result) => result.map_err(|e| e.to_string()),
+                            Err(_) => Err(format!(
+                                "pipeline `{thread_key}`: its group member's thread panicked"
+                            )),
+                        });
+                    })
+                    .map_err(|e| StartError::Thread(key.clone(), e))?;
+                None
+            }
         };
         running.insert(
             key,
             Running {
                 stages,
+                tasks,
                 metrics,
                 stop,
                 state,
@@ -345,6 +425,7 @@ impl Supervisor {
                 state: entry.state.lock().unwrap().clone(),
                 stages: entry.stages.clone(),
                 metrics: entry.metrics.clone(),
+                tasks: entry.tasks.clone(),
             })
             .collect()
     }
@@ -358,6 +439,7 @@ impl Supervisor {
             state: entry.state.lock().unwrap().clone(),
             stages: entry.stages.clone(),
             metrics: entry.metrics.clone(),
+            tasks: entry.tasks.clone(),
         })
     }
 

@@ -34,9 +34,8 @@ mod offsets;
 use super::{CHUNK_BYTES, CHUNK_RECORDS, Emitter, Source, SourceError, SourceTask};
 use crate::batch::Records;
 use crate::kafka::{LogContext, Options, client_config, validate};
-use offsets::{
-    Offsets, Partition, advance, decode, encode, list_partitions, partition_list, push_message,
-};
+use offsets::{Offsets, Partition, advance, decode, encode, partition_list};
+pub(crate) use offsets::{list_partitions, push_message};
 
 /// Longest wait for a message before the source checks for a stop request
 /// and for acknowledged positions to commit.
@@ -95,7 +94,7 @@ pub enum Start {
 }
 
 impl Start {
-    fn offset_reset(self) -> &'static str {
+    pub(crate) fn offset_reset(self) -> &'static str {
         match self {
             Start::Earliest => "earliest",
             Start::Latest => "latest",
@@ -432,7 +431,7 @@ impl KafkaSource {
             }
         }
         tracing::info!("{who}: leaving the group");
-        close(consumer, &who);
+        close_consumer(consumer, &who);
         outcome
     }
 }
@@ -445,7 +444,7 @@ pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// socket timeout), so it runs on a thread of its own: the group has been
 /// left and the offsets committed by then, and the source does not wait
 /// more than [`CLOSE_WAIT`] for the rest.
-fn close(consumer: BaseConsumer<SourceContext>, who: &str) {
+pub(crate) fn close_consumer<C: ConsumerContext + 'static>(consumer: BaseConsumer<C>, who: &str) {
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let closer = std::thread::Builder::new()
         .name("sluice-kafka-close".into())

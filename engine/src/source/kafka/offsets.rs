@@ -43,7 +43,7 @@ pub(super) fn advance(
 
 /// Appends `message` to `records`: its key, payload, headers and
 /// timestamp (the time read, when the message has none).
-pub(super) fn push_message(records: &mut Records, message: &BorrowedMessage<'_>) {
+pub(crate) fn push_message(records: &mut Records, message: &BorrowedMessage<'_>) {
     let timestamp = message
         .timestamp()
         .to_millis()
@@ -77,7 +77,7 @@ pub(super) fn partition_list(offsets: &Offsets) -> TopicPartitionList {
 }
 
 /// The partitions of `list` for a log line, as `topic[0,1] other[3]`.
-pub(super) fn list_partitions(list: &TopicPartitionList) -> String {
+pub(crate) fn list_partitions(list: &TopicPartitionList) -> String {
     let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
     for e in list.elements() {
         by_topic

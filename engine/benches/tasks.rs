@@ -1,0 +1,320 @@
+//! One process, one pipeline, a task per partition: word count over Kafka
+//! with 1, 2 and 4 tasks, against one chain of stages and native Rust on
+//! the same input in the same run.
+//!
+//! Needs a Kafka-protocol broker at `KAFKA_BOOTSTRAP`. Loads
+//! `SLUICE_BENCH_LINES` generated lines (default 1,000,000, 10 words each)
+//! into three new topics of 1, 2 and 4 partitions, then runs
+//! `kafka → word-split → word-count → null`:
+//!
+//! - **sluice, N tasks**: the real binary with `tasks = "per-partition"` on
+//!   the topic of N partitions (so N tasks, each its own chain of stage
+//!   instances on threads of its own), in a new consumer group; timed from
+//!   its first partition assignment until the group's committed offsets
+//!   cover every line (the tasks commit every 500 ms, so a run's time is
+//!   late by up to that);
+//! - **sluice, one chain** (`tasks = "one"`) on the 4-partition topic: the
+//!   engine without tasks, timed the same way;
+//! - **native Rust**: one thread in this process reads the 4-partition topic
+//!   with the same client library and counts words in a hash map.
+//!
+//! Run: `KAFKA_BOOTSTRAP=127.0.0.1:9092 cargo bench -p sluice --bench tasks`
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use sluice::source::LineMaker;
+
+const WORDS_PER_LINE: u32 = 10;
+
+fn main() {
+    let Ok(brokers) = std::env::var("KAFKA_BOOTSTRAP") else {
+        eprintln!("tasks bench: KAFKA_BOOTSTRAP is not set; start a broker and set it");
+        std::process::exit(2);
+    };
+    let lines: u64 = std::env::var("SLUICE_BENCH_LINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let guests = support::guests();
+    let topic = |partitions: i32| format!("bench-tasks-{run}-p{partitions}");
+    for partitions in [1, 2, 4] {
+        let loaded = Instant::now();
+        load(&brokers, &topic(partitions), partitions, lines);
+        println!(
+            "loaded {lines} lines into {} in {:.1} s",
+            topic(partitions),
+            loaded.elapsed().as_secs_f64()
+        );
+    }
+    let native = native(&brokers, &topic(4), 4, lines);
+    let mut runs = Vec::new();
+    for partitions in [1, 2, 4] {
+        let m = sluice(
+            &brokers,
+            &guests,
+            &topic(partitions),
+            partitions,
+            lines,
+            "per-partition",
+            run,
+        );
+        runs.push((format!("sluice, {partitions} task(s)"), m));
+    }
+    let chain = sluice(&brokers, &guests, &topic(4), 4, lines, "one", run);
+
+    let rate = |m: &Measured| lines as f64 / m.secs;
+    let cpu_us = |m: &Measured| m.cpu * 1e6 / lines as f64;
+    let one_task = rate(&runs[0].1);
+    println!(
+        "kafka → word-split → word-count → null, {lines} lines of {WORDS_PER_LINE} words, one process"
+    );
+    for (name, m) in runs.iter().map(|(n, m)| (n.as_str(), m)).chain([
+        ("sluice, one chain (4 partitions)", &chain),
+        ("native Rust, 1 thread", &native),
+    ]) {
+        println!(
+            "  {name:<34} {:>10.0} lines/s ({:.3} s), {:.2}× one task, CPU {:.2} µs/line",
+            rate(m),
+            m.secs,
+            rate(m) / one_task,
+            cpu_us(m)
+        );
+    }
+}
+
+/// Creates `topic` with `partitions` and fills it with `lines` generated
+/// lines, spread evenly over them.
+fn load(brokers: &str, topic: &str, partitions: i32, lines: u64) {
+    create_topic(brokers, topic, partitions);
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "50")
+        .set("batch.size", "1000000")
+        .set("batch.num.messages", "100000")
+        .create()
+        .expect("producer");
+    let mut maker = LineMaker::new(1, WORDS_PER_LINE);
+    for i in 0..lines {
+        let line = maker.next_line().to_string();
+        let mut record = BaseRecord::to(topic)
+            .payload(line.as_bytes())
+            .partition((i % partitions as u64) as i32);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    producer.poll(Duration::from_millis(10));
+                    record = back;
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(120)).expect("loading");
+}
+
+fn create_topic(brokers: &str, topic: &str, partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let topics = [NewTopic::new(topic, partitions, TopicReplication::Fixed(1))];
+    let result = rt
+        .block_on(admin.create_topics(&topics, &AdminOptions::new()))
+        .expect("creating topic");
+    for r in result {
+        r.unwrap_or_else(|(t, e)| panic!("creating {t}: {e:?}"));
+    }
+}
+
+/// Wall-clock and CPU time of one run.
+struct Measured {
+    secs: f64,
+    /// CPU seconds of the whole process (sluice: from its start).
+    cpu: f64,
+}
+
+/// Word count in plain Rust on one thread: read every partition, count.
+fn native(brokers: &str, topic: &str, partitions: i32, lines: u64) -> Measured {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "bench-tasks-native")
+        .set("enable.auto.commit", "false")
+        .set("fetch.queue.backoff.ms", "20")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let started = Instant::now();
+    let cpu_before = support::cpu_seconds("self", false);
+    let mut counts: HashMap<Vec<u8>, u64> = HashMap::new();
+    let mut read = 0u64;
+    while read < lines {
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = message.expect("consuming");
+        let text = std::str::from_utf8(message.payload().unwrap_or_default()).unwrap();
+        for word in text.split_whitespace() {
+            match counts.get_mut(word.as_bytes()) {
+                Some(c) => *c += 1,
+                None => {
+                    counts.insert(word.as_bytes().to_vec(), 1);
+                }
+            }
+        }
+        read += 1;
+    }
+    assert!(counts.values().sum::<u64>() == lines * WORDS_PER_LINE as u64);
+    Measured {
+        secs: started.elapsed().as_secs_f64(),
+        cpu: support::cpu_seconds("self", false) - cpu_before,
+    }
+}
+
+/// The real binary with `tasks = "<tasks>"` on `topic`, timed from its
+/// first assignment until the group's committed offsets cover every line.
+fn sluice(
+    brokers: &str,
+    guests: &std::path::Path,
+    topic: &str,
+    partitions: i32,
+    lines: u64,
+    tasks: &str,
+    run: u128,
+) -> Measured {
+    let group = format!("bench-tasks-{run}-{tasks}-{partitions}");
+    let dir = std::env::temp_dir().join(format!("sluice-tasks-bench-{run}-{tasks}-{partitions}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pipeline = dir.join("pipeline.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            r#"
+name = "tasks-bench"
+batch_interval = "100ms"
+tasks = "{tasks}"
+
+[[sources]]
+type = "kafka"
+brokers = "{brokers}"
+topics = ["{topic}"]
+group = "{group}"
+start = "earliest"
+
+[[stages]]
+name = "split"
+plugin = '{}'
+
+[[stages]]
+name = "count"
+plugin = '{}'
+
+[[sinks]]
+type = "null"
+"#,
+            guests.join("word_split.wasm").display(),
+            guests.join("word_count.wasm").display()
+        ),
+    )
+    .unwrap();
+    let mut child = support::sluice_run(&pipeline)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running sluice");
+    let (assigned_tx, assigned_rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut log = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("partitions assigned") {
+                let _ = assigned_tx.send(Instant::now());
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    let Ok(started) = assigned_rx.recv_timeout(Duration::from_secs(60)) else {
+        let _ = child.kill();
+        panic!("sluice got no partitions:\n{}", log.join().unwrap());
+    };
+    let watcher: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", &group)
+        .create()
+        .expect("consumer");
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition(topic, p);
+    }
+    let finished = loop {
+        let committed: i64 = watcher
+            .committed_offsets(list.clone(), Duration::from_secs(5))
+            .map(|l| {
+                l.elements()
+                    .iter()
+                    .filter_map(|e| match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    })
+                    .sum()
+            })
+            .unwrap_or(0);
+        if committed as u64 >= lines {
+            break Instant::now();
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("sluice exited ({status}):\n{}", log.join().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let cpu = support::cpu_seconds(&child.id().to_string(), false);
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let log = log.join().unwrap();
+    assert!(
+        log.contains(&format!("{lines} records in")),
+        "sluice did not report every line:\n{log}"
+    );
+    if tasks == "per-partition" {
+        for p in 0..partitions {
+            assert!(
+                log.contains(&format!("task tasks-bench.p{p} started")),
+                "{log}"
+            );
+        }
+    }
+    Measured {
+        secs: finished.duration_since(started).as_secs_f64(),
+        cpu,
+    }
+}

@@ -1,0 +1,135 @@
+//! What a process shows of its tasks (`sluice status`, the service's
+//! pipeline status): each task's partition, where it is in its life and
+//! how far behind the input it is.
+//!
+//! The consumer loop writes here; status readers take a copy. Not here: the tasks themselves (`member`, `task`).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Being built: its state file opened, its stages instantiated (its
+    /// partition is paused meanwhile).
+    Starting,
+    /// Processing its partition.
+    Running,
+    /// Its partition is being taken away: finishing the batch in flight.
+    Stopping,
+}
+
+/// One task, as status shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    /// `<pipeline>.p<N>` (or `<pipeline>.<stage>.p<N>`).
+    pub task: String,
+    /// The topic it reads.
+    pub topic: String,
+    /// Its partition.
+    pub partition: i32,
+    /// Where it is.
+    pub phase: Phase,
+    /// Messages in its partition not yet read (from the consumer's
+    /// statistics, every second; `None` until the first).
+    pub lag: Option<i64>,
+    /// The next offset it reads, once running.
+    pub position: Option<i64>,
+}
+
+/// The tasks of one process's share of a partitioned pipeline.
+#[derive(Debug, Default)]
+pub struct TaskBoard {
+    tasks: Mutex<BTreeMap<(String, i32), TaskStatus>>,
+}
+
+impl TaskBoard {
+    /// Every task, by topic and partition.
+    pub fn snapshot(&self) -> Vec<TaskStatus> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// A new task, starting.
+    pub(super) fn add(&self, task: &str, topic: &str, partition: i32) {
+        self.lock().insert(
+            (topic.to_string(), partition),
+            TaskStatus {
+                task: task.to_string(),
+                topic: topic.to_string(),
+                partition,
+                phase: Phase::Starting,
+                lag: None,
+                position: None,
+            },
+        );
+    }
+
+    /// Changes the task of `topic`/`partition`, if there is one.
+    pub(super) fn update(&self, topic: &str, partition: i32, change: impl FnOnce(&mut TaskStatus)) {
+        if let Some(status) = self.lock().get_mut(&(topic.to_string(), partition)) {
+            change(status);
+        }
+    }
+
+    /// Forgets a task.
+    pub(super) fn remove(&self, topic: &str, partition: i32) {
+        self.lock().remove(&(topic.to_string(), partition));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, i32), TaskStatus>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The tasks as a line of the log or of `sluice status`:
+/// `wc.p0 (lines[0]) running lag 0, wc.p3 (lines[3]) starting`.
+pub fn summary(tasks: &[TaskStatus]) -> String {
+    if tasks.is_empty() {
+        return "no tasks (no partitions assigned)".into();
+    }
+    tasks
+        .iter()
+        .map(|t| {
+            let mut line = format!("{} ({}[{}]) ", t.task, t.topic, t.partition);
+            match t.phase {
+                Phase::Starting => line.push_str("starting"),
+                Phase::Running => line.push_str("running"),
+                Phase::Stopping => line.push_str("stopping"),
+            }
+            if let Some(lag) = t.lag {
+                line.push_str(&format!(" lag {lag}"));
+            }
+            line
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tasks_are_listed_with_their_phase_progress_and_lag() {
+        let board = TaskBoard::default();
+        board.add("wc.p1", "lines", 1);
+        board.add("wc.p0", "lines", 0);
+        board.update("lines", 0, |t| {
+            t.phase = Phase::Running;
+            t.lag = Some(7);
+        });
+        assert_eq!(
+            summary(&board.snapshot()),
+            "wc.p0 (lines[0]) running lag 7, wc.p1 (lines[1]) starting"
+        );
+        board.remove("lines", 0);
+        board.remove("lines", 1);
+        assert_eq!(
+            summary(&board.snapshot()),
+            "no tasks (no partitions assigned)"
+        );
+    }
+}

@@ -1,0 +1,670 @@
+//! The process's member of the consumer group: one consumer for every
+//! task of the process, whose assignment decides which tasks exist.
+//!
+//! - **Assigned** partitions are paused at once and their tasks prepared
+//!   on threads of their own (state file opened, stages built); once a
+//!   task is ready its partition starts at the later of the task's
+//!   checkpoint offset and the group's committed offset, and is resumed.
+//!   The checkpoint is later after a crash between checkpoint and commit;
+//!   the group's is later when another process had the partition since
+//!   (its local state is then behind, and the log says so).
+//! - **Messages** are routed by partition to their task's feed. A task that
+//!   falls behind (its feed is full) has its partition paused until it
+//!   catches up, so one slow task holds back only its own partition.
+//! - **Revoked** partitions' tasks stop gracefully inside the rebalance
+//!   callback (the batch in flight is finished and checkpointed) and, under
+//!   at-least-once, their acknowledged offsets are committed before the
+//!   partitions go. Partitions that were *lost* (the session expired) are
+//!   not committed: another member owns them already.
+//!
+//! The assignment strategy is cooperative-sticky, so a rebalance stops
+//! only the tasks whose partitions move.
+//!
+//! Not here: what a task is (`task`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+use super::board::{Phase, TaskBoard, summary};
+use super::task::{Feed, Offer, Prepared, Running, TaskContext, prepare};
+use crate::batch::Records;
+use crate::kafka::LogContext;
+use crate::pipeline::{BuildError, RunError};
+use crate::source::kafka::push_message;
+use crate::source::{CHUNK_BYTES, CHUNK_RECORDS, SourceError};
+
+/// Longest wait for a message before the loop looks at its tasks.
+const POLL_WAIT: Duration = Duration::from_millis(50);
+
+/// Most messages read in one go before the loop looks at its tasks.
+const BURST: usize = 16 * 1024;
+
+/// Longest wait for the group's committed offset of a starting task.
+const COMMITTED_WAIT: Duration = Duration::from_secs(10);
+
+/// How often acknowledged offsets are committed and status refreshed.
+const HOUSEKEEPING: Duration = Duration::from_millis(500);
+
+/// A task of the process, by its topic and partition.
+enum Slot {
+    /// Being built on a thread of its own.
+    Preparing {
+        cancel: Arc<AtomicBool>,
+        thread: JoinHandle<Result<Prepared, BuildError>>,
+    },
+    /// Running.
+    Running(Running),
+}
+
+/// What the consumer's callbacks share with the loop.
+pub struct Shared {
+    log: LogContext,
+    cx: Arc<TaskContext>,
+    /// The tenant whose pools the tasks run on (`sluice serve`).
+    tenant: Option<String>,
+    board: Arc<TaskBoard>,
+    slots: Mutex<BTreeMap<(String, i32), Slot>>,
+    /// Each partition's high watermark, from the consumer's statistics.
+    high: Mutex<HashMap<(String, i32), i64>>,
+    /// Whether the input's offsets go with each task's transaction (then
+    /// the group's are not committed here).
+    offsets_in_transactions: bool,
+}
+
+/// The consumer's context: log lines, statistics and rebalances.
+pub struct MemberContext(Arc<Shared>);
+
+impl ClientContext for MemberContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        self.0.log.log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.0.log.error(error, reason);
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        let mut high = lock(&self.0.high);
+        for (topic, t) in statistics.topics {
+            for (partition, p) in t.partitions {
+                if partition >= 0 && p.hi_offset >= 0 {
+                    high.insert((topic.clone(), partition), p.hi_offset);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for MemberContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let applied = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = applied.and_then(|()| consumer.pause(tpl)) {
+                    tracing::warn!("{}: applying the assignment failed: {e}", self.0.log.who);
+                }
+                let started: Vec<String> = tpl
+                    .elements()
+                    .iter()
+                    .filter_map(|e| self.0.begin(e.topic(), e.partition()))
+                    .collect();
+                tracing::info!(
+                    "{}: partitions assigned: {}; tasks starting: {}",
+                    self.0.log.who,
+                    list(tpl),
+                    if started.is_empty() {
+                        "none".into()
+                    } else {
+                        started.join(", ")
+                    }
+                );
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let lost = consumer.assignment_lost();
+                let partitions: Vec<(String, i32)> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect();
+                let stopped = self.0.stop(consumer, &partitions, !lost);
+                let applied = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = applied {
+                    tracing::warn!("{}: applying the revocation failed: {e}", self.0.log.who);
+                }
+                tracing::info!(
+                    "{}: partitions {}: {}; tasks stopped: {}",
+                    self.0.log.who,
+                    if lost {
+                        "lost (the session expired: not committing)"
+                    } else {
+                        "revoked"
+                    },
+                    list(tpl),
+                    if stopped.is_empty() {
+                        "none".into()
+                    } else {
+                        stopped.join(", ")
+                    }
+                );
+            }
+            other => tracing::warn!("{}: rebalance failed: {other:?}", self.0.log.who),
+        }
+    }
+}
+
+impl Shared {
+    /// Starts preparing the task of a newly assigned partition; returns
+    /// its name.
+    fn begin(self: &Arc<Self>, topic: &str, partition: i32) -> Option<String> {
+        let Some(part) = self.cx.topology.part_of(topic) else {
+            tracing::warn!(
+                "{}: assigned {topic}[{partition}], which no part reads",
+                self.log.who
+            );
+            return None;
+        };
+        let name = self.cx.topology.task_name(part, partition);
+        self.board.add(&name, topic, partition);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (shared, stop) = (self.clone(), cancel.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("sluice-prepare-{name}"))
+            .spawn(move || prepare(&shared.cx, part, partition, &stop));
+        match thread {
+            Ok(thread) => {
+                lock(&self.slots).insert(
+                    (topic.to_string(), partition),
+                    Slot::Preparing { cancel, thread },
+                );
+            }
+            Err(e) => tracing::error!("{}: cannot start preparing task {name}: {e}", self.log.who),
+        }
+        Some(name)
+    }
+
+    /// Stops the tasks of `partitions` (all at once, then waits for each)
+    /// and, when `commit`, commits what they acknowledged. Returns their
+    /// names.
+    fn stop(
+        &self,
+        consumer: &BaseConsumer<MemberContext>,
+        partitions: &[(String, i32)],
+        commit: bool,
+    ) -> Vec<String> {
+        let taken: Vec<((String, i32), Slot)> = {
+            let mut slots = lock(&self.slots);
+            partitions
+                .iter()
+                .filter_map(|p| slots.remove(p).map(|slot| (p.clone(), slot)))
+                .collect()
+        };
+        let mut closing = Vec::new();
+        for ((topic, partition), slot) in taken {
+            self.board
+                .update(&topic, partition, |t| t.phase = Phase::Stopping);
+            match slot {
+                Slot::Preparing { cancel, thread } => {
+                    cancel.store(true, Ordering::Release);
+                    // Its pipeline, if it got that far, is dropped unstarted.
+                    let _ = thread.join();
+                    self.board.remove(&topic, partition);
+                }
+                Slot::Running(mut running) => {
+                    running.close();
+                    closing.push(((topic, partition), running));
+                }
+            }
+        }
+        let mut names = Vec::new();
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), running) in closing {
+            let name = running.name.clone();
+            let acked = running.acked.clone();
+            if let Err(e) = running.wait() {
+                tracing::error!(
+                    "{}: task {name} ended with an error while stopping: {e}",
+                    self.log.who
+                );
+            }
+            let acked = acked.load(Ordering::Acquire);
+            if acked >= 0 {
+                let _ = offsets.add_partition_offset(&topic, partition, Offset::Offset(acked));
+            }
+            self.board.remove(&topic, partition);
+            names.push(name);
+        }
+        if commit && !self.offsets_in_transactions && offsets.count() > 0 {
+            if let Err(e) = consumer.commit(&offsets, CommitMode::Sync) {
+                tracing::warn!(
+                    "{}: committing the offsets of stopped tasks failed ({e}): their next owner reads \
+                     those batches again",
+                    self.log.who
+                );
+            }
+        }
+        names
+    }
+}
+
+/// The group member of a process.
+pub struct Member {
+    shared: Arc<Shared>,
+    config: rdkafka::ClientConfig,
+    topics: Vec<String>,
+}
+
+impl Member {
+    /// A member reading `topics` with `config` for the tasks of `cx`,
+    /// shown on `board`.
+    pub fn new(
+        cx: Arc<TaskContext>,
+        config: rdkafka::ClientConfig,
+        who: String,
+        tenant: Option<String>,
+        board: Arc<TaskBoard>,
+        offsets_in_transactions: bool,
+    ) -> Member {
+        let topics = cx.topology.topics();
+        Member {
+            shared: Arc::new(Shared {
+                log: LogContext::new(who),
+                cx,
+                tenant,
+                board,
+                slots: Mutex::new(BTreeMap::new()),
+                high: Mutex::new(HashMap::new()),
+                offsets_in_transactions,
+            }),
+            config,
+            topics,
+        }
+    }
+
+    /// Reads until `shutdown` turns true or a task fails; then stops every
+    /// task gracefully, commits, and leaves the group.
+    pub fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), RunError> {
+        let who = self.shared.log.who.clone();
+        let fail = |message: String| RunError::Source {
+            pipeline: self.shared.cx.spec.name.clone(),
+            source: SourceError {
+                source_name: who.clone(),
+                message,
+            },
+        };
+        let consumer: BaseConsumer<MemberContext> = self
+            .config
+            .create_with_context(MemberContext(self.shared.clone()))
+            .map_err(|e| fail(format!("cannot create the consumer: {e}")))?;
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|e| fail(format!("cannot subscribe: {e}")))?;
+        tracing::info!(
+            "{who}: subscribed to {}, waiting for partitions",
+            self.topics.join(", ")
+        );
+        let mut outcome = Ok(());
+        let mut last_housekeeping = Instant::now();
+        let mut last_summary = String::new();
+        while !*shutdown.borrow() {
+            if let Err(e) = self
+                .start_prepared(&consumer)
+                .and_then(|()| self.check_ended())
+            {
+                outcome = Err(e);
+                break;
+            }
+            self.offer_pending(&consumer);
+            if last_housekeeping.elapsed() >= HOUSEKEEPING {
+                last_housekeeping = Instant::now();
+                self.commit_acked(&consumer);
+                self.refresh_board();
+                let now = summary(&self.shared.board.snapshot());
+                if now != last_summary {
+                    tracing::info!("{who}: tasks: {now}");
+                    last_summary = now;
+                }
+            }
+            if let Err(message) = self.read(&consumer) {
+                outcome = Err(fail(message));
+                break;
+            }
+        }
+        // Every task finishes what it was handed; then the last commit.
+        let partitions: Vec<(String, i32)> = lock(&self.shared.slots).keys().cloned().collect();
+        let stopped = self.shared.stop(&consumer, &partitions, true);
+        if !stopped.is_empty() {
+            tracing::info!("{who}: tasks stopped: {}", stopped.join(", "));
+        }
+        tracing::info!("{who}: leaving the group");
+        crate::source::kafka::close_consumer(consumer, &who);
+        outcome
+    }
+
+    /// Starts the tasks whose preparation finished, at their offsets.
+    fn start_prepared(&self, consumer: &BaseConsumer<MemberContext>) -> Result<(), RunError> {
+        let mut slots = lock(&self.shared.slots);
+        let ready: Vec<(String, i32)> = slots
+            .iter()
+            .filter(
+                |(_, slot)| matches!(slot, Slot::Preparing { thread, .. } if thread.is_finished()),
+            )
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in ready {
+            let Some(Slot::Preparing { thread, .. }) = slots.remove(&key) else {
+                continue;
+            };
+            let (topic, partition) = &key;
+            let prepared = match thread.join() {
+                Ok(Ok(prepared)) => prepared,
+                Ok(Err(e)) => {
+                    return Err(RunError::Source {
+                        pipeline: self.shared.cx.spec.name.clone(),
+                        source: SourceError {
+                            source_name: format!("task of {topic}[{partition}]"),
+                            message: e.to_string(),
+                        },
+                    });
+                }
+                Err(_) => {
+                    return Err(RunError::Panic {
+                        pipeline: self.shared.cx.spec.name.clone(),
+                        thread: format!("prepare {topic}[{partition}]"),
+                        message: "preparing a task panicked".into(),
+                    });
+                }
+            };
+            let start = self.start_offset(consumer, topic, *partition, &prepared);
+            let running = Running::start(prepared, &self.shared.cx, self.shared.tenant.as_deref());
+            let mut list = TopicPartitionList::new();
+            list.add_partition(topic, *partition);
+            if let Some(offset) = start {
+                // A seek right after the assignment races librdkafka's own
+                // look-up of the committed offset; assigning the partition
+                // again at the offset does not.
+                let mut at = TopicPartitionList::new();
+                let _ = at.add_partition_offset(topic, *partition, Offset::Offset(offset));
+                if let Err(e) = consumer
+                    .incremental_unassign(&list)
+                    .and_then(|()| consumer.incremental_assign(&at))
+                {
+                    tracing::warn!(
+                        "{}: cannot start {topic}[{partition}] at {offset}: {e}",
+                        self.shared.log.who
+                    );
+                }
+            }
+            if let Err(e) = consumer.resume(&list) {
+                tracing::warn!(
+                    "{}: cannot resume {topic}[{partition}]: {e}",
+                    self.shared.log.who
+                );
+            }
+            tracing::info!(
+                "{}: task {} started at {}",
+                self.shared.log.who,
+                running.name,
+                start.map_or("the group's committed offset".to_string(), |o| format!(
+                    "offset {o} (its checkpoint)"
+                ))
+            );
+            self.shared.board.update(topic, *partition, |t| {
+                t.phase = Phase::Running;
+                t.position = start;
+            });
+            slots.insert(key, Slot::Running(running));
+        }
+        Ok(())
+    }
+
+    /// Where the task of `topic`/`partition` starts: the later of its
+    /// checkpoint's offset and the group's committed offset (`None`: the
+    /// group's, or `start` when the group has none).
+    fn start_offset(
+        &self,
+        consumer: &BaseConsumer<MemberContext>,
+        topic: &str,
+        partition: i32,
+        prepared: &Prepared,
+    ) -> Option<i64> {
+        let checkpoint = prepared.start?;
+        let mut list = TopicPartitionList::new();
+        list.add_partition(topic, partition);
+        let committed = match consumer.committed_offsets(list, COMMITTED_WAIT) {
+            Ok(list) => list
+                .find_partition(topic, partition)
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                }),
+            Err(e) => {
+                tracing::warn!(
+                    "{}: cannot read the group's offset of {topic}[{partition}] ({e}): task {} \
+                     starts at its checkpoint",
+                    self.shared.log.who,
+                    prepared.name
+                );
+                None
+            }
+        };
+        match committed {
+            Some(committed) if committed > checkpoint => {
+                if prepared.stateful {
+                    tracing::warn!(
+                        "{}: task {}: the group has committed {topic}[{partition}] up to \
+                         {committed}, past its checkpoint at {checkpoint} (another process had \
+                         the partition meanwhile): its state lacks offsets {checkpoint}..{committed}",
+                        self.shared.log.who,
+                        prepared.name
+                    );
+                }
+                None
+            }
+            _ => Some(checkpoint),
+        }
+    }
+
+    /// Tasks that ended on their own: an error ends the member.
+    fn check_ended(&self) -> Result<(), RunError> {
+        let mut slots = lock(&self.shared.slots);
+        let mut ended = Vec::new();
+        for (key, slot) in slots.iter() {
+            if let Slot::Running(running) = slot {
+                if let Some(outcome) = running.ended() {
+                    ended.push((key.clone(), outcome));
+                }
+            }
+        }
+        for ((topic, partition), outcome) in ended {
+            slots.remove(&(topic.clone(), partition));
+            self.shared.board.remove(&topic, partition);
+            outcome?;
+            tracing::warn!(
+                "{}: the task of {topic}[{partition}] ended on its own",
+                self.shared.log.who
+            );
+        }
+        Ok(())
+    }
+
+    /// Hands waiting messages to tasks that have room again, and resumes
+    /// their partitions.
+    fn offer_pending(&self, consumer: &BaseConsumer<MemberContext>) {
+        let mut slots = lock(&self.shared.slots);
+        for ((topic, partition), slot) in slots.iter_mut() {
+            let Slot::Running(running) = slot else {
+                continue;
+            };
+            if running.pending.is_none() {
+                continue;
+            }
+            if let Offer::Taken = running.offer(None) {
+                let mut list = TopicPartitionList::new();
+                list.add_partition(topic, *partition);
+                let _ = consumer.resume(&list);
+            }
+        }
+    }
+
+    /// Reads what the consumer has (up to a burst) and routes it.
+    fn read(&self, consumer: &BaseConsumer<MemberContext>) -> Result<(), String> {
+        let mut feeds: Vec<((String, i32), Feed)> = Vec::new();
+        let mut wait = POLL_WAIT;
+        let mut read = 0;
+        while read < BURST {
+            let Some(polled) = consumer.poll(wait) else {
+                break;
+            };
+            wait = Duration::ZERO;
+            match polled {
+                Ok(message) => {
+                    read += 1;
+                    let (topic, partition) = (message.topic(), message.partition());
+                    let at = match feeds
+                        .iter()
+                        .position(|((t, p), _)| *p == partition && t == topic)
+                    {
+                        Some(at) => at,
+                        None => {
+                            let mut records = Records::default();
+                            records.reserve_values(CHUNK_RECORDS, CHUNK_BYTES);
+                            feeds.push(((topic.to_string(), partition), Feed { records, next: 0 }));
+                            feeds.len() - 1
+                        }
+                    };
+                    let feed = &mut feeds[at].1;
+                    push_message(&mut feed.records, &message);
+                    feed.next = message.offset() + 1;
+                    if feed.records.len() >= CHUNK_RECORDS
+                        || feed.records.byte_size() >= CHUNK_BYTES
+                    {
+                        let (key, full) = feeds.swap_remove(at);
+                        self.hand(consumer, key, full);
+                    }
+                }
+                Err(KafkaError::PartitionEOF(_)) => {}
+                Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset)) => {
+                    return Err(format!(
+                        "a partition has no committed offset for group `{}` and `start` is \"committed\"",
+                        self.group()
+                    ));
+                }
+                Err(e) => {
+                    if let Some((code, reason)) = consumer.client().fatal_error() {
+                        return Err(format!("fatal consumer error {code:?}: {reason}"));
+                    }
+                    self.shared.log.error(e, "consuming");
+                }
+            }
+        }
+        for (key, feed) in feeds {
+            self.hand(consumer, key, feed);
+        }
+        Ok(())
+    }
+
+    /// Gives `feed` to the task of `key`, pausing its partition if the task
+    /// has no room for it.
+    fn hand(&self, consumer: &BaseConsumer<MemberContext>, key: (String, i32), feed: Feed) {
+        let mut slots = lock(&self.shared.slots);
+        let Some(Slot::Running(running)) = slots.get_mut(&key) else {
+            // Read before its task was ready, or after it was stopped: its
+            // owner reads it from the committed offset.
+            return;
+        };
+        if let Offer::Full = running.offer(Some(feed)) {
+            let mut list = TopicPartitionList::new();
+            list.add_partition(&key.0, key.1);
+            let _ = consumer.pause(&list);
+        }
+    }
+
+    /// Commits what the tasks' sinks acknowledged (at-least-once).
+    fn commit_acked(&self, consumer: &BaseConsumer<MemberContext>) {
+        if self.shared.offsets_in_transactions {
+            return;
+        }
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), slot) in lock(&self.shared.slots).iter_mut() {
+            let Slot::Running(running) = slot else {
+                continue;
+            };
+            let acked = running.acked.load(Ordering::Acquire);
+            if acked > running.committed {
+                let _ = offsets.add_partition_offset(topic, *partition, Offset::Offset(acked));
+                running.committed = acked;
+            }
+        }
+        if offsets.count() > 0 {
+            if let Err(e) = consumer.commit(&offsets, CommitMode::Async) {
+                self.shared.log.error(e, "committing offsets");
+            }
+        }
+    }
+
+    /// Puts each running task's position and lag on the board.
+    fn refresh_board(&self) {
+        let high = lock(&self.shared.high).clone();
+        for ((topic, partition), slot) in lock(&self.shared.slots).iter() {
+            let Slot::Running(running) = slot else {
+                continue;
+            };
+            let acked = running.acked.load(Ordering::Acquire);
+            let done = if acked >= 0 {
+                Some(acked)
+            } else {
+                running.position
+            };
+            let lag = match (high.get(&(topic.clone(), *partition)), done) {
+                (Some(high), Some(done)) => Some((high - done).max(0)),
+                _ => None,
+            };
+            self.shared.board.update(topic, *partition, |t| {
+                t.position = running.position;
+                t.lag = lag;
+            });
+        }
+    }
+
+    fn group(&self) -> String {
+        self.config.get("group.id").unwrap_or_default().to_string()
+    }
+}
+
+/// The partitions of `list`, as `topic[0,1]`.
+fn list(list: &TopicPartitionList) -> String {
+    crate::source::kafka::list_partitions(list)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}

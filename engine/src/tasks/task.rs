@@ -1,0 +1,391 @@
+//! One task: a part of the pipeline over one partition, built as a
+//! pipeline of its own — fresh stage instances, its own batcher, delivery
+//! and state file (`<task>.redb`) — whose source is what the process's
+//! consumer routes to it ([`TaskSource`]). Here: preparing a task (its
+//! state file opened, its stages built, where its input starts), starting it
+//! on threads or the worker pools, and stopping it gracefully.
+//!
+//! Not here: which tasks exist (`member`, from the group's assignment).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, watch};
+
+use super::topology::{Output, Topology};
+use crate::batch::Records;
+use crate::config::PipelineSpec;
+use crate::pipeline::{
+    BuildError, Pipeline, PooledRun, RunError, RunSummary, build_stages_in, load_plugins,
+};
+use crate::plugin::PluginHost;
+use crate::sink::{Sink, SinkContext};
+use crate::source::{Emitter, Source, SourceTask};
+use crate::state::{StateError, StateStore};
+use crate::supervisor::Executor;
+use crate::telemetry::PipelineMetrics;
+
+/// Chunks waiting between the consumer and a task; a task that falls
+/// behind has its partition paused.
+pub const FEED_CHUNKS: usize = 4;
+
+/// Messages of one partition on their way to its task.
+pub struct Feed {
+    /// The messages, as records.
+    pub records: Records,
+    /// The offset after the last of them.
+    pub next: i64,
+}
+
+/// What every task of a process shares: the pipeline and where it runs.
+pub struct TaskContext {
+    /// The pipeline.
+    pub spec: PipelineSpec,
+    /// Its parts.
+    pub topology: Topology,
+    /// Loads (compiled once) plugins.
+    pub host: Arc<PluginHost>,
+    /// The runtime sources and sinks run on.
+    pub runtime: Handle,
+    /// Threads or worker pools.
+    pub executor: Executor,
+    /// The figures every task adds to.
+    pub metrics: Arc<PipelineMetrics>,
+}
+
+/// The source of a task: the messages the consumer routes to it. It
+/// tells the consumer which offsets every sink has acknowledged.
+pub struct TaskSource {
+    topic: String,
+    partition: i32,
+    feed: mpsc::Receiver<Feed>,
+    acked: Arc<AtomicI64>,
+}
+
+/// The position a task's batches carry, as the `kafka` source writes it:
+/// `topic:partition@next-offset`.
+pub fn position(topic: &str, partition: i32, next: i64) -> String {
+    format!("{topic}:{partition}@{next}")
+}
+
+/// The offset in a position [`position`] wrote.
+pub fn offset_of(position: &str) -> Option<i64> {
+    position.rsplit_once('@')?.1.parse().ok()
+}
+
+impl Source for TaskSource {
+    fn describe(&self) -> String {
+        format!("kafka {}[{}]", self.topic, self.partition)
+    }
+
+    fn resume(&mut self, _: &str) -> Result<bool, String> {
+        // The consumer starts the partition at the checkpoint's offset.
+        Ok(true)
+    }
+
+    fn run(mut self: Box<Self>, emitter: Emitter) -> SourceTask {
+        Box::pin(async move {
+            let mut acked = emitter.acked();
+            let note = |acked: &watch::Receiver<Option<String>>, into: &AtomicI64| {
+                if let Some(offset) = acked.borrow().as_deref().and_then(offset_of) {
+                    into.fetch_max(offset, Ordering::AcqRel);
+                }
+            };
+            loop {
+                tokio::select! {
+                    feed = self.feed.recv() => {
+                        let Some(feed) = feed else { break };
+                        let at = position(&self.topic, self.partition, feed.next);
+                        if emitter.emit(feed.records, Some(at)).await.is_err() {
+                            break;
+                        }
+                    }
+                    changed = acked.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        note(&acked, &self.acked);
+                    }
+                    () = emitter.stopped() => break,
+                }
+            }
+            // The last batches' acknowledgements, until delivery is done.
+            drop(emitter);
+            while acked.changed().await.is_ok() {
+                note(&acked, &self.acked);
+            }
+            note(&acked, &self.acked);
+            Ok(())
+        })
+    }
+}
+
+/// A task built and ready to start.
+pub struct Prepared {
+    /// Its name.
+    pub name: String,
+    pipeline: Pipeline,
+    feed: mpsc::Sender<Feed>,
+    acked: Arc<AtomicI64>,
+    /// Where its checkpoint says its input starts (`None`: no checkpoint;
+    /// the group's committed offset, or `start` when it has none).
+    pub start: Option<i64>,
+    /// Whether a stage keeps state (in the task's state file).
+    pub stateful: bool,
+}
+
+/// The pipeline's file for one task: its name, its part's stages, a
+/// dead-letter folder of its own per stage.
+fn task_spec(cx: &TaskContext, part: usize, partition: i32) -> PipelineSpec {
+    let name = cx.topology.task_name(part, partition);
+    let mut spec = cx.spec.clone();
+    spec.stages = cx.spec.stages[cx.topology.parts[part].stages.clone()].to_vec();
+    for stage in &mut spec.stages {
+        stage.spec.dead_letter = stage.spec.dead_letter.join(&name);
+    }
+    spec.name = name;
+    spec
+}
+
+/// Builds the task of `part` over `partition`: its state file, stages and
+/// sinks, and where its checkpoint says its input starts. `cancel` turning true (the partition
+/// was taken away meanwhile) stops it early.
+pub fn prepare(
+    cx: &TaskContext,
+    part: usize,
+    partition: i32,
+    cancel: &AtomicBool,
+) -> Result<Prepared, BuildError> {
+    let spec = task_spec(cx, part, partition);
+    let _guard = cx.runtime.enter();
+    let plugins = load_plugins(&spec, &cx.host)?;
+    let stateful =
+        plugins.iter().any(|p| p.uses_state) || spec.stages.iter().any(|s| s.spec.window.is_some());
+    let state_error = |source: StateError| BuildError::State {
+        source,
+        file: spec.file.clone(),
+    };
+    let store = if stateful || spec.needs_state_file() {
+        Some(StateStore::open(&spec.state_dir, &spec.name).map_err(state_error)?)
+    } else {
+        None
+    };
+    if cancel.load(Ordering::Acquire) {
+        return Err(cancelled(&spec));
+    }
+    let start = match &store {
+        Some(store) => store
+            .checkpoint()
+            .map_err(state_error)?
+            .and_then(|c| c.positions.get(&0).and_then(|p| offset_of(p))),
+        None => None,
+    };
+    let stages = build_stages_in(&spec, &cx.host, store.clone())?;
+    let topic = cx.topology.parts[part].topic.clone();
+    let (feed, rx) = mpsc::channel(FEED_CHUNKS);
+    let acked = Arc::new(AtomicI64::new(-1));
+    let source: Box<dyn Source> = Box::new(TaskSource {
+        topic,
+        partition,
+        feed: rx,
+        acked: acked.clone(),
+    });
+    let sinks = sinks(cx, &spec, part)?;
+    let pipeline = Pipeline::assemble(&spec, stages, vec![source], sinks, store)?
+        .with_metrics(cx.metrics.clone());
+    Ok(Prepared {
+        name: spec.name.clone(),
+        pipeline,
+        feed,
+        acked,
+        start,
+        stateful,
+    })
+}
+
+/// The error of a task whose partition went before it started.
+fn cancelled(spec: &PipelineSpec) -> BuildError {
+    BuildError::State {
+        source: StateError {
+            path: PathBuf::from(&spec.name),
+            message: "the partition was taken away before the task started".into(),
+        },
+        file: spec.file.clone(),
+    }
+}
+
+/// The sinks of a task: the pipeline's, for the last part.
+fn sinks(
+    cx: &TaskContext,
+    spec: &PipelineSpec,
+    part: usize,
+) -> Result<Vec<Box<dyn Sink>>, BuildError> {
+    match &cx.topology.parts[part].output {
+        Output::Sinks => spec
+            .sinks
+            .iter()
+            .enumerate()
+            .map(|(index, s)| {
+                s.value.build(&SinkContext {
+                    pipeline: &spec.name,
+                    index,
+                    exactly_once: spec.exactly_once(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| BuildError::Sink {
+                error,
+                file: spec.file.clone(),
+            }),
+        Output::Repartition { .. } => {
+            unreachable!("`partition_by` with tasks is refused by the config checks")
+        }
+    }
+}
+
+/// A task that runs.
+pub struct Running {
+    /// Its name.
+    pub name: String,
+    feed: Option<mpsc::Sender<Feed>>,
+    /// Messages read for it that its feed had no room for (its partition
+    /// is paused meanwhile).
+    pub pending: Option<Feed>,
+    /// The offset after the last message every sink has acknowledged (-1
+    /// before the first).
+    pub acked: Arc<AtomicI64>,
+    /// The offset last committed to the group for it.
+    pub committed: i64,
+    /// The next offset read for it.
+    pub position: Option<i64>,
+    /// Kept so the task's shutdown signal never fires: it ends when its
+    /// feed closes.
+    _stop: watch::Sender<bool>,
+    done: std::sync::mpsc::Receiver<Result<RunSummary, RunError>>,
+    _pooled: Option<PooledRun>,
+}
+
+/// How offering a feed to a task went.
+pub enum Offer {
+    /// It took it.
+    Taken,
+    /// Its feed is full: the messages wait in `pending`.
+    Full,
+    /// It has ended.
+    Gone,
+}
+
+impl Running {
+    /// Starts `prepared` on `cx`'s executor, as `tenant`'s.
+    pub fn start(prepared: Prepared, cx: &TaskContext, tenant: Option<&str>) -> Running {
+        let (stop, stop_rx) = watch::channel(false);
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let Prepared {
+            name,
+            pipeline,
+            feed,
+            acked,
+            start,
+            ..
+        } = prepared;
+        let pooled = match &cx.executor {
+            Executor::Threads => {
+                let runtime = cx.runtime.clone();
+                let thread = std::thread::Builder::new()
+                    .name(format!("sluice-task-{name}"))
+                    .spawn(move || {
+                        let outcome =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                pipeline.run(&runtime, stop_rx)
+                            }));
+                        let _ = done_tx.send(outcome.unwrap_or_else(|_| {
+                            Err(RunError::Panic {
+                                pipeline: "task".into(),
+                                thread: "task".into(),
+                                message: "a task thread panicked".into(),
+                            })
+                        }));
+                    });
+                if let Err(e) = thread {
+                    tracing::error!("cannot start a thread for task {name}: {e}");
+                }
+                None
+            }
+            Executor::Pools(pools) => Some(pipeline.start_pooled(
+                &cx.runtime,
+                stop_rx,
+                pools,
+                tenant,
+                Box::new(move |outcome| {
+                    let _ = done_tx.send(outcome);
+                }),
+            )),
+        };
+        Running {
+            name,
+            feed: Some(feed),
+            pending: None,
+            acked,
+            committed: -1,
+            position: start,
+            _stop: stop,
+            done,
+            _pooled: pooled,
+        }
+    }
+
+    /// Hands `feed` (or what waits in `pending`, first) to the task.
+    pub fn offer(&mut self, feed: Option<Feed>) -> Offer {
+        let Some(tx) = &self.feed else {
+            return Offer::Gone;
+        };
+        if let Some(feed) = feed {
+            self.position = Some(feed.next);
+            match &mut self.pending {
+                Some(pending) => {
+                    pending.records.append(feed.records);
+                    pending.next = feed.next;
+                }
+                None => self.pending = Some(feed),
+            }
+        }
+        let Some(feed) = self.pending.take() else {
+            return Offer::Taken;
+        };
+        match tx.try_send(feed) {
+            Ok(()) => Offer::Taken,
+            Err(mpsc::error::TrySendError::Full(feed)) => {
+                self.pending = Some(feed);
+                Offer::Full
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Gone,
+        }
+    }
+
+    /// How the task ended, if it has.
+    pub fn ended(&self) -> Option<Result<RunSummary, RunError>> {
+        self.done.try_recv().ok()
+    }
+
+    /// Starts stopping the task gracefully: it processes and delivers what
+    /// it was handed (not what waits in `pending`), then ends.
+    pub fn close(&mut self) {
+        self.feed = None;
+        self.pending = None;
+    }
+
+    /// Waits for the task to end (see [`Running::close`]); returns how it
+    /// ended.
+    pub fn wait(self) -> Result<RunSummary, RunError> {
+        match self.done.recv() {
+            Ok(outcome) => outcome,
+            Err(_) => Err(RunError::Panic {
+                pipeline: self.name.clone(),
+                thread: "task".into(),
+                message: "the task ended without saying how".into(),
+            }),
+        }
+    }
+}

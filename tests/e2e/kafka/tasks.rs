@@ -1,0 +1,293 @@
+//! `tasks = "per-partition"`: a task per assigned partition, each with its
+//! own stage instances and state file; several processes of one pipeline
+//! share the partitions, and one takes over when another is killed.
+//!
+//! Each process gets its own state folder (`state_dir`), as it would on a
+//! machine of its own.
+
+use std::process::Child;
+use std::time::Duration;
+
+use super::*;
+
+/// A per-partition pipeline named `name`: `source` → word-split →
+/// `counter` → `sink`, with its state in `state_dir`.
+fn per_partition(name: &str, state_dir: &str, source: &str, counter: &str, sink: &str) -> String {
+    split_and_count(
+        name,
+        &format!("tasks = \"per-partition\"\nstate_dir = \"{state_dir}\""),
+        source,
+        counter,
+        sink,
+    )
+}
+
+/// The lines of `text` that [`line_messages`] sends to `partition` of
+/// `partitions`.
+fn lines_of(text: &str, partition: u32, partitions: u32) -> String {
+    text.lines()
+        .enumerate()
+        .filter(|(i, _)| *i as u32 % partitions == partition)
+        .map(|(_, line)| format!("{line}\n"))
+        .collect()
+}
+
+/// Each word's highest running total in the files task `task` wrote to
+/// `dir` (`<task>-<time>-<id>.jsonl`).
+fn running_totals(dir: &Path, task: &str) -> BTreeMap<String, u64> {
+    let mut totals = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return totals;
+    };
+    let prefix = format!("{task}-");
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(&prefix) || !name.ends_with(".jsonl") {
+            continue;
+        }
+        for line in read(&entry.path()).lines() {
+            let r: Value = serde_json::from_str(line).unwrap();
+            let word = r["key"].as_str().unwrap().to_string();
+            let n: u64 = r["value"].as_str().unwrap().parse().unwrap();
+            let at = totals.entry(word).or_insert(0);
+            *at = (*at).max(n);
+        }
+    }
+    totals
+}
+
+/// How many tasks the last `tasks:` line of a process's log shows running.
+fn running_tasks(log: &Path) -> usize {
+    read(log)
+        .lines()
+        .rev()
+        .find(|l| l.contains(": tasks: "))
+        .map_or(0, |l| l.matches(") running").count())
+}
+
+/// The records a process read, from its last `finished:` line.
+fn records_in(log: &str) -> u64 {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains(" records in"))
+        .unwrap_or("");
+    let before = line.split(" records in").next().unwrap_or("");
+    before
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn stop(child: &mut Child, log: &Path) {
+    terminate(child);
+    let status = wait_deadline(child, Duration::from_secs(60));
+    assert!(status.success(), "sluice failed:\n{}", read(log));
+}
+
+#[test]
+fn a_task_per_partition_keeps_each_partitions_running_totals_across_a_restart() {
+    let brokers = shared_broker();
+    let lines = unique("lines");
+    create_topic(&brokers, &lines, 4);
+    let s = Scratch::new();
+    s.write(
+        "p.toml",
+        &per_partition(
+            "wc",
+            "state",
+            &kafka_source(&brokers, &lines, &unique("group"), ""),
+            "running_count",
+            "[[sinks]]\ntype = \"directory\"\npath = \"out\"\n",
+        ),
+    );
+    // Every partition holds every word: one chain of stages would count
+    // each word over all four, a task per partition counts its own.
+    let first = sample_text(1200, 71);
+    produce(&brokers, &lines, &line_messages(&first, 4));
+    let expected = |text: &str, p: u32| count_words(&lines_of(text, p, 4));
+    let out = s.path("out");
+    let wait_exact = |texts: &[&str], logs: &[PathBuf]| {
+        let want: Vec<BTreeMap<String, u64>> =
+            (0..4).map(|p| expected(&texts.concat(), p)).collect();
+        let start = std::time::Instant::now();
+        loop {
+            let got: Vec<_> = (0..4)
+                .map(|p| running_totals(&out, &format!("wc.p{p}")))
+                .collect();
+            if got == want {
+                return;
+            }
+            if start.elapsed() > Duration::from_secs(90) {
+                let logs: Vec<String> = logs.iter().map(|l| read(l)).collect();
+                panic!(
+                    "per-partition totals differ after 90 s\nexpected {want:?}\ngot {got:?}\n{}",
+                    logs.join("\n----\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let mut child = spawn_logged(&s, "p.toml", "log-1");
+    wait_exact(&[&first], &[s.path("log-1")]);
+    stop(&mut child, &s.path("log-1"));
+    let log = read(&s.path("log-1"));
+    for p in 0..4 {
+        assert!(log.contains(&format!("task wc.p{p} started")), "{log}");
+        assert!(s.path(&format!("state/wc.p{p}.redb")).exists(), "{log}");
+    }
+    assert!(log.contains("1200 records in"), "{log}");
+
+    // A restart carries on from each task's checkpoint and state.
+    let second = sample_text(400, 72);
+    produce(&brokers, &lines, &line_messages(&second, 4));
+    let mut child = spawn_logged(&s, "p.toml", "log-2");
+    wait_exact(&[&first, &second], &[s.path("log-2")]);
+    stop(&mut child, &s.path("log-2"));
+    let log = read(&s.path("log-2"));
+    assert!(log.contains("400 records in"), "{log}");
+    assert!(log.contains("(its checkpoint)"), "{log}");
+}
+
+/// Word count (per-batch counts) from `lines` to `counts`, a task per
+/// partition, state in `state_dir`.
+fn shared_wordcount(
+    brokers: &str,
+    lines: &str,
+    group: &str,
+    counts: &str,
+    state_dir: &str,
+) -> String {
+    per_partition(
+        "wc",
+        state_dir,
+        &kafka_source(
+            brokers,
+            lines,
+            group,
+            "options = { \"fetch.wait.max.ms\" = 50 }\n",
+        ),
+        "word_count",
+        &format!("[[sinks]]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"{counts}\"\n"),
+    )
+}
+
+/// Starts A and B, processes of one pipeline on one topic of 4
+/// partitions, and waits until they hold 2 tasks each.
+fn two_processes(s: &Scratch, brokers: &str, lines: &str, counts: &str) -> (Child, Child) {
+    let group = unique("group");
+    s.write(
+        "a.toml",
+        &shared_wordcount(brokers, lines, &group, counts, "state-a"),
+    );
+    s.write(
+        "b.toml",
+        &shared_wordcount(brokers, lines, &group, counts, "state-b"),
+    );
+    let (log_a, log_b) = (s.path("log-a"), s.path("log-b"));
+    let a = spawn_logged(s, "a.toml", "log-a");
+    eventually(Duration::from_secs(60), "A to run 4 tasks", || {
+        running_tasks(&log_a) == 4
+    });
+    let b = spawn_logged(s, "b.toml", "log-b");
+    let start = std::time::Instant::now();
+    while !(running_tasks(&log_a) == 2 && running_tasks(&log_b) == 2) {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "the tasks were not split 2 + 2:\n{}\n----\n{}",
+            read(&log_a),
+            read(&log_b)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    (a, b)
+}
+
+#[test]
+fn two_processes_split_the_partitions_and_count_every_line_once() {
+    let brokers = shared_broker();
+    let (lines, counts) = (unique("lines"), unique("counts"));
+    create_topic(&brokers, &lines, 4);
+    create_topic(&brokers, &counts, 1);
+    let s = Scratch::new();
+    let reader = Reader::start(&brokers, &counts);
+    let (mut a, mut b) = two_processes(&s, &brokers, &lines, &counts);
+    let (log_a, log_b) = (s.path("log-a"), s.path("log-b"));
+
+    let text = sample_text(2000, 81);
+    produce(&brokers, &lines, &line_messages(&text, 4));
+    let expected = count_words(&text);
+    wait_counted(&reader, &expected, &[log_a.clone(), log_b.clone()]);
+    // Let a late duplicate show, if there were one.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(reader.totals(), expected, "counts differ");
+
+    stop(&mut a, &log_a);
+    stop(&mut b, &log_b);
+    let (in_a, in_b) = (records_in(&read(&log_a)), records_in(&read(&log_b)));
+    // Each read its two partitions' 500 lines; none was read twice.
+    assert_eq!((in_a, in_b), (1000, 1000), "A read {in_a}, B read {in_b}");
+    for (dir, log) in [("state-a", &log_a), ("state-b", &log_b)] {
+        let files = std::fs::read_dir(s.path(dir)).unwrap().count();
+        assert!(files >= 2, "{dir} has {files} state files:\n{}", read(log));
+    }
+}
+
+#[test]
+fn sigkill_of_one_process_and_the_other_takes_over_its_partitions_losing_nothing() {
+    let brokers = shared_broker();
+    let (lines, counts) = (unique("lines"), unique("counts"));
+    create_topic(&brokers, &lines, 4);
+    create_topic(&brokers, &counts, 1);
+    let s = Scratch::new();
+    let reader = Reader::start(&brokers, &counts);
+    let (mut a, mut b) = two_processes(&s, &brokers, &lines, &counts);
+    let (log_a, log_b) = (s.path("log-a"), s.path("log-b"));
+
+    // Part one is counted in full, so its offsets are committed.
+    let first = sample_text(800, 91);
+    produce(&brokers, &lines, &line_messages(&first, 4));
+    wait_counted(
+        &reader,
+        &count_words(&first),
+        &[log_a.clone(), log_b.clone()],
+    );
+    std::thread::sleep(Duration::from_secs(1));
+
+    // Part two streams in; A is killed while it does.
+    let chunks: Vec<String> = (0..10).map(|i| sample_text(100, 200 + i)).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        produce(&brokers, &lines, &line_messages(chunk, 4));
+        if i == 3 {
+            a.kill().unwrap();
+            a.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let second = chunks.concat();
+    eventually(Duration::from_secs(90), "B to take over A's tasks", || {
+        running_tasks(&log_b) == 4
+    });
+    let expected = sum_counts(&count_words(&first), &count_words(&second));
+    wait_counted(&reader, &expected, &[log_a.clone(), log_b.clone()]);
+    std::thread::sleep(Duration::from_secs(2));
+    let totals = reader.totals();
+    // At-least-once: what A had read but not committed when it was killed
+    // is counted again by B; never part one, and nothing is missing.
+    let extra = words(&totals) - words(&expected);
+    assert!(
+        extra <= words(&count_words(&second)),
+        "{extra} words counted twice: more than the uncommitted part"
+    );
+    for (word, n) in &expected {
+        assert!(
+            totals.get(word).copied().unwrap_or(0) >= *n,
+            "`{word}` lost"
+        );
+    }
+    eprintln!("after SIGKILL of one of two processes: {extra} words counted twice");
+    stop(&mut b, &log_b);
+    let log = read(&log_b);
+    assert!(log.contains("partitions assigned"), "{log}");
+}
