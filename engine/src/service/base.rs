@@ -118,7 +118,7 @@ impl Base for TenantBase<'_> {
                 "a hosted pipeline has no console; use a `directory` sink in your files root"
                     .into(),
             ),
-            SinkConfig::Kafka(_) if !self.allow_network => Err(
+            _ if sink.reaches_network() && !self.allow_network => Err(
                 "this server does not let pipelines reach network peers (its operator can \
                  start it with --allow-network)"
                     .into(),
