@@ -247,6 +247,17 @@ impl SinkConfig {
         Ok(())
     }
 
+    /// The dead-letter folder of a sink that has one (once resolved).
+    pub fn dead_letter_dir(&self) -> Option<&Path> {
+        match self {
+            #[cfg(feature = "elasticsearch")]
+            SinkConfig::Elasticsearch(c) => c.dead_letter.as_deref(),
+            #[cfg(feature = "http-sink")]
+            SinkConfig::Http(c) => c.dead_letter.as_deref(),
+            _ => None,
+        }
+    }
+
     /// Creates the running sink from its resolved settings.
     pub fn build(&self, cx: &SinkContext<'_>) -> Result<Box<dyn Sink>, SinkError> {
         Ok(match self {

@@ -25,6 +25,9 @@
 //! one. Under at-least-once the object is written in place at once, and a
 //! replayed batch is a second object.
 
+#[cfg(feature = "parquet")]
+mod parquet;
+
 use std::sync::Arc;
 
 use futures_util::StreamExt;
@@ -68,9 +71,11 @@ pub struct ObjectStoreConfig {
     /// The region when `AWS_REGION` does not say; default `us-east-1`.
     #[serde(default)]
     pub region: Option<String>,
-    /// `"jsonl"` (default, the directory sink's lines) or `"text"`.
-    #[serde(default = "default_format")]
-    pub format: Format,
+    /// `"jsonl"` (default, the directory sink's lines), `"text"`, or
+    /// `"parquet"` (columns `key`, `value`, `timestamp`; needs the
+    /// `parquet` feature, on by default).
+    #[serde(default)]
+    pub format: ObjectFormat,
     /// A path template between the prefix and the object's name, filled in
     /// from the batch time (UTC): `%Y`, `%m`, `%d`, `%H`, `%M`, e.g.
     /// `"dt=%Y-%m-%d/hour=%H"`. Default: none.
@@ -86,8 +91,17 @@ pub struct ObjectStoreConfig {
     pub timeout: Option<HumanDuration>,
 }
 
-fn default_format() -> Format {
-    Format::Jsonl
+/// An object's format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ObjectFormat {
+    /// JSON lines, as the directory sink writes them.
+    #[default]
+    Jsonl,
+    /// Values (or `key<TAB>value`) as lines.
+    Text,
+    /// One Parquet file per object.
+    Parquet,
 }
 
 impl ObjectStoreConfig {
@@ -108,6 +122,11 @@ impl ObjectStoreConfig {
 
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), String> {
+        if self.format == ObjectFormat::Parquet && !cfg!(feature = "parquet") {
+            return Err("object-store sink: `format = \"parquet\"`: this sluice was built without \
+                        the `parquet` feature; build with `--features parquet`"
+                .into());
+        }
         let (_, prefix) = self.bucket_prefix()?;
         if prefix.split('/').any(|p| p == "." || p == "..") {
             return Err(format!(
@@ -141,7 +160,7 @@ pub struct ObjectStoreSink {
     runtime: tokio::runtime::Runtime,
     prefix: String,
     partition: Option<Template>,
-    format: Format,
+    format: ObjectFormat,
     pipeline: String,
     staged: bool,
     give_up_after: Option<std::time::Duration>,
@@ -214,8 +233,9 @@ impl ObjectStoreSink {
     /// A batch's object, relative to the prefix.
     fn relative_name(&self, batch: &BatchMeta<'_>) -> String {
         let extension = match self.format {
-            Format::Jsonl => "jsonl",
-            Format::Text => "txt",
+            ObjectFormat::Jsonl => "jsonl",
+            ObjectFormat::Text => "txt",
+            ObjectFormat::Parquet => "parquet",
         };
         let name = format!("{}-{}-{:06}.{extension}", batch.pipeline, batch.time_ms, batch.id);
         match &self.partition {
@@ -322,8 +342,26 @@ impl Sink for ObjectStoreSink {
     fn write(&mut self, batch: BatchMeta<'_>, records: &Records) -> Result<(), SinkError> {
         let mut buffer = std::mem::take(&mut self.buffer);
         buffer.clear();
-        for record in records.iter() {
-            format::write(&mut buffer, self.format, record);
+        match self.format {
+            ObjectFormat::Jsonl | ObjectFormat::Text => {
+                let format = if self.format == ObjectFormat::Jsonl {
+                    Format::Jsonl
+                } else {
+                    Format::Text
+                };
+                for record in records.iter() {
+                    format::write(&mut buffer, format, record);
+                }
+            }
+            #[cfg(feature = "parquet")]
+            ObjectFormat::Parquet => {
+                buffer = parquet::encode(records).map_err(|e| SinkError {
+                    sink: self.who.clone(),
+                    message: e,
+                })?;
+            }
+            #[cfg(not(feature = "parquet"))]
+            ObjectFormat::Parquet => unreachable!("refused when the file was checked"),
         }
         let relative = self.relative_name(&batch);
         let name = match batch.checkpoint.filter(|_| self.staged) {
