@@ -83,7 +83,7 @@ trap 'kill "$broker_pid" 2>/dev/null || true; rm -f "$results"' EXIT
 export KAFKA_BOOTSTRAP="127.0.0.1:$port" SLUICE_TANSU="$tansu" SLUICE_KAFKA_PYTHON="$PWD/$kafka_env/bin/python"
 echo "tansu $($tansu --version 2>/dev/null || true) on $KAFKA_BOOTSTRAP (pid $broker_pid)"
 
-step "servers: osmem-server (OpenSearch API, in memory) in plugins/target/search; moto's S3 server and boto3 in plugins/target/s3"
+step "servers: osmem-server (OpenSearch API, in memory) in plugins/target/search; moto's S3 server, boto3 and pyarrow (reads Parquet back) in plugins/target/s3"
 search_env=plugins/target/search
 if ! "$search_env/bin/python" -c 'import osmem_server' 2>/dev/null; then
   mkdir -p plugins/target
@@ -96,10 +96,10 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 osmem_pid=$!
 export OPENSEARCH_URL="http://127.0.0.1:$port" SLUICE_OSMEM="$osmem"
 s3_env=plugins/target/s3
-if ! "$s3_env/bin/python" -c 'import moto.server, boto3' 2>/dev/null; then
+if ! "$s3_env/bin/python" -c 'import moto.server, boto3, pyarrow' 2>/dev/null; then
   mkdir -p plugins/target
   python3 -m venv "$s3_env"
-  "$s3_env/bin/pip" install --quiet 'moto[server]==5.2.5' boto3==1.44.8
+  "$s3_env/bin/pip" install --quiet 'moto[server]==5.2.5' boto3==1.44.8 pyarrow==26.0.1
 fi
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$s3_env/bin/moto_server" -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &

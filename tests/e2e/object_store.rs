@@ -144,6 +144,30 @@ fn word_counts_land_in_partitioned_objects() {
     assert_eq!(published_totals(&held), count_words(&text), "{}", done.stderr);
 }
 
+/// Parquet objects, one per batch, read back by an independent reader
+/// (pyarrow): the rows add up to the input's counts.
+#[test]
+fn parquet_objects_read_back_with_pyarrow() {
+    let endpoint = env("S3_ENDPOINT");
+    let bucket = bucket(&endpoint);
+    let s = Scratch::new();
+    s.write(
+        "p.toml",
+        &word_count_pipeline(
+            "s3-parquet",
+            "",
+            "[[sources]]\ntype = \"stdin\"",
+            &s3_sink(&endpoint, &bucket, "").replace("format = \"jsonl\"", "format = \"parquet\""),
+        ),
+    );
+    let text = sample_text(200, 29);
+    let done = run_with_input(sluice(&s, &["run", "p.toml"]), &text, Duration::from_secs(60));
+    assert!(done.status.success(), "{}", done.stderr);
+    let held = objects(&endpoint, &bucket, "out/words/");
+    assert!(!held.is_empty() && held.iter().all(|(k, _)| k.ends_with(".parquet")), "{held:?}");
+    assert_eq!(published_totals(&held), count_words(&text), "{}", done.stderr);
+}
+
 /// Exactly-once into a bucket: files stream into a watched folder while
 /// the engine crashes at each injected point (including between the
 /// checkpoint and the copy into place) and is then SIGKILLed ten times; the

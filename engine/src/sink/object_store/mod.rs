@@ -183,14 +183,15 @@ impl ObjectStoreSink {
         } else if let Some(region) = &c.region {
             builder = builder.with_region(region);
         }
-        if let Some(endpoint) = &c.endpoint {
-            builder = builder
-                .with_endpoint(endpoint)
-                .with_allow_http(endpoint.starts_with("http://"));
-        }
         let timeout = c.timeout.map_or(std::time::Duration::from_secs(30), |t| t.0);
+        let mut options = ClientOptions::new().with_timeout(timeout);
+        if let Some(endpoint) = &c.endpoint {
+            builder = builder.with_endpoint(endpoint);
+            // Plain HTTP only to a server the file names with `http://`.
+            options = options.with_allow_http(endpoint.starts_with("http://"));
+        }
         builder = builder
-            .with_client_options(ClientOptions::new().with_timeout(timeout))
+            .with_client_options(options)
             // Few quick retries of its own: the sink's loop waits out a
             // longer outage, and says so.
             .with_retry(RetryConfig {
@@ -316,11 +317,16 @@ impl ObjectStoreSink {
     }
 }
 
-/// Whether a store error is worth another try: not for a missing object or
-/// a refusal (bad credentials, no bucket), yes for everything else (the
-/// server unreachable or failing).
+/// Whether a store error is worth another try: yes for the server
+/// unreachable or failing, and for a missing bucket (waited for, as the
+/// Kafka sink waits for a topic, and logged each time); no for a missing
+/// object or a refusal (bad credentials).
 fn classify<T>(e: object_store::Error) -> Attempt<T> {
-    let text = super::net::error_chain(&e);
+    // Its `Display` already names the causes.
+    let text = e.to_string();
+    if text.contains("NoSuchBucket") {
+        return Attempt::Retry(format!("no such bucket: {text}"));
+    }
     let refused = matches!(
         e,
         object_store::Error::NotFound { .. }
@@ -328,8 +334,7 @@ fn classify<T>(e: object_store::Error) -> Attempt<T> {
             | object_store::Error::Unauthenticated { .. }
             | object_store::Error::NotSupported { .. }
             | object_store::Error::NotImplemented
-    ) || text.contains("NoSuchBucket")
-        || text.contains("InvalidAccessKeyId")
+    ) || text.contains("InvalidAccessKeyId")
         || text.contains("SignatureDoesNotMatch");
     if refused {
         Attempt::Fail(text)
