@@ -84,6 +84,31 @@ trap 'kill "$broker_pid" 2>/dev/null || true; rm -f "$results"' EXIT
 export KAFKA_BOOTSTRAP="127.0.0.1:$port" SLUICE_TANSU="$tansu" SLUICE_KAFKA_PYTHON="$PWD/$kafka_env/bin/python"
 echo "tansu $($tansu --version 2>/dev/null || true) on $KAFKA_BOOTSTRAP (pid $broker_pid)"
 
+step "servers: osmem-server (OpenSearch API, in memory) in plugins/target/search; moto's S3 server, boto3 and pyarrow (reads Parquet back) in plugins/target/s3"
+search_env=plugins/target/search
+if ! "$search_env/bin/python" -c 'import osmem_server' 2>/dev/null; then
+  mkdir -p plugins/target
+  python3 -m venv "$search_env"
+  "$search_env/bin/pip" install --quiet osmem-server==0.1.6
+fi
+osmem=$("$search_env/bin/python" -c 'import osmem_server; print(osmem_server.resolve_binary())')
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$osmem" -addr "127.0.0.1:$port" -no-stdin-watch >/dev/null &
+osmem_pid=$!
+export OPENSEARCH_URL="http://127.0.0.1:$port" SLUICE_OSMEM="$osmem"
+s3_env=plugins/target/s3
+if ! "$s3_env/bin/python" -c 'import moto.server, boto3, pyarrow' 2>/dev/null; then
+  mkdir -p plugins/target
+  python3 -m venv "$s3_env"
+  "$s3_env/bin/pip" install --quiet 'moto[server]==5.2.5' boto3==1.44.8 pyarrow==26.0.1
+fi
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$s3_env/bin/moto_server" -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
+moto_pid=$!
+trap 'kill "$broker_pid" "$osmem_pid" "$moto_pid" 2>/dev/null || true; rm -f "$results"' EXIT
+export S3_ENDPOINT="http://127.0.0.1:$port" SLUICE_MOTO="$PWD/$s3_env/bin/moto_server" SLUICE_S3_PYTHON="$PWD/$s3_env/bin/python"
+echo "osmem on $OPENSEARCH_URL (pid $osmem_pid), moto S3 on $S3_ENDPOINT (pid $moto_pid)"
+
 step "build: sluice (release)"
 cargo build --release --locked --bin sluice
 

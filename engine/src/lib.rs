@@ -10,9 +10,11 @@
 pub mod batch;
 pub mod config;
 pub mod confine;
+pub mod connector;
 pub mod control;
 pub mod delivery;
 pub mod failpoint;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod pipeline;
 pub mod plugin;

@@ -35,6 +35,7 @@ impl WasiView for WasiHost {
 
 /// Builds the guest workspace (`plugins/Cargo.toml`, wasm32-wasip2) and
 /// returns the folder of `.wasm` files.
+#[allow(dead_code)] // not every benchmark loads the guests
 pub fn guests() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let status = Command::new(env!("CARGO"))

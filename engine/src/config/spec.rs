@@ -272,12 +272,17 @@ impl PipelineFile {
             });
         }
         let mut sinks = Vec::with_capacity(c.sinks.len());
-        for sink in &c.sinks {
+        for (index, sink) in c.sinks.iter().enumerate() {
             base.check_sink(sink.get_ref())
                 .map_err(|m| self.error_at(sink.span(), m))?;
             let mut value = sink.get_ref().clone();
             value
                 .resolve_paths(|p| base.data_path(p))
+                .map_err(|m| self.error_at(sink.span(), m))?;
+            value
+                .resolve_dead_letter(|written| {
+                    base.dead_letter(&name, &format!("sink-{index}"), written)
+                })
                 .map_err(|m| self.error_at(sink.span(), m))?;
             sinks.push(Located {
                 value,

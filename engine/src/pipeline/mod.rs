@@ -270,6 +270,7 @@ impl Pipeline {
                     pipeline: &spec.name,
                     index,
                     exactly_once: spec.exactly_once(),
+                    dead_letter_budget: spec.dead_letter_budget.clone(),
                 })
             })
             .collect::<Result<Vec<_>, _>>()

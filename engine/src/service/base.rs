@@ -118,12 +118,51 @@ impl Base for TenantBase<'_> {
                 "a hosted pipeline has no console; use a `directory` sink in your files root"
                     .into(),
             ),
-            SinkConfig::Kafka(_) if !self.allow_network => Err(
+            _ if sink.reaches_network() && !self.allow_network => Err(
                 "this server does not let pipelines reach network peers (its operator can \
                  start it with --allow-network)"
                     .into(),
             ),
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink(text: &str) -> SinkConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn network_sinks_need_the_operators_leave() {
+        let find = |_: &str, _: Option<&str>| -> Result<(PathBuf, String), String> {
+            Err("none".into())
+        };
+        let pins = BTreeMap::new();
+        let base = |allow_network| TenantBase {
+            tenant: "t",
+            files: PathBuf::from("/files"),
+            state: PathBuf::from("/state"),
+            dead_letters: PathBuf::from("/dead"),
+            plugins: &find,
+            pins: &pins,
+            allow_network,
+            resolved: Mutex::new(BTreeMap::new()),
+        };
+        let sinks = [
+            "type = \"elasticsearch\"\nurl = \"http://h:9200\"\nindex = \"i\"",
+            "type = \"object-store\"\nurl = \"s3://b/p\"",
+            "type = \"http\"\nurl = \"http://h/in\"",
+            "type = \"kafka\"\nbrokers = \"h:9092\"\ntopic = \"t\"",
+        ];
+        for text in sinks {
+            let err = base(false).check_sink(&sink(text)).unwrap_err();
+            assert!(err.contains("--allow-network"), "{text}: {err}");
+            assert!(base(true).check_sink(&sink(text)).is_ok(), "{text}");
+        }
+        assert!(base(false).check_sink(&sink("type = \"null\"")).is_ok());
     }
 }

@@ -89,7 +89,8 @@ fn bytes_field(out: &mut Vec<u8>, name: &str, bytes: &[u8]) {
     }
 }
 
-fn json_string(out: &mut Vec<u8>, s: &str) {
+/// Appends `s` as a JSON string, quoted and escaped.
+pub fn json_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {

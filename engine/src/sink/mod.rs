@@ -5,8 +5,18 @@
 
 mod console;
 mod directory;
+#[cfg(feature = "elasticsearch")]
+mod elasticsearch;
 pub mod format;
+#[cfg(feature = "http-sink")]
+mod http;
+#[cfg(feature = "kafka")]
 mod kafka;
+#[cfg(any(feature = "elasticsearch", feature = "http-sink", feature = "object-store"))]
+mod net;
+#[cfg(feature = "object-store")]
+mod object_store;
+pub mod template;
 
 use std::path::{Path, PathBuf};
 
@@ -15,9 +25,30 @@ use serde::Deserialize;
 pub use console::{ConsoleConfig, ConsoleSink};
 pub use directory::{DirectoryConfig, DirectorySink};
 pub use format::Format;
+#[cfg(feature = "elasticsearch")]
+pub use elasticsearch::{ElasticsearchConfig, ElasticsearchSink};
+#[cfg(feature = "http-sink")]
+pub use http::{HttpSink, HttpSinkConfig};
+#[cfg(feature = "kafka")]
 pub use kafka::{KafkaSink, KafkaSinkConfig};
+#[cfg(feature = "object-store")]
+pub use object_store::{ObjectStoreConfig, ObjectStoreSink};
 
-use crate::batch::Records;
+/// A left-out connector's settings (see [`crate::connector`]).
+#[cfg(not(feature = "elasticsearch"))]
+pub type ElasticsearchConfig = crate::connector::Disabled;
+/// A left-out connector's settings (see [`crate::connector`]).
+#[cfg(not(feature = "http-sink"))]
+pub type HttpSinkConfig = crate::connector::Disabled;
+/// A left-out connector's settings (see [`crate::connector`]).
+#[cfg(not(feature = "kafka"))]
+pub type KafkaSinkConfig = crate::connector::Disabled;
+/// A left-out connector's settings (see [`crate::connector`]).
+#[cfg(not(feature = "object-store"))]
+pub type ObjectStoreConfig = crate::connector::Disabled;
+
+use crate::batch::{Records, SourcePosition};
+use crate::quota::ByteMeter;
 
 /// Which batch a sink is writing.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +62,9 @@ pub struct BatchMeta<'a> {
     /// Under exactly-once delivery, the number of the checkpoint that will
     /// cover the batch (it keeps counting across runs); `None` otherwise.
     pub checkpoint: Option<u64>,
+    /// Where each source that contributed to the batch has got to (what
+    /// a sink derives replay-stable names from).
+    pub positions: &'a [SourcePosition],
 }
 
 /// A sink could not take a batch.
@@ -84,7 +118,9 @@ pub trait Sink: Send {
     }
 }
 
-/// `[[sinks]]` in a pipeline file, by `type`.
+/// `[[sinks]]` in a pipeline file, by `type`: the registry of built-in
+/// sinks. Every type is listed whatever the build; one whose cargo feature
+/// is off is refused when the file is checked (see [`crate::connector`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum SinkConfig {
@@ -94,8 +130,15 @@ pub enum SinkConfig {
     Directory(DirectoryConfig),
     /// Discards everything (for benchmarks and tests).
     Null(NullConfig),
-    /// Messages to a Kafka topic.
+    /// Messages to a Kafka topic (feature `kafka`).
     Kafka(KafkaSinkConfig),
+    /// Documents into Elasticsearch or OpenSearch through `_bulk`
+    /// (feature `elasticsearch`).
+    Elasticsearch(ElasticsearchConfig),
+    /// Objects in S3-compatible storage (feature `object-store`).
+    ObjectStore(ObjectStoreConfig),
+    /// POSTs to an HTTP endpoint (feature `http-sink`).
+    Http(HttpSinkConfig),
 }
 
 /// `type = "null"`: no settings.
@@ -104,13 +147,38 @@ pub enum SinkConfig {
 pub struct NullConfig {}
 
 impl SinkConfig {
+    /// The `type` and cargo feature of a sink this build left out.
+    pub fn missing_feature(&self) -> Option<(&'static str, &'static str)> {
+        match self {
+            #[cfg(not(feature = "kafka"))]
+            SinkConfig::Kafka(_) => Some(("kafka", "kafka")),
+            #[cfg(not(feature = "elasticsearch"))]
+            SinkConfig::Elasticsearch(_) => Some(("elasticsearch", "elasticsearch")),
+            #[cfg(not(feature = "object-store"))]
+            SinkConfig::ObjectStore(_) => Some(("object-store", "object-store")),
+            #[cfg(not(feature = "http-sink"))]
+            SinkConfig::Http(_) => Some(("http", "http-sink")),
+            _ => None,
+        }
+    }
+
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some((type_name, feature)) = self.missing_feature() {
+            return Err(crate::connector::missing(type_name, feature));
+        }
         match self {
             SinkConfig::Directory(c) if c.path.as_os_str().is_empty() => {
                 Err("invalid directory sink: `path` is empty".into())
             }
+            #[cfg(feature = "kafka")]
             SinkConfig::Kafka(c) => c.validate(),
+            #[cfg(feature = "elasticsearch")]
+            SinkConfig::Elasticsearch(c) => c.validate(),
+            #[cfg(feature = "object-store")]
+            SinkConfig::ObjectStore(c) => c.validate(),
+            #[cfg(feature = "http-sink")]
+            SinkConfig::Http(c) => c.validate(),
             _ => Ok(()),
         }
     }
@@ -121,11 +189,30 @@ impl SinkConfig {
         match self {
             SinkConfig::Directory(_) | SinkConfig::Null(_) => None,
             SinkConfig::Console(_) => Some("what a `console` sink printed cannot be taken back"),
+            #[cfg(feature = "kafka")]
             SinkConfig::Kafka(c) if c.topic.is_none() => Some(
                 "a `kafka` sink needs a `topic` (its transactions' progress is kept beside it)",
             ),
-            SinkConfig::Kafka(_) => None,
+            SinkConfig::Kafka(_) | SinkConfig::Elasticsearch(_) | SinkConfig::ObjectStore(_) => {
+                None
+            }
+            SinkConfig::Http(_) => Some(
+                "what an `http` sink POSTed cannot be taken back, and a receiver may not \
+                 recognise a repeat",
+            ),
         }
+    }
+
+    /// Whether the sink reaches network peers (refused for hosted tenants
+    /// unless the operator allows it).
+    pub fn reaches_network(&self) -> bool {
+        matches!(
+            self,
+            SinkConfig::Kafka(_)
+                | SinkConfig::Elasticsearch(_)
+                | SinkConfig::ObjectStore(_)
+                | SinkConfig::Http(_)
+        )
     }
 
     /// Resolves the paths the sink names (a `directory` sink's folder)
@@ -140,19 +227,65 @@ impl SinkConfig {
         Ok(())
     }
 
+    /// Resolves the dead-letter folder of a sink that rejects single
+    /// records (`elasticsearch`, `http`) with `resolve`, which gets the
+    /// folder as written (`dead_letter`) or `None` for the default.
+    pub fn resolve_dead_letter(
+        &mut self,
+        resolve: impl Fn(Option<&Path>) -> Result<PathBuf, String>,
+    ) -> Result<(), String> {
+        let slot: Option<&mut Option<PathBuf>> = match self {
+            #[cfg(feature = "elasticsearch")]
+            SinkConfig::Elasticsearch(c) => Some(&mut c.dead_letter),
+            #[cfg(feature = "http-sink")]
+            SinkConfig::Http(c) => Some(&mut c.dead_letter),
+            _ => None,
+        };
+        if let Some(slot) = slot {
+            *slot = Some(resolve(slot.as_deref()).map_err(|m| format!("`dead_letter`: {m}"))?);
+        }
+        Ok(())
+    }
+
+    /// The dead-letter folder of a sink that has one (once resolved).
+    pub fn dead_letter_dir(&self) -> Option<&Path> {
+        match self {
+            #[cfg(feature = "elasticsearch")]
+            SinkConfig::Elasticsearch(c) => c.dead_letter.as_deref(),
+            #[cfg(feature = "http-sink")]
+            SinkConfig::Http(c) => c.dead_letter.as_deref(),
+            _ => None,
+        }
+    }
+
     /// Creates the running sink from its resolved settings.
     pub fn build(&self, cx: &SinkContext<'_>) -> Result<Box<dyn Sink>, SinkError> {
         Ok(match self {
             SinkConfig::Console(c) => Box::new(ConsoleSink::new(c)),
             SinkConfig::Directory(c) => Box::new(DirectorySink::new(c, cx)?),
             SinkConfig::Null(_) => Box::new(NullSink),
+            #[cfg(feature = "kafka")]
             SinkConfig::Kafka(c) => Box::new(c.build(cx.pipeline, cx.index, cx.exactly_once)?),
+            #[cfg(feature = "elasticsearch")]
+            SinkConfig::Elasticsearch(c) => Box::new(ElasticsearchSink::new(c, cx)?),
+            #[cfg(feature = "object-store")]
+            SinkConfig::ObjectStore(c) => Box::new(ObjectStoreSink::new(c, cx)?),
+            #[cfg(feature = "http-sink")]
+            SinkConfig::Http(c) => Box::new(HttpSink::new(c, cx)?),
+            #[allow(unreachable_patterns)]
+            other => {
+                let (type_name, feature) = other.missing_feature().unwrap_or(("?", "?"));
+                return Err(SinkError {
+                    sink: type_name.to_string(),
+                    message: crate::connector::missing(type_name, feature),
+                });
+            }
         })
     }
 }
 
 /// What building a sink needs besides its own settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SinkContext<'a> {
     /// The pipeline's name.
     pub pipeline: &'a str,
@@ -161,6 +294,9 @@ pub struct SinkContext<'a> {
     /// Whether delivery is exactly-once (the sink then holds each batch
     /// back until its checkpoint).
     pub exactly_once: bool,
+    /// The bytes dead letters may take, shared with the tenant's other
+    /// pipelines (`sluice serve`), for sinks that dead-letter records.
+    pub dead_letter_budget: Option<std::sync::Arc<ByteMeter>>,
 }
 
 struct NullSink;

@@ -7,6 +7,7 @@
 mod directory;
 mod generator;
 pub mod http;
+#[cfg(feature = "kafka")]
 mod kafka;
 mod lines;
 mod socket;
@@ -23,7 +24,11 @@ use tokio::time::Instant;
 pub use directory::DirectoryConfig;
 pub use generator::{GeneratorConfig, LineMaker};
 pub use http::{HttpSourceConfig, Ingest, IngestError, IngestPoints};
+#[cfg(feature = "kafka")]
 pub use kafka::{KafkaSourceConfig, Start};
+/// The Kafka source's settings in a build without it.
+#[cfg(not(feature = "kafka"))]
+pub type KafkaSourceConfig = crate::connector::Disabled;
 pub use lines::LineSplitter;
 pub use socket::SocketConfig;
 pub use stdin::StdinConfig;
@@ -191,13 +196,28 @@ pub enum SourceConfig {
 impl SourceConfig {
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some((type_name, feature)) = self.missing_feature() {
+            return Err(crate::connector::missing(type_name, feature));
+        }
         match self {
             SourceConfig::Directory(c) => c.validate(),
             SourceConfig::Socket(c) => c.validate(),
             SourceConfig::Stdin(_) => Ok(()),
             SourceConfig::Generator(c) => c.validate(),
+            #[cfg(feature = "kafka")]
             SourceConfig::Kafka(c) => c.validate(),
+            #[cfg(not(feature = "kafka"))]
+            SourceConfig::Kafka(_) => Ok(()),
             SourceConfig::Http(c) => c.validate(),
+        }
+    }
+
+    /// The `type` and cargo feature of a source this build left out.
+    pub fn missing_feature(&self) -> Option<(&'static str, &'static str)> {
+        match self {
+            #[cfg(not(feature = "kafka"))]
+            SourceConfig::Kafka(_) => Some(("kafka", "kafka")),
+            _ => None,
         }
     }
 
@@ -256,7 +276,15 @@ impl SourceConfig {
             SourceConfig::Socket(c) => Box::new(c.build()),
             SourceConfig::Stdin(c) => Box::new(c.build()),
             SourceConfig::Generator(c) => Box::new(c.build()),
+            #[cfg(feature = "kafka")]
             SourceConfig::Kafka(c) => Box::new(c.build(cx.pipeline)),
+            #[cfg(not(feature = "kafka"))]
+            SourceConfig::Kafka(_) => {
+                return Err(SourceError {
+                    source_name: "kafka".into(),
+                    message: crate::connector::missing("kafka", "kafka"),
+                });
+            }
             SourceConfig::Http(c) => Box::new(c.build(cx.ingest.clone())?),
         };
         if !self.wal() {
