@@ -14,6 +14,10 @@ pub mod control;
 pub mod delivery;
 pub mod failpoint;
 pub mod kafka;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod pipeline;
 pub mod plugin;
 pub mod quota;

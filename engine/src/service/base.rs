@@ -15,6 +15,10 @@ use crate::confine;
 use crate::sink::SinkConfig;
 use crate::source::SourceConfig;
 
+/// Why a network source or sink is refused.
+const NO_NETWORK: &str = "this server does not let pipelines reach network peers (its operator \
+                          can start it with --allow-network)";
+
 /// Finds a tenant's stored plugin: by name, the latest version, or the
 /// version with a digest; returns its file and digest.
 pub type FindPlugin<'a> = dyn Fn(&str, Option<&str>) -> Result<(PathBuf, String), String> + 'a;
@@ -34,7 +38,8 @@ pub struct TenantBase<'a> {
     /// The digest each stage ran before (a restart runs the same version
     /// even if a newer one was pushed under the name since).
     pub pins: &'a BTreeMap<String, String>,
-    /// Whether pipelines may reach network peers (Kafka, sockets).
+    /// Whether pipelines may reach network peers (Kafka, sockets, ZeroMQ,
+    /// MQTT, NATS).
     pub allow_network: bool,
     /// What each stage's plugin resolved to, by stage, for the catalogue.
     pub resolved: Mutex<BTreeMap<String, String>>,
@@ -103,11 +108,15 @@ impl Base for TenantBase<'_> {
                  remove `listen`"
                     .into(),
             ),
-            SourceConfig::Socket(_) | SourceConfig::Kafka(_) if !self.allow_network => Err(
-                "this server does not let pipelines reach network peers (its operator can \
-                 start it with --allow-network)"
-                    .into(),
-            ),
+            SourceConfig::Socket(_) | SourceConfig::Kafka(_) if !self.allow_network => {
+                Err(NO_NETWORK.into())
+            }
+            #[cfg(feature = "zeromq")]
+            SourceConfig::Zeromq(_) if !self.allow_network => Err(NO_NETWORK.into()),
+            #[cfg(feature = "mqtt")]
+            SourceConfig::Mqtt(_) if !self.allow_network => Err(NO_NETWORK.into()),
+            #[cfg(feature = "nats")]
+            SourceConfig::Nats(_) if !self.allow_network => Err(NO_NETWORK.into()),
             _ => Ok(()),
         }
     }
@@ -118,11 +127,11 @@ impl Base for TenantBase<'_> {
                 "a hosted pipeline has no console; use a `directory` sink in your files root"
                     .into(),
             ),
-            SinkConfig::Kafka(_) if !self.allow_network => Err(
-                "this server does not let pipelines reach network peers (its operator can \
-                 start it with --allow-network)"
-                    .into(),
-            ),
+            SinkConfig::Kafka(_) if !self.allow_network => Err(NO_NETWORK.into()),
+            #[cfg(feature = "mqtt")]
+            SinkConfig::Mqtt(_) if !self.allow_network => Err(NO_NETWORK.into()),
+            #[cfg(feature = "nats")]
+            SinkConfig::Nats(_) if !self.allow_network => Err(NO_NETWORK.into()),
             _ => Ok(()),
         }
     }

@@ -7,6 +7,10 @@ mod console;
 mod directory;
 pub mod format;
 mod kafka;
+#[cfg(feature = "mqtt")]
+mod mqtt;
+#[cfg(feature = "nats")]
+mod nats;
 
 use std::path::{Path, PathBuf};
 
@@ -16,8 +20,13 @@ pub use console::{ConsoleConfig, ConsoleSink};
 pub use directory::{DirectoryConfig, DirectorySink};
 pub use format::Format;
 pub use kafka::{KafkaSink, KafkaSinkConfig};
+#[cfg(feature = "mqtt")]
+pub use mqtt::{MqttSink, MqttSinkConfig};
+#[cfg(feature = "nats")]
+pub use nats::{NatsSink, NatsSinkConfig};
 
 use crate::batch::Records;
+use crate::stage::DeadLetter;
 
 /// Which batch a sink is writing.
 #[derive(Debug, Clone, Copy)]
@@ -96,6 +105,12 @@ pub enum SinkConfig {
     Null(NullConfig),
     /// Messages to a Kafka topic.
     Kafka(KafkaSinkConfig),
+    /// Messages to an MQTT broker.
+    #[cfg(feature = "mqtt")]
+    Mqtt(MqttSinkConfig),
+    /// Messages to NATS subjects, core or JetStream.
+    #[cfg(feature = "nats")]
+    Nats(NatsSinkConfig),
 }
 
 /// `type = "null"`: no settings.
@@ -111,6 +126,10 @@ impl SinkConfig {
                 Err("invalid directory sink: `path` is empty".into())
             }
             SinkConfig::Kafka(c) => c.validate(),
+            #[cfg(feature = "mqtt")]
+            SinkConfig::Mqtt(c) => c.validate(),
+            #[cfg(feature = "nats")]
+            SinkConfig::Nats(c) => c.validate(),
             _ => Ok(()),
         }
     }
@@ -125,6 +144,12 @@ impl SinkConfig {
                 "a `kafka` sink needs a `topic` (its transactions' progress is kept beside it)",
             ),
             SinkConfig::Kafka(_) => None,
+            #[cfg(feature = "mqtt")]
+            SinkConfig::Mqtt(_) => {
+                Some("an `mqtt` sink cannot take back what it published (MQTT has no transactions)")
+            }
+            #[cfg(feature = "nats")]
+            SinkConfig::Nats(c) => c.cannot_hold_back(),
         }
     }
 
@@ -134,8 +159,15 @@ impl SinkConfig {
         &mut self,
         resolve: impl Fn(&Path) -> Result<PathBuf, String>,
     ) -> Result<(), String> {
-        if let SinkConfig::Directory(c) = self {
-            c.path = resolve(&c.path).map_err(|m| format!("directory sink `path`: {m}"))?;
+        match self {
+            SinkConfig::Directory(c) => {
+                c.path = resolve(&c.path).map_err(|m| format!("directory sink `path`: {m}"))?;
+            }
+            #[cfg(feature = "mqtt")]
+            SinkConfig::Mqtt(c) => c.resolve_paths(resolve)?,
+            #[cfg(feature = "nats")]
+            SinkConfig::Nats(c) => c.resolve_paths(resolve)?,
+            _ => {}
         }
         Ok(())
     }
@@ -147,6 +179,17 @@ impl SinkConfig {
             SinkConfig::Directory(c) => Box::new(DirectorySink::new(c, cx)?),
             SinkConfig::Null(_) => Box::new(NullSink),
             SinkConfig::Kafka(c) => Box::new(c.build(cx.pipeline, cx.index, cx.exactly_once)?),
+            #[cfg(feature = "mqtt")]
+            SinkConfig::Mqtt(c) => {
+                Box::new(c.build(cx.pipeline, cx.index, cx.dead_letter.clone())?)
+            }
+            #[cfg(feature = "nats")]
+            SinkConfig::Nats(c) => Box::new(c.build(
+                cx.pipeline,
+                cx.index,
+                cx.exactly_once,
+                cx.dead_letter.clone(),
+            )?),
         })
     }
 }
@@ -161,6 +204,8 @@ pub struct SinkContext<'a> {
     /// Whether delivery is exactly-once (the sink then holds each batch
     /// back until its checkpoint).
     pub exactly_once: bool,
+    /// Where records the sink's server cannot take go (with the reason).
+    pub dead_letter: &'a DeadLetter,
 }
 
 struct NullSink;

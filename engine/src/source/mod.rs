@@ -9,9 +9,15 @@ mod generator;
 pub mod http;
 mod kafka;
 mod lines;
+#[cfg(feature = "mqtt")]
+mod mqtt;
+#[cfg(feature = "nats")]
+mod nats;
 mod socket;
 mod stdin;
 mod wal;
+#[cfg(feature = "zeromq")]
+mod zeromq;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,12 +31,19 @@ pub use generator::{GeneratorConfig, LineMaker};
 pub use http::{HttpSourceConfig, Ingest, IngestError, IngestPoints};
 pub use kafka::{KafkaSourceConfig, Start};
 pub use lines::LineSplitter;
+#[cfg(feature = "mqtt")]
+pub use mqtt::MqttSourceConfig;
+#[cfg(feature = "nats")]
+pub use nats::{NatsSourceConfig, NatsStart};
 pub use socket::SocketConfig;
 pub use stdin::StdinConfig;
+#[cfg(feature = "zeromq")]
+pub use zeromq::{SocketKind, ZeromqConfig};
 
 use std::path::{Path, PathBuf};
 
 use crate::batch::{Chunk, Records};
+use crate::stage::DeadLetter;
 
 /// Most records in one chunk handed to the batcher.
 pub const CHUNK_RECORDS: usize = 1024;
@@ -186,6 +199,15 @@ pub enum SourceConfig {
     Kafka(KafkaSourceConfig),
     /// Records POSTed over HTTP.
     Http(HttpSourceConfig),
+    /// Messages from a ZeroMQ PULL or SUB socket.
+    #[cfg(feature = "zeromq")]
+    Zeromq(ZeromqConfig),
+    /// Messages from MQTT topic filters.
+    #[cfg(feature = "mqtt")]
+    Mqtt(MqttSourceConfig),
+    /// Messages from NATS subjects, or a JetStream stream.
+    #[cfg(feature = "nats")]
+    Nats(NatsSourceConfig),
 }
 
 impl SourceConfig {
@@ -198,6 +220,12 @@ impl SourceConfig {
             SourceConfig::Generator(c) => c.validate(),
             SourceConfig::Kafka(c) => c.validate(),
             SourceConfig::Http(c) => c.validate(),
+            #[cfg(feature = "zeromq")]
+            SourceConfig::Zeromq(c) => c.validate(),
+            #[cfg(feature = "mqtt")]
+            SourceConfig::Mqtt(c) => c.validate(),
+            #[cfg(feature = "nats")]
+            SourceConfig::Nats(c) => c.validate(),
         }
     }
 
@@ -206,6 +234,12 @@ impl SourceConfig {
         match self {
             SourceConfig::Socket(c) => c.wal,
             SourceConfig::Stdin(c) => c.wal,
+            #[cfg(feature = "zeromq")]
+            SourceConfig::Zeromq(c) => c.wal,
+            #[cfg(feature = "mqtt")]
+            SourceConfig::Mqtt(c) => c.wal,
+            #[cfg(feature = "nats")]
+            SourceConfig::Nats(c) => c.wal,
             _ => false,
         }
     }
@@ -234,6 +268,28 @@ impl SourceConfig {
             SourceConfig::Http(_) => Some(
                 "an `http` source cannot take again what it was sent before a crash",
             ),
+            #[cfg(feature = "zeromq")]
+            SourceConfig::Zeromq(_) => Some(
+                "a `zeromq` source cannot receive again what it received before a crash (set \
+                 `wal = true`)",
+            ),
+            #[cfg(feature = "mqtt")]
+            SourceConfig::Mqtt(c) if c.qos == 0 => Some(
+                "an `mqtt` source with `qos = 0` cannot receive again what it received before a \
+                 crash (set `wal = true`)",
+            ),
+            #[cfg(feature = "mqtt")]
+            SourceConfig::Mqtt(_) => Some(
+                "an `mqtt` source receives again what it had not acknowledged, but MQTT has no \
+                 positions to skip what a checkpoint already covers (at-least-once only)",
+            ),
+            #[cfg(feature = "nats")]
+            SourceConfig::Nats(c) if c.jetstream() => None,
+            #[cfg(feature = "nats")]
+            SourceConfig::Nats(_) => Some(
+                "a core `nats` source cannot receive again what it received before a crash (set \
+                 `wal = true`, or read a JetStream `stream`)",
+            ),
         }
     }
 
@@ -243,8 +299,15 @@ impl SourceConfig {
         &mut self,
         resolve: impl Fn(&Path) -> Result<PathBuf, String>,
     ) -> Result<(), String> {
-        if let SourceConfig::Directory(c) = self {
-            c.path = resolve(&c.path).map_err(|m| format!("directory source `path`: {m}"))?;
+        match self {
+            SourceConfig::Directory(c) => {
+                c.path = resolve(&c.path).map_err(|m| format!("directory source `path`: {m}"))?;
+            }
+            #[cfg(feature = "mqtt")]
+            SourceConfig::Mqtt(c) => c.resolve_paths(resolve)?,
+            #[cfg(feature = "nats")]
+            SourceConfig::Nats(c) => c.resolve_paths(resolve)?,
+            _ => {}
         }
         Ok(())
     }
@@ -258,6 +321,12 @@ impl SourceConfig {
             SourceConfig::Generator(c) => Box::new(c.build()),
             SourceConfig::Kafka(c) => Box::new(c.build(cx.pipeline)),
             SourceConfig::Http(c) => Box::new(c.build(cx.ingest.clone())?),
+            #[cfg(feature = "zeromq")]
+            SourceConfig::Zeromq(c) => Box::new(c.build(cx.dead_letter.clone())),
+            #[cfg(feature = "mqtt")]
+            SourceConfig::Mqtt(c) => Box::new(c.build(cx.pipeline, cx.index)?),
+            #[cfg(feature = "nats")]
+            SourceConfig::Nats(c) => Box::new(c.build(cx.pipeline, cx.index)?),
         };
         if !self.wal() {
             return Ok(source);
@@ -271,6 +340,10 @@ impl SourceConfig {
 pub struct SourceContext<'a> {
     /// The pipeline's name.
     pub pipeline: &'a str,
+    /// The source's place among the pipeline's sources.
+    pub index: usize,
+    /// Where records the source cannot make (a malformed message) go.
+    pub dead_letter: DeadLetter,
     /// The folder of the source's write-ahead log, if it keeps one.
     pub wal_dir: PathBuf,
     /// Where an `http` source without a listener of its own registers, and
