@@ -212,4 +212,22 @@ mod tests {
             assert!(check_topic(bad).is_err(), "{bad:?}");
         }
     }
+
+    #[test]
+    fn a_password_comes_from_the_named_variable_only() {
+        let login = Login {
+            broker: Broker::parse("mqtt://h:1", "source").unwrap(),
+            client_id: "c".into(),
+            username: Some("u".into()),
+            password_env: Some("SLUICE_TEST_MQTT_PASSWORD_NEVER_SET".into()),
+            ca_file: None,
+            keep_alive: Duration::from_secs(5),
+            clean_session: false,
+        };
+        let err = login.options().unwrap_err();
+        assert!(
+            err.contains("`SLUICE_TEST_MQTT_PASSWORD_NEVER_SET` is not set"),
+            "{err}"
+        );
+    }
 }

@@ -212,4 +212,23 @@ mod tests {
         assert!(check_login("source", &None, &Some("P".into()), &None).is_err());
         check_login("source", &None, &None, &Some("T".into())).unwrap();
     }
+
+    #[test]
+    fn secrets_come_from_the_named_variables_only() {
+        let mut login = Login {
+            url: "nats://h:4222".into(),
+            username: Some("u".into()),
+            password_env: Some("SLUICE_TEST_NATS_PASSWORD_NEVER_SET".into()),
+            token_env: None,
+            ca_file: None,
+            name: "n".into(),
+        };
+        let err = login.options("test").unwrap_err();
+        assert!(err.contains("`SLUICE_TEST_NATS_PASSWORD_NEVER_SET` is not set"), "{err}");
+        login.username = None;
+        login.password_env = None;
+        login.token_env = Some("SLUICE_TEST_NATS_TOKEN_NEVER_SET".into());
+        let err = login.options("test").unwrap_err();
+        assert!(err.contains("`token_env`"), "{err}");
+    }
 }

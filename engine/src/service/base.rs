@@ -136,3 +136,46 @@ impl Base for TenantBase<'_> {
         }
     }
 }
+
+#[cfg(all(test, feature = "zeromq", feature = "mqtt", feature = "nats"))]
+mod tests {
+    use super::*;
+    use crate::config::PipelineFile;
+
+    fn resolve(allow_network: bool, tables: &str) -> Result<(), String> {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("name = \"p\"\nbatch_interval = \"1s\"\n{tables}");
+        let file = PipelineFile::parse(Path::new("p.toml"), text).map_err(|e| e.to_string())?;
+        let plugins = |_: &str, _: Option<&str>| Err::<(PathBuf, String), _>("none".to_string());
+        let pins = BTreeMap::new();
+        let base = TenantBase {
+            tenant: "t",
+            files: dir.path().to_path_buf(),
+            state: dir.path().join("state"),
+            dead_letters: dir.path().join("dead"),
+            plugins: &plugins,
+            pins: &pins,
+            allow_network,
+            resolved: Mutex::new(BTreeMap::new()),
+        };
+        file.resolve(&base).map(drop).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn zeromq_mqtt_and_nats_need_the_operators_leave() {
+        const NULL: &str = "[[sinks]]\ntype = \"null\"\n";
+        const HTTP: &str = "[[sources]]\ntype = \"http\"\n";
+        let cases = [
+            format!("[[sources]]\ntype = \"zeromq\"\nendpoint = \"tcp://10.0.0.1:5555\"\n{NULL}"),
+            format!("[[sources]]\ntype = \"mqtt\"\nurl = \"mqtt://h:1883\"\ntopics = [\"a\"]\n{NULL}"),
+            format!("[[sources]]\ntype = \"nats\"\nurl = \"nats://h:4222\"\nsubjects = [\"a\"]\n{NULL}"),
+            format!("{HTTP}[[sinks]]\ntype = \"mqtt\"\nurl = \"mqtt://h:1883\"\ntopic = \"a\"\n"),
+            format!("{HTTP}[[sinks]]\ntype = \"nats\"\nurl = \"nats://h:4222\"\nsubject = \"a\"\n"),
+        ];
+        for tables in &cases {
+            let err = resolve(false, tables).unwrap_err();
+            assert!(err.contains("--allow-network"), "{tables}: {err}");
+            resolve(true, tables).unwrap_or_else(|e| panic!("{tables}: {e}"));
+        }
+    }
+}

@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rumqttc::{Event, EventLoop, Incoming, Publish, QoS, Request};
+use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Publish, QoS, Request};
 use serde::Deserialize;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
@@ -105,6 +105,10 @@ fn timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(60))
 }
 
+/// A publish on its way into the client's request queue.
+type Sending =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), rumqttc::ClientError>> + Send>>;
+
 /// Most QoS 1 messages awaiting the broker's confirmation at once.
 const IN_FLIGHT: u16 = 1000;
 
@@ -182,8 +186,11 @@ impl MqttSinkConfig {
         options.set_inflight(IN_FLIGHT);
         let runtime = Handle::try_current()
             .map_err(|_| fail("the sink must be built within the engine's runtime".into()))?;
+        // No room in the request queue: see `MqttSink::publish`.
+        let (client, events) = AsyncClient::new(options, 0);
         Ok(MqttSink {
-            events: EventLoop::new(options, 1),
+            client,
+            events,
             runtime,
             topic: self.topic.clone(),
             topic_header: self.topic_header.clone(),
@@ -203,6 +210,7 @@ impl MqttSinkConfig {
 
 /// The running MQTT sink.
 pub struct MqttSink {
+    client: AsyncClient,
     events: EventLoop,
     runtime: Handle,
     topic: Option<String>,
@@ -234,8 +242,13 @@ impl MqttSink {
         })
     }
 
-    /// Publishes `messages` and drives the client until the broker has
-    /// confirmed all of them (QoS 1) or they are sent (QoS 0).
+    /// Publishes `queue` and drives the client until the broker has
+    /// confirmed every message (QoS 1) or they are sent (QoS 0).
+    ///
+    /// Messages go through the client's request queue, which has no room
+    /// (`AsyncClient::new(_, 0)`): a publish returns once the event loop has
+    /// taken it, so when every publish has returned and nothing is in flight
+    /// or waiting to be sent again, the broker has them all.
     async fn publish(&mut self, mut queue: VecDeque<Publish>) -> Result<(), String> {
         let deadline_after = self.timeout;
         let mut deadline = Instant::now() + deadline_after;
@@ -244,31 +257,36 @@ impl MqttSink {
         let mut unconfirmed: Vec<Request> = Vec::new();
         let mut last_error = String::new();
         let mut backoff = Duration::from_millis(50);
+        let client = self.client.clone();
+        let mut sending: Option<Sending> = None;
         loop {
             let connected = self.events.network.is_some();
-            // One message at a time into the client's queue, while there is
-            // room in flight: the client's own queue ignores that limit.
-            if connected
-                && self.events.pending.is_empty()
-                && self.events.state.inflight() < IN_FLIGHT
-            {
+            if sending.is_none() && connected {
                 if let Some(p) = queue.pop_front() {
-                    self.events.pending.push_back(Request::Publish(p));
+                    let client = client.clone();
+                    sending = Some(Box::pin(async move {
+                        client.publish_bytes(p.topic, p.qos, p.retain, p.payload).await
+                    }));
                 }
             }
             if connected
+                && sending.is_none()
                 && queue.is_empty()
                 && self.events.pending.is_empty()
                 && self.events.state.inflight() == 0
             {
                 return Ok(());
             }
-            let polled = tokio::time::timeout_at(deadline, self.events.poll()).await;
-            match polled {
-                Err(_) => {
+            let polled = tokio::select! {
+                sent = async { sending.as_mut().expect("checked").await }, if sending.is_some() => {
+                    sending = None;
+                    sent.map_err(|e| format!("the client stopped: {e}"))?;
+                    continue;
+                }
+                polled = self.events.poll() => polled,
+                _ = tokio::time::sleep_until(deadline) => {
                     return Err(format!(
-                        "the broker did not take the batch within {:?}{}",
-                        deadline_after,
+                        "the broker did not take the batch within {deadline_after:?}{}",
                         if last_error.is_empty() {
                             String::new()
                         } else {
@@ -276,7 +294,9 @@ impl MqttSink {
                         }
                     ));
                 }
-                Ok(Ok(Event::Incoming(Incoming::ConnAck(ack)))) => {
+            };
+            match polled {
+                Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
                     if !unconfirmed.is_empty() {
                         if ack.session_present {
                             tracing::info!(
@@ -285,7 +305,8 @@ impl MqttSink {
                             );
                         } else {
                             tracing::warn!(
-                                "{}: reconnected to a broker without the session; sending {} unconfirmed message(s) again",
+                                "{}: reconnected to a broker without the session; sending {} \
+                                 unconfirmed message(s) again",
                                 self.who,
                                 unconfirmed.len()
                             );
@@ -302,8 +323,8 @@ impl MqttSink {
                     backoff = Duration::from_millis(50);
                     deadline = Instant::now() + deadline_after;
                 }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
+                Ok(_) => {}
+                Err(e) => {
                     last_error = e.to_string();
                     if let rumqttc::ConnectionError::ConnectionRefused(code) = &e {
                         return Err(format!("the broker refused the connection: {code:?}"));

@@ -161,10 +161,15 @@ impl NatsSinkConfig {
         let runtime = Handle::try_current()
             .map_err(|_| fail("the sink must be built within the engine's runtime".into()))?;
         let client = runtime.block_on(login.connect(&who)).map_err(&fail)?;
+        let jetstream = self.jetstream.then(|| {
+            // Its confirmations are awaited by a task on the runtime.
+            let _entered = runtime.enter();
+            async_nats::jetstream::new(client.clone())
+        });
         Ok(NatsSink {
             out: Outgoing {
                 client,
-                jetstream: self.jetstream,
+                jetstream,
                 timeout: self.timeout.0,
                 who: who.clone(),
             },

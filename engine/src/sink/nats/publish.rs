@@ -119,7 +119,8 @@ pub fn prepare(
 /// Where messages go.
 pub struct Outgoing {
     pub client: async_nats::Client,
-    pub jetstream: bool,
+    /// JetStream, when messages are confirmed by a stream.
+    pub jetstream: Option<async_nats::jetstream::Context>,
     pub timeout: Duration,
     pub who: String,
 }
@@ -131,7 +132,7 @@ impl Outgoing {
     /// Publishes `messages`: see the module docs.
     pub async fn publish(&self, messages: Vec<Message>) -> Result<(), String> {
         let deadline = Instant::now() + self.timeout;
-        if !self.jetstream {
+        let Some(js) = &self.jetstream else {
             for m in messages {
                 let sent = match m.headers {
                     Some(h) => {
@@ -150,8 +151,7 @@ impl Outgoing {
                     self.timeout
                 )),
             };
-        }
-        let js = async_nats::jetstream::new(self.client.clone());
+        };
         let mut queue: VecDeque<Message> = messages.into();
         let mut last_error = String::new();
         let mut duplicates = 0usize;
