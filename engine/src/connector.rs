@@ -1,5 +1,5 @@
 //! The connector registry's build switches: each network connector (Kafka,
-//! Elasticsearch, object storage, the HTTP sink) sits behind a cargo
+//! Elasticsearch, object storage, the HTTP sink, ZeroMQ, MQTT, NATS) sits behind a cargo
 //! feature of the `sluice` crate, all on by default. `SourceConfig` and
 //! `SinkConfig` stay the one explicit list of types whatever is built; a
 //! type whose feature is off parses into [`Disabled`], and checking the file
@@ -31,6 +31,9 @@ pub const BUILT: &[(&str, bool)] = &[
     ("object-store", cfg!(feature = "object-store")),
     ("parquet", cfg!(feature = "parquet")),
     ("http-sink", cfg!(feature = "http-sink")),
+    ("zeromq", cfg!(feature = "zeromq")),
+    ("mqtt", cfg!(feature = "mqtt")),
+    ("nats", cfg!(feature = "nats")),
 ];
 
 #[cfg(test)]
@@ -53,10 +56,27 @@ mod tests {
     #[test]
     fn a_left_out_connector_is_refused_at_its_table_naming_the_feature() {
         let cases = [
-            ("kafka", "type = \"kafka\"\nbrokers = \"h:9092\"\ntopic = \"t\""),
-            ("elasticsearch", "type = \"elasticsearch\"\nurl = \"http://h:9200\"\nindex = \"i\""),
-            ("object-store", "type = \"object-store\"\nurl = \"s3://b/p\""),
+            (
+                "kafka",
+                "type = \"kafka\"\nbrokers = \"h:9092\"\ntopic = \"t\"",
+            ),
+            (
+                "elasticsearch",
+                "type = \"elasticsearch\"\nurl = \"http://h:9200\"\nindex = \"i\"",
+            ),
+            (
+                "object-store",
+                "type = \"object-store\"\nurl = \"s3://b/p\"",
+            ),
             ("http-sink", "type = \"http\"\nurl = \"http://h/in\""),
+            (
+                "mqtt",
+                "type = \"mqtt\"\nurl = \"mqtt://h:1883\"\ntopic = \"a\"",
+            ),
+            (
+                "nats",
+                "type = \"nats\"\nurl = \"nats://h:4222\"\nsubject = \"a\"",
+            ),
         ];
         for (feature, sink) in cases {
             let built = super::BUILT.iter().any(|(f, on)| *f == feature && *on);

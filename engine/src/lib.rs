@@ -16,6 +16,10 @@ pub mod delivery;
 pub mod failpoint;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod pipeline;
 pub mod plugin;
 pub mod quota;

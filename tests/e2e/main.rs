@@ -8,6 +8,7 @@ mod support;
 mod backpressure;
 mod compile_cache;
 mod config_errors;
+mod connectors;
 mod containment;
 mod elasticsearch;
 mod example_plugins;

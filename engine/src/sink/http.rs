@@ -178,14 +178,7 @@ impl HttpSink {
             per: c.per,
             body: c.format,
             headers,
-            dead_letter: DeadLetter {
-                dir: c.dead_letter.clone().unwrap_or_else(|| {
-                    PathBuf::from("dead-letter")
-                        .join(cx.pipeline)
-                        .join(format!("sink-{}", cx.index))
-                }),
-                budget: cx.dead_letter_budget.clone(),
-            },
+            dead_letter: cx.dead_letter.clone(),
             origin: format!("{}\0{}", cx.pipeline, cx.index),
         })
     }

@@ -12,7 +12,15 @@ pub mod format;
 mod http;
 #[cfg(feature = "kafka")]
 mod kafka;
-#[cfg(any(feature = "elasticsearch", feature = "http-sink", feature = "object-store"))]
+#[cfg(feature = "mqtt")]
+mod mqtt;
+#[cfg(feature = "nats")]
+mod nats;
+#[cfg(any(
+    feature = "elasticsearch",
+    feature = "http-sink",
+    feature = "object-store"
+))]
 mod net;
 #[cfg(feature = "object-store")]
 mod object_store;
@@ -24,9 +32,9 @@ use serde::Deserialize;
 
 pub use console::{ConsoleConfig, ConsoleSink};
 pub use directory::{DirectoryConfig, DirectorySink};
-pub use format::Format;
 #[cfg(feature = "elasticsearch")]
 pub use elasticsearch::{ElasticsearchConfig, ElasticsearchSink};
+pub use format::Format;
 #[cfg(feature = "http-sink")]
 pub use http::{HttpSink, HttpSinkConfig};
 #[cfg(feature = "kafka")]
@@ -47,8 +55,19 @@ pub type KafkaSinkConfig = crate::connector::Disabled;
 #[cfg(not(feature = "object-store"))]
 pub type ObjectStoreConfig = crate::connector::Disabled;
 
+#[cfg(feature = "mqtt")]
+pub use mqtt::{MqttSink, MqttSinkConfig};
+#[cfg(feature = "nats")]
+pub use nats::{NatsSink, NatsSinkConfig};
+/// A left-out connector's settings (see [`crate::connector`]).
+#[cfg(not(feature = "mqtt"))]
+pub type MqttSinkConfig = crate::connector::Disabled;
+/// A left-out connector's settings (see [`crate::connector`]).
+#[cfg(not(feature = "nats"))]
+pub type NatsSinkConfig = crate::connector::Disabled;
+
 use crate::batch::{Records, SourcePosition};
-use crate::quota::ByteMeter;
+use crate::stage::DeadLetter;
 
 /// Which batch a sink is writing.
 #[derive(Debug, Clone, Copy)]
@@ -139,6 +158,10 @@ pub enum SinkConfig {
     ObjectStore(ObjectStoreConfig),
     /// POSTs to an HTTP endpoint (feature `http-sink`).
     Http(HttpSinkConfig),
+    /// Messages to an MQTT broker (feature `mqtt`).
+    Mqtt(MqttSinkConfig),
+    /// Messages to NATS subjects, core or JetStream (feature `nats`).
+    Nats(NatsSinkConfig),
 }
 
 /// `type = "null"`: no settings.
@@ -158,6 +181,10 @@ impl SinkConfig {
             SinkConfig::ObjectStore(_) => Some(("object-store", "object-store")),
             #[cfg(not(feature = "http-sink"))]
             SinkConfig::Http(_) => Some(("http", "http-sink")),
+            #[cfg(not(feature = "mqtt"))]
+            SinkConfig::Mqtt(_) => Some(("mqtt", "mqtt")),
+            #[cfg(not(feature = "nats"))]
+            SinkConfig::Nats(_) => Some(("nats", "nats")),
             _ => None,
         }
     }
@@ -179,6 +206,10 @@ impl SinkConfig {
             SinkConfig::ObjectStore(c) => c.validate(),
             #[cfg(feature = "http-sink")]
             SinkConfig::Http(c) => c.validate(),
+            #[cfg(feature = "mqtt")]
+            SinkConfig::Mqtt(c) => c.validate(),
+            #[cfg(feature = "nats")]
+            SinkConfig::Nats(c) => c.validate(),
             _ => Ok(()),
         }
     }
@@ -200,6 +231,13 @@ impl SinkConfig {
                 "what an `http` sink POSTed cannot be taken back, and a receiver may not \
                  recognise a repeat",
             ),
+            SinkConfig::Mqtt(_) => {
+                Some("an `mqtt` sink cannot take back what it published (MQTT has no transactions)")
+            }
+            #[cfg(feature = "nats")]
+            SinkConfig::Nats(c) => c.cannot_hold_back(),
+            #[cfg(not(feature = "nats"))]
+            SinkConfig::Nats(_) => None,
         }
     }
 
@@ -212,6 +250,8 @@ impl SinkConfig {
                 | SinkConfig::Elasticsearch(_)
                 | SinkConfig::ObjectStore(_)
                 | SinkConfig::Http(_)
+                | SinkConfig::Mqtt(_)
+                | SinkConfig::Nats(_)
         )
     }
 
@@ -221,8 +261,15 @@ impl SinkConfig {
         &mut self,
         resolve: impl Fn(&Path) -> Result<PathBuf, String>,
     ) -> Result<(), String> {
-        if let SinkConfig::Directory(c) = self {
-            c.path = resolve(&c.path).map_err(|m| format!("directory sink `path`: {m}"))?;
+        match self {
+            SinkConfig::Directory(c) => {
+                c.path = resolve(&c.path).map_err(|m| format!("directory sink `path`: {m}"))?;
+            }
+            #[cfg(feature = "mqtt")]
+            SinkConfig::Mqtt(c) => c.resolve_paths(resolve)?,
+            #[cfg(feature = "nats")]
+            SinkConfig::Nats(c) => c.resolve_paths(resolve)?,
+            _ => {}
         }
         Ok(())
     }
@@ -272,6 +319,17 @@ impl SinkConfig {
             SinkConfig::ObjectStore(c) => Box::new(ObjectStoreSink::new(c, cx)?),
             #[cfg(feature = "http-sink")]
             SinkConfig::Http(c) => Box::new(HttpSink::new(c, cx)?),
+            #[cfg(feature = "mqtt")]
+            SinkConfig::Mqtt(c) => {
+                Box::new(c.build(cx.pipeline, cx.index, cx.dead_letter.clone())?)
+            }
+            #[cfg(feature = "nats")]
+            SinkConfig::Nats(c) => Box::new(c.build(
+                cx.pipeline,
+                cx.index,
+                cx.exactly_once,
+                cx.dead_letter.clone(),
+            )?),
             #[allow(unreachable_patterns)]
             other => {
                 let (type_name, feature) = other.missing_feature().unwrap_or(("?", "?"));
@@ -294,9 +352,10 @@ pub struct SinkContext<'a> {
     /// Whether delivery is exactly-once (the sink then holds each batch
     /// back until its checkpoint).
     pub exactly_once: bool,
-    /// The bytes dead letters may take, shared with the tenant's other
-    /// pipelines (`sluice serve`), for sinks that dead-letter records.
-    pub dead_letter_budget: Option<std::sync::Arc<ByteMeter>>,
+    /// Where records the sink's server refuses go (with the reason): the
+    /// sink's `dead_letter` folder, or `dead-letter/<pipeline>/sink-<index>`,
+    /// under the tenant's dead-letter budget when hosted.
+    pub dead_letter: &'a DeadLetter,
 }
 
 struct NullSink;

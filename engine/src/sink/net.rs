@@ -48,7 +48,10 @@ impl Connection {
         if self.api_key_env.is_some() && self.username.is_some() {
             return Err("use either `username`/`password_env` or `api_key_env`, not both".into());
         }
-        for name in [&self.password_env, &self.api_key_env].into_iter().flatten() {
+        for name in [&self.password_env, &self.api_key_env]
+            .into_iter()
+            .flatten()
+        {
             if name.is_empty() || name.contains('=') {
                 return Err(format!(
                     "`{name}` is not an environment variable's name (the `*_env` keys name a \
@@ -97,7 +100,9 @@ impl Client {
         };
         let env = |name: &str| {
             std::env::var(name).map_err(|_| {
-                error(format!("environment variable `{name}` (named in the pipeline) is not set"))
+                error(format!(
+                    "environment variable `{name}` (named in the pipeline) is not set"
+                ))
             })
         };
         let auth = match (&c.username, &c.password_env, &c.api_key_env) {
@@ -151,7 +156,11 @@ impl Client {
     }
 
     /// Adds the credentials to a request.
-    pub fn authorize(&self, request: reqwest::RequestBuilder, key_scheme: &str) -> reqwest::RequestBuilder {
+    pub fn authorize(
+        &self,
+        request: reqwest::RequestBuilder,
+        key_scheme: &str,
+    ) -> reqwest::RequestBuilder {
         match &self.auth {
             Auth::None => request,
             Auth::Basic(user, password) => request.basic_auth(user, password.as_deref()),

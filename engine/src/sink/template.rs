@@ -47,9 +47,7 @@ impl Template {
                 Some('H') => Part::Hour,
                 Some('M') => Part::Minute,
                 Some(other) => {
-                    return Err(format!(
-                        "`{text}`: unknown field `%{other}`; use {FIELDS}"
-                    ));
+                    return Err(format!("`{text}`: unknown field `%{other}`; use {FIELDS}"));
                 }
                 None => return Err(format!("`{text}`: ends in a lone `%`; use {FIELDS}")),
             };

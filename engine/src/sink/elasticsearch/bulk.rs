@@ -164,7 +164,11 @@ mod tests {
             )
         );
         assert!(matches!(&items[2], Item::Retry(r) if r.contains("queue full")));
-        assert!(parse_response(body, 2).unwrap_err().contains("3 items for 2 sent"));
+        assert!(
+            parse_response(body, 2)
+                .unwrap_err()
+                .contains("3 items for 2 sent")
+        );
         assert!(parse_response(b"<html>", 1).is_err());
     }
 }

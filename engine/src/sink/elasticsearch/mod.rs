@@ -158,7 +158,9 @@ impl ElasticsearchConfig {
             return Err("elasticsearch sink: `url` lists no node".into());
         }
         for node in &nodes {
-            let ok = node.strip_prefix("http://").or_else(|| node.strip_prefix("https://"));
+            let ok = node
+                .strip_prefix("http://")
+                .or_else(|| node.strip_prefix("https://"));
             if ok.is_none_or(|rest| rest.is_empty() || rest.starts_with('/')) {
                 return Err(format!(
                     "elasticsearch sink: invalid `url` `{node}`: expected http://host:port or https://host:port"
@@ -239,12 +241,7 @@ impl ElasticsearchSink {
         let who = format!("elasticsearch {}", nodes.join(","));
         let client = Client::new(&c.connection(), who)?;
         let index = Template::parse(&c.index).map_err(|e| client.error(e))?;
-        let dead_letter = DeadLetter {
-            dir: c.dead_letter.clone().unwrap_or_else(|| {
-                PathBuf::from("dead-letter").join(cx.pipeline).join(format!("sink-{}", cx.index))
-            }),
-            budget: cx.dead_letter_budget.clone(),
-        };
+        let dead_letter = cx.dead_letter.clone();
         Ok(ElasticsearchSink {
             client,
             nodes,
@@ -277,7 +274,13 @@ impl ElasticsearchSink {
     /// Sends `records` under ids `<base>-<place>`, retrying as needed;
     /// dead-letters what the server refuses for good. `batch` and `time`
     /// name the dead-letter file.
-    fn send(&mut self, records: &Records, base: &str, batch: u64, time: u64) -> Result<(), SinkError> {
+    fn send(
+        &mut self,
+        records: &Records,
+        base: &str,
+        batch: u64,
+        time: u64,
+    ) -> Result<(), SinkError> {
         let mut rejected: Vec<(usize, String)> = Vec::new();
         // Index names, worked out once per batch when they do not vary.
         let fixed = (!self.index.uses_time()).then(|| self.index.render(0));
@@ -492,9 +495,20 @@ mod tests {
 
     #[test]
     fn batch_identity_depends_on_positions_only_when_there_are_some() {
-        let p = |s: &str| vec![SourcePosition { source: 0, position: s.into() }];
-        assert_eq!(batch_identity(&p("a:1"), 1, 2), batch_identity(&p("a:1"), 9, 7));
-        assert_ne!(batch_identity(&p("a:1"), 1, 2), batch_identity(&p("a:2"), 1, 2));
+        let p = |s: &str| {
+            vec![SourcePosition {
+                source: 0,
+                position: s.into(),
+            }]
+        };
+        assert_eq!(
+            batch_identity(&p("a:1"), 1, 2),
+            batch_identity(&p("a:1"), 9, 7)
+        );
+        assert_ne!(
+            batch_identity(&p("a:1"), 1, 2),
+            batch_identity(&p("a:2"), 1, 2)
+        );
         assert_ne!(batch_identity(&[], 1, 2), batch_identity(&[], 1, 3));
     }
 }

@@ -115,7 +115,10 @@ impl ObjectStoreConfig {
         })?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
-            return Err(format!("object-store sink: `url` `{}` names no bucket", self.url));
+            return Err(format!(
+                "object-store sink: `url` `{}` names no bucket",
+                self.url
+            ));
         }
         Ok((bucket.to_string(), prefix.trim_matches('/').to_string()))
     }
@@ -123,9 +126,11 @@ impl ObjectStoreConfig {
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), String> {
         if self.format == ObjectFormat::Parquet && !cfg!(feature = "parquet") {
-            return Err("object-store sink: `format = \"parquet\"`: this sluice was built without \
+            return Err(
+                "object-store sink: `format = \"parquet\"`: this sluice was built without \
                         the `parquet` feature; build with `--features parquet`"
-                .into());
+                    .into(),
+            );
         }
         let (_, prefix) = self.bucket_prefix()?;
         if prefix.split('/').any(|p| p == "." || p == "..") {
@@ -178,12 +183,16 @@ impl ObjectStoreSink {
         };
         let (bucket, prefix) = c.bucket_prefix().map_err(error)?;
         let mut builder = AmazonS3Builder::from_env().with_bucket_name(&bucket);
-        if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
+        if std::env::var_os("AWS_REGION").is_none()
+            && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+        {
             builder = builder.with_region(c.region.as_deref().unwrap_or("us-east-1"));
         } else if let Some(region) = &c.region {
             builder = builder.with_region(region);
         }
-        let timeout = c.timeout.map_or(std::time::Duration::from_secs(30), |t| t.0);
+        let timeout = c
+            .timeout
+            .map_or(std::time::Duration::from_secs(30), |t| t.0);
         let mut options = ClientOptions::new().with_timeout(timeout);
         if let Some(endpoint) = &c.endpoint {
             builder = builder.with_endpoint(endpoint);
@@ -238,7 +247,10 @@ impl ObjectStoreSink {
             ObjectFormat::Text => "txt",
             ObjectFormat::Parquet => "parquet",
         };
-        let name = format!("{}-{}-{:06}.{extension}", batch.pipeline, batch.time_ms, batch.id);
+        let name = format!(
+            "{}-{}-{:06}.{extension}",
+            batch.pipeline, batch.time_ms, batch.id
+        );
         match &self.partition {
             Some(t) => format!("{}/{name}", t.render(batch.time_ms).trim_matches('/')),
             None => name,
@@ -258,7 +270,9 @@ impl ObjectStoreSink {
     fn retry<T>(
         &self,
         what: &str,
-        op: impl Fn(Arc<dyn ObjectStore>) -> futures_util::future::BoxFuture<'static, object_store::Result<T>>,
+        op: impl Fn(
+            Arc<dyn ObjectStore>,
+        ) -> futures_util::future::BoxFuture<'static, object_store::Result<T>>,
     ) -> Result<T, SinkError> {
         retry(&self.who, self.give_up_after, what, || {
             match self.runtime.block_on(op(self.store.clone())) {
@@ -384,7 +398,10 @@ impl Sink for ObjectStoreSink {
         };
         let relative = self.relative_name(&batch);
         failpoint::reached(Point::Renaming);
-        self.publish(&self.staged_name(checkpoint, &relative), &self.under_prefix(&relative))
+        self.publish(
+            &self.staged_name(checkpoint, &relative),
+            &self.under_prefix(&relative),
+        )
     }
 
     fn recover(&mut self, checkpoint: u64, _: Option<Records>) -> Result<(), SinkError> {
@@ -398,7 +415,10 @@ impl Sink for ObjectStoreSink {
                 .and_then(|rest| rest.split_once('/'))
                 .and_then(|(n, rel)| Some((n.parse::<u64>().ok()?, rel.to_string())))
             else {
-                tracing::warn!("{}: {name} is in the staging folder but not named as the engine names staged objects; left alone", self.who);
+                tracing::warn!(
+                    "{}: {name} is in the staging folder but not named as the engine names staged objects; left alone",
+                    self.who
+                );
                 continue;
             };
             if number <= checkpoint {

@@ -34,7 +34,8 @@ pub fn encode(records: &Records) -> Result<Vec<u8>, String> {
             .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")))
             .build(),
     );
-    let text = |bytes: &[u8]| ByteArray::from(String::from_utf8_lossy(bytes).into_owned().into_bytes());
+    let text =
+        |bytes: &[u8]| ByteArray::from(String::from_utf8_lossy(bytes).into_owned().into_bytes());
     let mut keys = Vec::new();
     let mut key_levels = Vec::with_capacity(records.len());
     let mut values = Vec::with_capacity(records.len());
@@ -60,8 +61,14 @@ pub fn encode(records: &Records) -> Result<Vec<u8>, String> {
                 .typed::<ByteArrayType>()
                 .write_batch(&keys, Some(&key_levels), None)
                 .map(drop),
-            1 => col.typed::<ByteArrayType>().write_batch(&values, None, None).map(drop),
-            _ => col.typed::<Int64Type>().write_batch(&times, None, None).map(drop),
+            1 => col
+                .typed::<ByteArrayType>()
+                .write_batch(&values, None, None)
+                .map(drop),
+            _ => col
+                .typed::<Int64Type>()
+                .write_batch(&times, None, None)
+                .map(drop),
         }
         .map_err(error)?;
         col.close().map_err(error)?;
@@ -95,8 +102,17 @@ mod tests {
             .collect();
         assert_eq!(rows[0][0], ("key".into(), Field::Str("river".into())));
         assert_eq!(rows[0][1], ("value".into(), Field::Str("3".into())));
-        assert_eq!(rows[0][2], ("timestamp".into(), Field::TimestampMillis(1_700_000_000_000)));
+        assert_eq!(
+            rows[0][2],
+            (
+                "timestamp".into(),
+                Field::TimestampMillis(1_700_000_000_000)
+            )
+        );
         assert_eq!(rows[1][0], ("key".into(), Field::Null));
-        assert_eq!(rows[1][1], ("value".into(), Field::Str("no key \u{fffd}".into())));
+        assert_eq!(
+            rows[1][1],
+            ("value".into(), Field::Str("no key \u{fffd}".into()))
+        );
     }
 }
