@@ -109,7 +109,7 @@ fn load(brokers: &str, topic: &str, partitions: i32, lines: u64) {
     let mut maker = LineMaker::new(1, WORDS_PER_LINE);
     for i in 0..lines {
         let line = maker.next_line().to_string();
-        let mut record = BaseRecord::to(topic)
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
             .payload(line.as_bytes())
             .partition((i % partitions as u64) as i32);
         loop {

@@ -127,6 +127,7 @@ pub enum Delivery {
 }
 
 /// Consumer properties `tasks = "per-partition"` sets itself, and why.
+#[cfg(feature = "kafka")]
 const PER_PARTITION_OWNED: &[(&str, &str)] = &[(
     "partition.assignment.strategy",
     "is cooperative-sticky with `tasks = \"per-partition\"`, so a rebalance stops only the \
@@ -425,6 +426,11 @@ impl PipelineFile {
                     ),
                 ));
             }
+            // Without the `kafka` feature its settings are not parsed, and
+            // the source itself was refused already.
+            #[cfg(not(feature = "kafka"))]
+            let _ = kafka;
+            #[cfg(feature = "kafka")]
             for (property, why) in PER_PARTITION_OWNED {
                 if kafka.options.contains_key(*property) {
                     return Err(self.error_at(
@@ -433,6 +439,7 @@ impl PipelineFile {
                     ));
                 }
             }
+            #[cfg(feature = "kafka")]
             if kafka.topics.len() != 1 || kafka.topics[0].starts_with('^') {
                 return Err(self.error_at(
                     source.span(),

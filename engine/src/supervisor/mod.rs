@@ -16,7 +16,9 @@ use crate::config::PipelineSpec;
 use crate::pipeline::{BuildError, Pipeline, PooledRun, Pools, RunSummary};
 use crate::plugin::PluginHost;
 use crate::reload::StageEntry;
-use crate::tasks::{Partitioned, TaskBoard};
+use crate::tasks::TaskBoard;
+#[cfg(feature = "kafka")]
+use crate::tasks::Partitioned;
 use crate::telemetry::PipelineMetrics;
 
 /// A pipeline's identity in a process: its tenant (under `sluice serve`)
@@ -120,17 +122,20 @@ pub enum Runnable {
     /// One chain of stages.
     Chain(Pipeline),
     /// Tasks per partition.
+    #[cfg(feature = "kafka")]
     Tasks(Partitioned),
 }
 
 impl Runnable {
     /// Builds `spec` as it asks to run.
     pub fn build(spec: &PipelineSpec, host: &Arc<PluginHost>) -> Result<Self, BuildError> {
+        // Without the `kafka` feature the config checks refuse a Kafka
+        // source, and so `tasks = "per-partition"`.
+        #[cfg(feature = "kafka")]
         if spec.per_partition() {
-            Ok(Runnable::Tasks(Partitioned::build(spec, host.clone())?))
-        } else {
-            Ok(Runnable::Chain(Pipeline::build(spec, host)?))
+            return Ok(Runnable::Tasks(Partitioned::build(spec, host.clone())?));
         }
+        Ok(Runnable::Chain(Pipeline::build(spec, host)?))
     }
 
     /// Its stages, for hot reload and status (a partitioned pipeline's
@@ -138,6 +143,7 @@ impl Runnable {
     pub fn stage_entries(&self) -> Vec<StageEntry> {
         match self {
             Runnable::Chain(pipeline) => pipeline.stage_entries(),
+            #[cfg(feature = "kafka")]
             Runnable::Tasks(_) => Vec::new(),
         }
     }
@@ -145,6 +151,7 @@ impl Runnable {
     fn metrics(&self) -> Arc<PipelineMetrics> {
         match self {
             Runnable::Chain(pipeline) => pipeline.metrics(),
+            #[cfg(feature = "kafka")]
             Runnable::Tasks(tasks) => tasks.metrics(),
         }
     }
@@ -260,6 +267,7 @@ impl Supervisor {
         let stages = pipeline.stage_entries();
         let metrics = pipeline.metrics();
         let tasks = match &pipeline {
+            #[cfg(feature = "kafka")]
             Runnable::Tasks(tasks) => Some(tasks.board()),
             Runnable::Chain(_) => None,
         };
@@ -306,6 +314,7 @@ impl Supervisor {
                 key.tenant.as_deref(),
                 Box::new(move |result| finish(result.map_err(|e| e.to_string()))),
             )),
+            #[cfg(feature = "kafka")]
             (Runnable::Tasks(tasks), executor) => {
                 // The group member's loop has a thread of its own; its tasks
                 // run on threads or on the pools like any pipeline.

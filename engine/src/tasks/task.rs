@@ -23,6 +23,7 @@ use crate::pipeline::{
 use crate::plugin::PluginHost;
 use crate::sink::{Sink, SinkContext};
 use crate::source::{Emitter, Source, SourceTask};
+use crate::stage::DeadLetter;
 use crate::state::{StateError, StateStore};
 use crate::supervisor::Executor;
 use crate::telemetry::PipelineMetrics;
@@ -145,6 +146,9 @@ fn task_spec(cx: &TaskContext, part: usize, partition: i32) -> PipelineSpec {
     for stage in &mut spec.stages {
         stage.spec.dead_letter = stage.spec.dead_letter.join(&name);
     }
+    for sink in &mut spec.sinks {
+        sink.dead_letter = sink.dead_letter.join(&name);
+    }
     spec.name = name;
     spec
 }
@@ -228,10 +232,15 @@ fn sinks(
             .iter()
             .enumerate()
             .map(|(index, s)| {
+                let dead_letter = DeadLetter {
+                    dir: s.dead_letter.clone(),
+                    budget: spec.dead_letter_budget.clone(),
+                };
                 s.value.build(&SinkContext {
                     pipeline: &spec.name,
                     index,
                     exactly_once: spec.exactly_once(),
+                    dead_letter: &dead_letter,
                 })
             })
             .collect::<Result<Vec<_>, _>>()

@@ -3,6 +3,7 @@
 //! tenant beside a well-behaved one, TLS, and the OpenAPI document checked
 //! against what the server does.
 
+mod cli;
 mod hostile;
 mod openapi;
 mod quotas;

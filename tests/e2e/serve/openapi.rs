@@ -217,10 +217,16 @@ fn every_documented_request_and_status_happens_and_nothing_else() {
         ("POST", ingest, text, b"x\n"),
         ("GET", "/v1/pipelines/wc/dead-letters", None, b""),
     ];
+    // One call a second: the bucket cannot refill between `exhaust` and the
+    // call that must be refused, however slow the machine.
+    let slow = server.json(a, "PATCH", "/v1/tenants/tour", &json!({"quotas": {"api_rate": 1}}));
+    assert_eq!(slow.status, 200);
     for (method, path, ct, payload) in tenant_calls {
         exhaust(&server, &t);
         assert_eq!(server.call(tk, method, path, ct, payload).status, 429, "{method} {path}");
     }
+    let back = server.json(a, "PATCH", "/v1/tenants/tour", &json!({"quotas": {"api_rate": 200}}));
+    assert_eq!(back.status, 200);
     std::thread::sleep(std::time::Duration::from_millis(1100));
     assert_eq!(server.call(tk, "DELETE", "/v1/pipelines/nothing", None, &[]).status, 404);
     assert_eq!(server.call(None, "DELETE", "/v1/pipelines/wc", None, &[]).status, 401);

@@ -34,6 +34,7 @@ pub struct Server {
     pub child: Option<Child>,
     pub admin: String,
     extra: Vec<String>,
+    log_filter: Option<String>,
 }
 
 /// An answer: status, headers and body (JSON when it parses).
@@ -48,6 +49,11 @@ pub struct Answer {
 impl Server {
     /// Starts a service with `extra` arguments.
     pub fn start(extra: &[&str]) -> Server {
+        Self::start_logging(extra, None)
+    }
+
+    /// Starts a service with `extra` arguments, logging as `filter` says.
+    pub fn start_logging(extra: &[&str], filter: Option<&str>) -> Server {
         let scratch = Scratch::new();
         let port = free_port();
         let mut server = Server {
@@ -56,6 +62,7 @@ impl Server {
             child: None,
             admin: String::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            log_filter: filter.map(str::to_string),
         };
         server.launch();
         server.admin = std::fs::read_to_string(server.data().join("admin-token"))
@@ -90,9 +97,11 @@ impl Server {
         ];
         args.extend(self.extra.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let child = self
-            .scratch
-            .sluice(&args)
+        let mut command = self.scratch.sluice(&args);
+        if let Some(filter) = &self.log_filter {
+            command.env("RUST_LOG", filter);
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
