@@ -11,6 +11,7 @@ pub mod batch;
 pub mod config;
 pub mod confine;
 pub mod control;
+pub mod dashboard;
 pub mod delivery;
 pub mod failpoint;
 pub mod kafka;

@@ -14,6 +14,7 @@ mod hardening;
 mod hot_reload;
 mod kafka;
 mod languages;
+mod observe;
 mod plugin_files;
 mod plugin_projects;
 mod sandbox;
