@@ -29,6 +29,7 @@ fi
 step "toolchain: C plugins: clang for wasm32-wasi (system packages), wasm-tools and wit-bindgen in plugins/target"
 c_packages=(clang lld wasi-libc libclang-rt-dev-wasm32)
 command -v npm >/dev/null || c_packages+=(nodejs npm) # for the JavaScript plugins, below
+command -v openssl >/dev/null || c_packages+=(openssl) # certificates for the TLS tests
 if ! dpkg -s "${c_packages[@]}" >/dev/null 2>&1; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo

@@ -14,19 +14,25 @@ use sluice::control::client::{Client, Response};
 #[derive(Args, Clone)]
 pub struct Remote {
     /// The service's URL.
-    #[arg(long, env = "SLUICE_SERVER", default_value = "http://127.0.0.1:7070", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_SERVER",
+        default_value = "http://127.0.0.1:7070",
+        value_name = "URL"
+    )]
     pub server: String,
     /// The bearer token (a tenant's, or the admin's for `tenant`
     /// commands). Prefer the environment variable: others can see
     /// command lines.
-    #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(long, global = true, env = "SLUICE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     pub token: Option<String>,
     /// A file holding the token (e.g. the service's `DATA/admin-token`).
-    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    #[arg(long, global = true, value_name = "FILE", conflicts_with = "token")]
     pub token_file: Option<PathBuf>,
     /// The certificates to trust for an `https://` server (PEM) [default:
     /// the system's].
-    #[arg(long, env = "SLUICE_CA_CERT", value_name = "FILE")]
+    #[arg(long, global = true, env = "SLUICE_CA_CERT", value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
 }
 

@@ -13,15 +13,15 @@
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use tokio::runtime::Handle;
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
 
 use super::link::{Receiver, Sender, TryRecv, TrySend, Wake, link};
 use super::pool::{Job, Step, WorkerPool};
-use super::run::{InFlight, deliver, run_stage, summary};
+use super::run::{InFlight, Started, deliver, run_stage, summary};
 use super::{Pipeline, RunError, RunSummary};
 use crate::batch::{Batcher, Cut};
 use crate::delivery::Delivery;
-use crate::source::{Emitter, SourceError};
+use crate::source::SourceError;
 use crate::stage::Stage;
 use crate::telemetry::{PipelineMetrics, Reporter};
 
@@ -89,30 +89,13 @@ impl Pipeline {
         tenant: Option<&str>,
         on_done: OnDone,
     ) -> PooledRun {
-        let (tx, rx) = mpsc::channel(self.queue_capacity);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let stop_tx = Arc::new(stop_tx);
-        let forward = stop_tx.clone();
-        let mut global = shutdown;
-        runtime.spawn(async move {
-            if global.wait_for(|s| *s).await.is_ok() {
-                let _ = forward.send(true);
-            }
-        });
         self.log_start();
-        let mut acks = Vec::new();
-        let tasks: Vec<_> = std::mem::take(&mut self.sources)
-            .into_iter()
-            .enumerate()
-            .map(|(i, source)| {
-                let (ack_tx, ack_rx) = watch::channel(None);
-                acks.push(ack_tx);
-                let emitter = Emitter::new(i, tx.clone(), stop_rx.clone(), ack_rx)
-                    .observed(self.metrics.sources[i].clone());
-                runtime.spawn(source.run(emitter))
-            })
-            .collect();
-        drop(tx);
+        let Started {
+            queue: rx,
+            stop: stop_tx,
+            acks,
+            tasks,
+        } = self.start_sources(runtime, shutdown);
 
         let failure = Failure::default();
         let mut jobs = Vec::new();

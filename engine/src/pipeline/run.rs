@@ -20,7 +20,7 @@ use crate::delivery::Delivery;
 use crate::source::{Emitter, SourceError};
 use crate::stage::Stage;
 use crate::state::{StageState, Writes};
-use crate::telemetry::events::{BatchDone, Finished, Started};
+use crate::telemetry::events::{self, BatchDone, Finished};
 use crate::telemetry::{BatchMetrics, PipelineMetrics, Reporter, StageMetrics};
 
 /// A batch on its way through the stages.
@@ -67,30 +67,39 @@ impl Weighed for InFlight {
     }
 }
 
+/// A pipeline's sources, started.
+pub(super) struct Started {
+    /// Where their chunks come, for the batcher.
+    pub(super) queue: mpsc::Receiver<crate::batch::Chunk>,
+    /// Stops them (set when the shutdown signal comes too).
+    pub(super) stop: Arc<watch::Sender<bool>>,
+    /// Per source, where its acknowledged positions go.
+    pub(super) acks: Vec<watch::Sender<Option<String>>>,
+    /// Their tasks, each ending with the source's outcome.
+    pub(super) tasks: Vec<tokio::task::JoinHandle<Result<(), SourceError>>>,
+}
+
 impl Pipeline {
-    /// Runs until every source has ended (then the last batch is processed
-    /// and the sinks flushed) or `shutdown` turns true (then the sources stop
-    /// reading, and what they had read is processed). Blocks the calling
-    /// thread, which must not be one of `runtime`'s.
-    pub fn run(
-        mut self,
+    /// Starts the sources on `runtime`, each with its emitter into one
+    /// bounded queue; `shutdown` turning true asks them to stop.
+    pub(super) fn start_sources(
+        &mut self,
         runtime: &Handle,
         shutdown: watch::Receiver<bool>,
-    ) -> Result<RunSummary, RunError> {
-        let (tx, rx) = mpsc::channel(self.queue_capacity);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let stop_tx = Arc::new(stop_tx);
-        let forward = stop_tx.clone();
+    ) -> Started {
+        let (tx, queue) = mpsc::channel(self.queue_capacity);
+        let (stop, stop_rx) = watch::channel(false);
+        let stop = Arc::new(stop);
+        let forward = stop.clone();
         let mut global = shutdown;
         runtime.spawn(async move {
             if global.wait_for(|s| *s).await.is_ok() {
                 let _ = forward.send(true);
             }
         });
-        self.log_start();
         // Each source hears which of its positions the sinks acknowledged.
         let mut acks = Vec::new();
-        let tasks: Vec<_> = std::mem::take(&mut self.sources)
+        let tasks = std::mem::take(&mut self.sources)
             .into_iter()
             .enumerate()
             .map(|(i, source)| {
@@ -101,7 +110,30 @@ impl Pipeline {
                 runtime.spawn(source.run(emitter))
             })
             .collect();
-        drop(tx);
+        Started {
+            queue,
+            stop,
+            acks,
+            tasks,
+        }
+    }
+
+    /// Runs until every source has ended (then the last batch is processed
+    /// and the sinks flushed) or `shutdown` turns true (then the sources stop
+    /// reading, and what they had read is processed). Blocks the calling
+    /// thread, which must not be one of `runtime`'s.
+    pub fn run(
+        mut self,
+        runtime: &Handle,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<RunSummary, RunError> {
+        self.log_start();
+        let Started {
+            queue: rx,
+            stop: stop_tx,
+            acks,
+            tasks,
+        } = self.start_sources(runtime, shutdown);
 
         // The sink thread at the end of the chain, then the stages backwards.
         let (sink_tx, sink_rx) = link::<InFlight>();
@@ -191,7 +223,7 @@ impl Pipeline {
             .iter()
             .map(|s| format!("{} ({})", s.name(), s.plugin().label()))
             .collect();
-        Started {
+        events::Started {
             labels: &self.metrics.labels,
             interval: self.interval,
             sources: &sources,

@@ -67,6 +67,9 @@ pub enum ServiceError {
     /// Already there.
     #[error("{0}")]
     Conflict(String),
+    /// Not taking this now (a stopped pipeline's ingest).
+    #[error("{0}")]
+    Unavailable(String),
     /// The service could not do it (a disk error, say).
     #[error("{0}")]
     Internal(String),
@@ -86,6 +89,8 @@ fn internal(what: &str) -> impl Fn(std::io::Error) -> ServiceError + '_ {
 pub struct Meters {
     /// Records ingested per second.
     pub ingest: RateMeter,
+    /// Its API call rate, from its quotas.
+    pub api_rate: std::sync::atomic::AtomicU64,
     /// API calls per second.
     pub api: RateMeter,
     /// Dead-letter bytes kept.
@@ -93,9 +98,6 @@ pub struct Meters {
     /// One plugin compiled at a time per tenant.
     pub compiles: tokio::sync::Semaphore,
 }
-
-/// API calls a tenant may make per second.
-pub const API_RATE: u64 = 200;
 
 /// The service.
 pub struct Service {
@@ -249,6 +251,7 @@ impl Service {
             .or_insert_with(|| {
                 Arc::new(Meters {
                     ingest: RateMeter::default(),
+                    api_rate: std::sync::atomic::AtomicU64::new(Quotas::default().api_rate),
                     api: RateMeter::default(),
                     dead_letters: Arc::new(ByteMeter::new(
                         "dead_letter_bytes",
@@ -262,9 +265,11 @@ impl Service {
     }
 
     fn apply_quotas(&self, tenant: &str, quotas: &Quotas) {
-        self.meters(tenant)
-            .dead_letters
-            .set_limit(quotas.dead_letter_bytes.0);
+        let meters = self.meters(tenant);
+        meters.dead_letters.set_limit(quotas.dead_letter_bytes.0);
+        meters
+            .api_rate
+            .store(quotas.api_rate, std::sync::atomic::Ordering::Relaxed);
         self.pools
             .stages
             .set_share(Some(tenant), quotas.cpu_share as usize);

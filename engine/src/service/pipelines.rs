@@ -297,11 +297,23 @@ impl Service {
         };
         let metrics = info.as_ref().map(|i| {
             let t = i.metrics.totals();
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+            let delays = |q: f64| {
+                i.metrics.delay_quantile(q).map(|[scheduling, total, latency]| {
+                    serde_json::json!({
+                        "scheduling_ms": ms(scheduling),
+                        "total_ms": ms(total),
+                        "latency_ms": ms(latency),
+                    })
+                })
+            };
             serde_json::json!({
                 "batches": t.batches,
                 "records_in": t.records_in,
                 "records_out": t.records_out,
                 "dead_letters": t.failed,
+                "p50": delays(0.5),
+                "p99": delays(0.99),
             })
         });
         serde_json::json!({
@@ -385,23 +397,41 @@ impl Service {
         content_type: Option<&str>,
         body: &[u8],
     ) -> Result<Result<usize, IngestError>, ServiceError> {
-        self.record(tenant, pipeline)?;
+        self.ingest_limit(tenant, pipeline)?;
         let point = self
             .ingest
             .get(&format!("{tenant}/{pipeline}"))
             .ok_or_else(|| {
-                ServiceError::NotFound(format!(
-                    "pipeline `{pipeline}` has no running `http` source"
-                ))
+                ServiceError::Unavailable(format!("pipeline `{pipeline}` is stopping"))
             })?;
         Ok(point.take(content_type, body))
     }
 
-    /// Largest ingest body the pipeline's `http` source takes.
-    pub fn ingest_limit(&self, tenant: &str, pipeline: &str) -> Option<usize> {
-        self.ingest
-            .get(&format!("{tenant}/{pipeline}"))
-            .map(|i| i.max_body())
+    /// Largest ingest body the pipeline's running `http` source takes:
+    /// not found when the tenant has no such pipeline or it has no `http`
+    /// source, unavailable when it is not running.
+    pub fn ingest_limit(&self, tenant: &str, pipeline: &str) -> Result<usize, ServiceError> {
+        let record = self.record(tenant, pipeline)?;
+        if let Some(point) = self.ingest.get(&format!("{tenant}/{pipeline}")) {
+            return Ok(point.max_body());
+        }
+        let has_http = PipelineFile::parse(&file_name(pipeline), record.text)
+            .map(|f| {
+                f.config
+                    .sources
+                    .iter()
+                    .any(|s| matches!(s.get_ref(), crate::source::SourceConfig::Http(_)))
+            })
+            .unwrap_or(false);
+        if has_http {
+            Err(ServiceError::Unavailable(format!(
+                "pipeline `{pipeline}` is not running: start it to send it data"
+            )))
+        } else {
+            Err(ServiceError::NotFound(format!(
+                "pipeline `{pipeline}` has no `http` source"
+            )))
+        }
     }
 
     /// A pipeline's dead-lettered records, newest files last, at most
@@ -442,8 +472,8 @@ impl Service {
         Ok(out)
     }
 
-    /// Stops the pipelines of tenants whose state grew past their quota,
-    /// naming it (run every few seconds).
+    /// Stops the pipelines that keep state of tenants whose state grew past
+    /// their quota, naming it (run every few seconds).
     pub fn enforce_state_quotas(&self) {
         let Ok(tenants) = self.catalog.tenants() else {
             return;
@@ -453,8 +483,11 @@ impl Service {
             if used <= record.quotas.state_bytes.0 {
                 continue;
             }
+            let state = self.tenant_dir(&tenant).join("state");
             for info in self.supervisor.pipelines(Some(&tenant)) {
-                if matches!(info.state, RunState::Running) {
+                // Pipelines that keep state are the ones that grow it.
+                let keeps = state.join(format!("{}.redb", info.key.name)).exists();
+                if keeps && matches!(info.state, RunState::Running) {
                     let reason = format!(
                         "stopped: quota `state_bytes` of {} exceeded ({} of state)",
                         record.quotas.state_bytes,

@@ -34,6 +34,9 @@ pub struct Quotas {
     /// fails its pipeline, naming the quota, instead of being dropped.
     /// Default `256MiB`.
     pub dead_letter_bytes: ByteSize,
+    /// API calls per second; more are answered `429` with `Retry-After`.
+    /// Default 200.
+    pub api_rate: u64,
 }
 
 impl Default for Quotas {
@@ -47,6 +50,7 @@ impl Default for Quotas {
             ingest_rate: 100_000,
             state_bytes: ByteSize(1 << 30),
             dead_letter_bytes: ByteSize(256 << 20),
+            api_rate: 200,
         }
     }
 }
@@ -59,6 +63,9 @@ impl Quotas {
         }
         if self.ingest_rate == 0 {
             return Err("quota `ingest_rate` must be at least 1".into());
+        }
+        if self.api_rate == 0 {
+            return Err("quota `api_rate` must be at least 1".into());
         }
         Ok(())
     }

@@ -102,7 +102,9 @@ pub struct Delays {
 
 impl Default for Delays {
     fn default() -> Self {
-        // 1 µs to 1 hour.
+        // 1 µs to 1 hour, 2 significant digits (1 %): about 25 KB each,
+        // against about 190 KB with 3 digits, which a service hosting a
+        // thousand pipelines would pay three times over for each.
         let h = || Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds");
         Delays {
             scheduling: h(),

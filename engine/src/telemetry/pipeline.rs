@@ -226,6 +226,18 @@ impl PipelineMetrics {
         view.delays.as_ref().map(|d| d.describe())
     }
 
+    /// The `q` quantile (0.5, 0.99…) of the scheduling delay, total delay
+    /// and latency of non-empty batches so far, or `None` before the first.
+    pub fn delay_quantile(&self, q: f64) -> Option<[Duration; 3]> {
+        let view = self.view.lock().unwrap();
+        let d = view.delays.as_ref()?;
+        if d.total.is_empty() {
+            return None;
+        }
+        let at = |h: &hdrhistogram::Histogram<u64>| Duration::from_micros(h.value_at_quantile(q));
+        Some([at(&d.scheduling), at(&d.total), at(&d.latency)])
+    }
+
     /// The state file's size now, if the pipeline keeps one.
     pub fn state_bytes(&self) -> Option<u64> {
         let path = self.state_file.get()?;

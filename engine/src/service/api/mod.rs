@@ -23,7 +23,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 
-use super::{API_RATE, Caller, Service, ServiceError};
+use super::{Caller, Service, ServiceError};
 use crate::control::http::{ApiError, BodyBudget};
 
 /// The OpenAPI document of this API.
@@ -43,6 +43,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ServiceError::Quota(_) => StatusCode::FORBIDDEN,
             ServiceError::Conflict(_) => StatusCode::CONFLICT,
+            ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
@@ -130,9 +131,11 @@ async fn authenticate(State(api): State<Api>, mut request: Request, next: Next) 
         return ApiError::new(StatusCode::UNAUTHORIZED, "the token is not valid").into_response();
     };
     if let Caller::Tenant(tenant) = &caller {
-        if let Err(wait) = api.service.meters(tenant).api.take(1, API_RATE) {
+        let meters = api.service.meters(tenant);
+        let rate = meters.api_rate.load(std::sync::atomic::Ordering::Relaxed);
+        if let Err(wait) = meters.api.take(1, rate) {
             return too_many(
-                format!("rate of {API_RATE} API calls per second reached"),
+                format!("quota `api_rate` of {rate} API calls per second reached"),
                 wait,
             );
         }

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::{Api, BODY_TIME, blocking, json_body, tenant_of, too_many};
 use crate::control::http::ApiError;
-use crate::service::Caller;
+use crate::service::{Caller, Service, ServiceError};
 
 /// Largest pipeline file.
 const MAX_PIPELINE: usize = 1 << 20;
@@ -82,13 +82,7 @@ pub async fn stop(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let tenant = tenant_of(&caller)?.to_string();
-    let service = api.service.clone();
-    let (t, n) = (tenant.clone(), name.clone());
-    blocking(move || service.stop(&t, &n)).await?;
-    let service = api.service.clone();
-    let status = blocking(move || service.status(&tenant, &name)).await?;
-    Ok(axum::Json(status).into_response())
+    then_status(api, &caller, name, |service, tenant, name| service.stop(tenant, name)).await
 }
 
 /// `POST /v1/pipelines/{name}/start`: from its checkpoint.
@@ -97,12 +91,24 @@ pub async fn start(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let tenant = tenant_of(&caller)?.to_string();
+    then_status(api, &caller, name, |service, tenant, name| service.start(tenant, name)).await
+}
+
+/// Does `action` to the caller's pipeline `name`, then answers with its
+/// status.
+async fn then_status(
+    api: Api,
+    caller: &Caller,
+    name: String,
+    action: impl FnOnce(&Service, &str, &str) -> Result<(), ServiceError> + Send + 'static,
+) -> Result<Response, ApiError> {
+    let tenant = tenant_of(caller)?.to_string();
     let service = api.service.clone();
-    let (t, n) = (tenant.clone(), name.clone());
-    blocking(move || service.start(&t, &n)).await?;
-    let service = api.service.clone();
-    let status = blocking(move || service.status(&tenant, &name)).await?;
+    let status = blocking(move || {
+        action(&service, &tenant, &name)?;
+        service.status(&tenant, &name)
+    })
+    .await?;
     Ok(axum::Json(status).into_response())
 }
 
@@ -161,17 +167,7 @@ pub async fn ingest(
     let tenant = tenant_of(&caller)?.to_string();
     let service = api.service.clone();
     let (t, n) = (tenant.clone(), name.clone());
-    let limit = blocking(move || {
-        service.status(&t, &n)?;
-        Ok(service.ingest_limit(&t, &n))
-    })
-    .await?
-    .ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("pipeline `{name}` has no running `http` source"),
-        )
-    })?;
+    let limit = blocking(move || service.ingest_limit(&t, &n)).await?;
     let (bytes, _held) = api.budget.read(body, limit, BODY_TIME).await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)

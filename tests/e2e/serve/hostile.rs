@@ -1,0 +1,109 @@
+//! A hostile tenant — plugins that loop, allocate without bound, trap on
+//! every batch and flood the log, on several pipelines at once, plus a
+//! flood of API calls and connections that send nothing — beside a tenant
+//! running word count: the other tenant's results stay exact and its
+//! batches keep coming, and the service stays up.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::support::*;
+use crate::support::*;
+
+fn hostile_pipeline(name: &str, config: &str, limits: &str) -> String {
+    format!(
+        "name = \"{name}\"\nbatch_interval = \"100ms\"\n[[sources]]\ntype = \"http\"\n\
+         [[stages]]\nname = \"m\"\nplugin = \"misbehave\"\nconfig = {config}\n\
+         on_error = \"dead-letter\"\nretries = 0\n{limits}\n\
+         [[sinks]]\ntype = \"null\"\n"
+    )
+}
+
+#[test]
+fn a_hostile_tenant_neither_slows_nor_breaks_another() {
+    let server = Server::start(&[]);
+    let good = server.tenant("good", json!({}));
+    let evil = server.tenant("evil", json!({}));
+    assert_eq!(server.push(&good, "split", "word_split").status, 201);
+    assert_eq!(server.push(&good, "count", "word_count").status, 201);
+    assert_eq!(server.push(&evil, "misbehave", "misbehave").status, 201);
+    std::fs::create_dir_all(server.files("good").join("in")).unwrap();
+    assert_eq!(server.apply(&good, "wc", &wordcount("wc", "")).status, 201);
+
+    let pipelines = [
+        ("loop", "{ mode = \"loop\", when = \"*\" }", "time_limit = \"500ms\""),
+        ("grow", "{ mode = \"grow\", when = \"*\" }", "memory_limit = \"16MiB\""),
+        ("trap", "{ mode = \"trap\", when = \"*\" }", ""),
+        ("chatty", "{ mode = \"chatty\", when = \"*\" }", ""),
+        ("loop2", "{ mode = \"loop\", when = \"*\" }", "time_limit = \"500ms\""),
+        ("grow2", "{ mode = \"grow\", when = \"*\" }", "memory_limit = \"16MiB\""),
+    ];
+    for (name, config, limits) in pipelines {
+        let answer = server.apply(&evil, name, &hostile_pipeline(name, config, limits));
+        assert_eq!(answer.status, 201, "{name}: {answer:?}");
+    }
+    // The hostile tenant's load: records into every bad pipeline, an API
+    // flood, and connections that never send a request.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for (name, _, _) in pipelines {
+        let (stop, port, token) = (stop.clone(), server.port, evil.clone());
+        threads.push(std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = raw(port, "POST", &format!("/v1/pipelines/{name}/ingest"), Some(&token), Some("text/plain"), b"boom\n");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }));
+    }
+    for _ in 0..2 {
+        let (stop, port, token) = (stop.clone(), server.port, evil.clone());
+        threads.push(std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = raw(port, "GET", "/v1/pipelines", Some(&token), None, b"");
+            }
+        }));
+    }
+    let silent: Vec<TcpStream> = (0..40)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", server.port)).ok())
+        .collect();
+
+    // The good tenant's word count goes on, batch after batch, exactly.
+    let out = server.files("good").join("out");
+    let mut sent = String::new();
+    let mut slowest = Duration::ZERO;
+    for round in 0..15u64 {
+        let text = sample_text(20, 700 + round);
+        let started = Instant::now();
+        let mut partial = sent.clone();
+        partial.push_str(&text);
+        let want = count_words(&partial);
+        server.ingest(&good, "wc", &text);
+        eventually(Duration::from_secs(60), "the good tenant's counts", || counted(&out) == want);
+        slowest = slowest.max(started.elapsed());
+        sent = partial;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    drop(silent);
+    assert_eq!(counted(&out), count_words(&sent));
+    // Bounded: never the hostile plugins' time limits stacked up.
+    assert!(slowest < Duration::from_secs(20), "a round took {slowest:?}");
+    assert_eq!(server.call(None, "GET", "/v1/health", None, &[]).status, 200);
+    // The hostile pipelines were contained: dead letters name what they did.
+    let dead = server.call(Some(&evil), "GET", "/v1/pipelines/loop/dead-letters", None, &[]);
+    assert_eq!(dead.status, 200);
+    let reasons: Vec<&str> = dead.body.as_array().unwrap().iter().filter_map(|r| r["error"].as_str()).collect();
+    assert!(reasons.iter().any(|r| r.contains("time limit")), "{reasons:?}");
+    let dead = server.call(Some(&evil), "GET", "/v1/pipelines/grow/dead-letters", None, &[]);
+    let reasons: Vec<&str> = dead.body.as_array().unwrap().iter().filter_map(|r| r["error"].as_str()).collect();
+    assert!(reasons.iter().any(|r| r.contains("memory limit")), "{reasons:?}");
+    // The good tenant's dead letters are its own: none.
+    let dead = server.call(Some(&good), "GET", "/v1/pipelines/wc/dead-letters", None, &[]);
+    assert_eq!(dead.body, json!([]));
+    let _ = std::io::stdout().flush();
+}
