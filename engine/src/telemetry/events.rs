@@ -268,7 +268,7 @@ impl VersionRejected<'_> {
         s.reloads[1].add(1);
         tracing::warn!(
             tenant = s.labels.tenant.as_deref(), pipeline = %s.labels.pipeline, stage = %s.name,
-            "new version rejected ({}): {}; the running version carries on", self.cause, self.reason
+            "new version rejected ({}): {}; not reloaded, the running version carries on", self.cause, self.reason
         );
         note(s, NoteKind::Rejected, None, format!("rejected ({}): {}", self.cause, self.reason));
     }
