@@ -93,6 +93,67 @@ trap 'kill "$broker_pid" 2>/dev/null || true; rm -f "$results"' EXIT
 export KAFKA_BOOTSTRAP="127.0.0.1:$port" SLUICE_TANSU="$tansu" SLUICE_KAFKA_PYTHON="$PWD/$kafka_env/bin/python"
 echo "tansu $($tansu --version 2>/dev/null || true) on $KAFKA_BOOTSTRAP (pid $broker_pid)"
 
+step "servers: osmem-server (OpenSearch API, in memory) in plugins/target/search; moto's S3 server, boto3 and pyarrow (reads Parquet back) in plugins/target/s3"
+search_env=plugins/target/search
+if ! "$search_env/bin/python" -c 'import osmem_server' 2>/dev/null; then
+  mkdir -p plugins/target
+  python3 -m venv "$search_env"
+  "$search_env/bin/pip" install --quiet osmem-server==0.1.6
+fi
+osmem=$("$search_env/bin/python" -c 'import osmem_server; print(osmem_server.resolve_binary())')
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$osmem" -addr "127.0.0.1:$port" -no-stdin-watch >/dev/null &
+osmem_pid=$!
+export OPENSEARCH_URL="http://127.0.0.1:$port" SLUICE_OSMEM="$osmem"
+s3_env=plugins/target/s3
+if ! "$s3_env/bin/python" -c 'import moto.server, boto3, pyarrow' 2>/dev/null; then
+  mkdir -p plugins/target
+  python3 -m venv "$s3_env"
+  "$s3_env/bin/pip" install --quiet 'moto[server]==5.2.5' boto3==1.44.8 pyarrow==26.0.1
+fi
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$s3_env/bin/moto_server" -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
+moto_pid=$!
+trap 'kill "$broker_pid" "$osmem_pid" "$moto_pid" 2>/dev/null || true; rm -f "$results"' EXIT
+export S3_ENDPOINT="http://127.0.0.1:$port" SLUICE_MOTO="$PWD/$s3_env/bin/moto_server" SLUICE_S3_PYTHON="$PWD/$s3_env/bin/python"
+echo "osmem on $OPENSEARCH_URL (pid $osmem_pid), moto S3 on $S3_ENDPOINT (pid $moto_pid)"
+
+step "servers: mosquitto and nats-server (Debian); pyzmq, paho-mqtt and nats-py in plugins/target/connectors"
+# About 40 s for the two packages and 20-60 s for the Python clients on a
+# fresh machine (engine/benches/README.md, "Connector build and install
+# times").
+connector_packages=(mosquitto nats-server)
+if ! dpkg -s "${connector_packages[@]}" >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${connector_packages[@]}" >/dev/null
+fi
+connectors_env=plugins/target/connectors
+if [ ! -x "$connectors_env/bin/python" ] || ! "$connectors_env/bin/python" -c 'import zmq, paho.mqtt, nats' 2>/dev/null; then
+  mkdir -p plugins/target
+  python3 -m venv "$connectors_env"
+  "$connectors_env/bin/pip" install --quiet pyzmq==27.3.0 paho-mqtt==2.2.0 nats-py==2.16.0
+fi
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+servers_dir=$(mktemp -d)
+mqtt_port=$(free_port)
+# No limit on QoS 1 messages in flight or queued per client: the MQTT
+# source acknowledges after each checkpoint, and mosquitto's default of
+# 20 in flight would cap it at 20 messages per batch (see the README).
+printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 0\nmax_queued_messages 0\nlog_dest none\nuser root\n' \
+  "$mqtt_port" >"$servers_dir/mosquitto.conf"
+/usr/sbin/mosquitto -c "$servers_dir/mosquitto.conf" &
+mosquitto_pid=$!
+nats_port=$(free_port)
+/usr/sbin/nats-server -a 127.0.0.1 -p "$nats_port" -js -sd "$servers_dir/nats" >/dev/null 2>&1 &
+nats_pid=$!
+trap 'kill "$broker_pid" "$osmem_pid" "$moto_pid" "$mosquitto_pid" "$nats_pid" 2>/dev/null || true; rm -rf "$results" "$servers_dir"' EXIT
+export MQTT_URL="mqtt://127.0.0.1:$mqtt_port" NATS_URL="nats://127.0.0.1:$nats_port" \
+  SLUICE_MOSQUITTO=/usr/sbin/mosquitto SLUICE_NATS_SERVER=/usr/sbin/nats-server \
+  SLUICE_CONNECTORS_PYTHON="$PWD/$connectors_env/bin/python"
+echo "mosquitto on $MQTT_URL (pid $mosquitto_pid), nats-server with JetStream on $NATS_URL (pid $nats_pid)"
+
 step "build: sluice (release)"
 cargo build --release --locked --bin sluice
 

@@ -10,11 +10,17 @@
 pub mod batch;
 pub mod config;
 pub mod confine;
+pub mod connector;
 pub mod control;
 pub mod dashboard;
 pub mod delivery;
 pub mod failpoint;
+#[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod pipeline;
 pub mod plugin;
 pub mod quota;

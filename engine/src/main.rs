@@ -180,7 +180,8 @@ enum Command {
         /// Worker threads running plugins [default: one per core].
         #[arg(long, value_name = "N")]
         workers: Option<usize>,
-        /// Let tenants' pipelines reach network peers (Kafka, sockets).
+        /// Let tenants' pipelines reach network peers (Kafka, sockets,
+        /// Elasticsearch, object storage, HTTP endpoints).
         #[arg(long)]
         allow_network: bool,
         /// A stage with no records for this long drops its Wasm instance.

@@ -35,6 +35,7 @@ impl WasiView for WasiHost {
 
 /// Builds the guest workspace (`plugins/Cargo.toml`, wasm32-wasip2) and
 /// returns the folder of `.wasm` files.
+#[allow(dead_code)] // not every benchmark loads the guests
 pub fn guests() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let status = Command::new(env!("CARGO"))
@@ -169,4 +170,28 @@ pub fn native_wordcount(seed: u64, words: u32, lines: u64, batch: u64) -> usize 
         done += n;
     }
     distinct
+}
+
+/// The words a word-count pipeline's directory sink (JSON lines,
+/// `value` = a count) has counted so far, over its complete files.
+#[allow(dead_code)] // the connector benchmarks use it
+pub fn counted_words(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut words = 0;
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for line in text.lines() {
+            let record: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            words += record["value"]
+                .as_str()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    words
 }

@@ -29,6 +29,10 @@ pub struct Located<T> {
     pub value: T,
     /// Where its table starts.
     pub at: Location,
+    /// Where what a source cannot make a record of, or a sink's server
+    /// refuses, is dead-lettered: the pipeline's dead-letter folder, under
+    /// `source-<index>` or `sink-<index>`.
+    pub dead_letter: PathBuf,
 }
 
 /// A stage and where its `plugin` key was written.
@@ -236,16 +240,20 @@ impl PipelineFile {
             .state_dir(c.state_dir.as_deref())
             .map_err(|m| self.error_at(0..0, format!("`state_dir`: {m}")))?;
         let mut sources = Vec::with_capacity(c.sources.len());
-        for source in &c.sources {
+        for (index, source) in c.sources.iter().enumerate() {
             base.check_source(source.get_ref())
                 .map_err(|m| self.error_at(source.span(), m))?;
             let mut value = source.get_ref().clone();
             value
                 .resolve_paths(|p| base.data_path(p))
                 .map_err(|m| self.error_at(source.span(), m))?;
+            let dead_letter = base
+                .dead_letter(&name, &format!("source-{index}"), None)
+                .map_err(|m| self.error_at(source.span(), m))?;
             sources.push(Located {
                 value,
                 at: at(source.span()),
+                dead_letter,
             });
         }
         let mut stages = Vec::with_capacity(c.stages.len());
@@ -272,16 +280,30 @@ impl PipelineFile {
             });
         }
         let mut sinks = Vec::with_capacity(c.sinks.len());
-        for sink in &c.sinks {
+        for (index, sink) in c.sinks.iter().enumerate() {
             base.check_sink(sink.get_ref())
                 .map_err(|m| self.error_at(sink.span(), m))?;
             let mut value = sink.get_ref().clone();
             value
                 .resolve_paths(|p| base.data_path(p))
                 .map_err(|m| self.error_at(sink.span(), m))?;
+            value
+                .resolve_dead_letter(|written| {
+                    base.dead_letter(&name, &format!("sink-{index}"), written)
+                })
+                .map_err(|m| self.error_at(sink.span(), m))?;
+            // The sink's own `dead_letter` folder when it has one, else the
+            // pipeline's `sink-<index>`.
+            let dead_letter = match value.dead_letter_dir() {
+                Some(dir) => dir.to_path_buf(),
+                None => base
+                    .dead_letter(&name, &format!("sink-{index}"), None)
+                    .map_err(|m| self.error_at(sink.span(), m))?,
+            };
             sinks.push(Located {
                 value,
                 at: at(sink.span()),
+                dead_letter,
             });
         }
         Ok(PipelineSpec {

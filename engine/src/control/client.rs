@@ -152,7 +152,9 @@ fn dechunk(mut text: &str) -> String {
     out
 }
 
-fn tls_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+/// A TLS client configuration (rustls on ring) trusting the certificates in
+/// the PEM file `ca`, or the system's. Also the MQTT connectors' TLS.
+pub fn tls_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let file = ca.unwrap_or(Path::new(SYSTEM_CAS));

@@ -180,6 +180,7 @@ impl Delivery {
             // Exactly-once: sinks stage the batch under the number of the
             // checkpoint that will cover it.
             checkpoint: (self.exactly_once && checkpointed).then_some(self.checkpoint.number + 1),
+            positions: &batch.positions,
         };
         let sink_error = |source| DeliveryError::Sink {
             batch: batch.id,

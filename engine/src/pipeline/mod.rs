@@ -267,6 +267,11 @@ pub fn build_sources(spec: &PipelineSpec) -> Result<Vec<Box<dyn Source>>, BuildE
         .map(|(index, s)| {
             let cx = SourceContext {
                 pipeline: &spec.name,
+                index,
+                dead_letter: DeadLetter {
+                    dir: s.dead_letter.clone(),
+                    budget: spec.dead_letter_budget.clone(),
+                },
                 wal_dir: spec.wal_dir(index),
                 ingest: spec
                     .ingest
@@ -306,10 +311,15 @@ impl Pipeline {
             .iter()
             .enumerate()
             .map(|(index, s)| {
+                let dead_letter = DeadLetter {
+                    dir: s.dead_letter.clone(),
+                    budget: spec.dead_letter_budget.clone(),
+                };
                 s.value.build(&SinkContext {
                     pipeline: &spec.name,
                     index,
                     exactly_once: spec.exactly_once(),
+                    dead_letter: &dead_letter,
                 })
             })
             .collect::<Result<Vec<_>, _>>()

@@ -15,6 +15,10 @@ use crate::confine;
 use crate::sink::SinkConfig;
 use crate::source::SourceConfig;
 
+/// Why a network source or sink is refused.
+const NO_NETWORK: &str = "this server does not let pipelines reach network peers (its operator \
+                          can start it with --allow-network)";
+
 /// Finds a tenant's stored plugin: by name, the latest version, or the
 /// version with a digest; returns its file and digest.
 pub type FindPlugin<'a> = dyn Fn(&str, Option<&str>) -> Result<(PathBuf, String), String> + 'a;
@@ -34,7 +38,8 @@ pub struct TenantBase<'a> {
     /// The digest each stage ran before (a restart runs the same version
     /// even if a newer one was pushed under the name since).
     pub pins: &'a BTreeMap<String, String>,
-    /// Whether pipelines may reach network peers (Kafka, sockets).
+    /// Whether pipelines may reach network peers (Kafka, sockets, ZeroMQ,
+    /// MQTT, NATS).
     pub allow_network: bool,
     /// What each stage's plugin resolved to, by stage, for the catalogue.
     pub resolved: Mutex<BTreeMap<String, String>>,
@@ -103,11 +108,15 @@ impl Base for TenantBase<'_> {
                  remove `listen`"
                     .into(),
             ),
-            SourceConfig::Socket(_) | SourceConfig::Kafka(_) if !self.allow_network => Err(
-                "this server does not let pipelines reach network peers (its operator can \
-                 start it with --allow-network)"
-                    .into(),
-            ),
+            SourceConfig::Socket(_) | SourceConfig::Kafka(_) if !self.allow_network => {
+                Err(NO_NETWORK.into())
+            }
+            #[cfg(feature = "zeromq")]
+            SourceConfig::Zeromq(_) if !self.allow_network => Err(NO_NETWORK.into()),
+            #[cfg(feature = "mqtt")]
+            SourceConfig::Mqtt(_) if !self.allow_network => Err(NO_NETWORK.into()),
+            #[cfg(feature = "nats")]
+            SourceConfig::Nats(_) if !self.allow_network => Err(NO_NETWORK.into()),
             _ => Ok(()),
         }
     }
@@ -118,12 +127,89 @@ impl Base for TenantBase<'_> {
                 "a hosted pipeline has no console; use a `directory` sink in your files root"
                     .into(),
             ),
-            SinkConfig::Kafka(_) if !self.allow_network => Err(
-                "this server does not let pipelines reach network peers (its operator can \
-                 start it with --allow-network)"
-                    .into(),
-            ),
+            _ if sink.reaches_network() && !self.allow_network => Err(NO_NETWORK.into()),
             _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink(text: &str) -> SinkConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn network_sinks_need_the_operators_leave() {
+        let find =
+            |_: &str, _: Option<&str>| -> Result<(PathBuf, String), String> { Err("none".into()) };
+        let pins = BTreeMap::new();
+        let base = |allow_network| TenantBase {
+            tenant: "t",
+            files: PathBuf::from("/files"),
+            state: PathBuf::from("/state"),
+            dead_letters: PathBuf::from("/dead"),
+            plugins: &find,
+            pins: &pins,
+            allow_network,
+            resolved: Mutex::new(BTreeMap::new()),
+        };
+        let sinks = [
+            "type = \"elasticsearch\"\nurl = \"http://h:9200\"\nindex = \"i\"",
+            "type = \"object-store\"\nurl = \"s3://b/p\"",
+            "type = \"http\"\nurl = \"http://h/in\"",
+            "type = \"kafka\"\nbrokers = \"h:9092\"\ntopic = \"t\"",
+        ];
+        for text in sinks {
+            let err = base(false).check_sink(&sink(text)).unwrap_err();
+            assert!(err.contains("--allow-network"), "{text}: {err}");
+            assert!(base(true).check_sink(&sink(text)).is_ok(), "{text}");
+        }
+        assert!(base(false).check_sink(&sink("type = \"null\"")).is_ok());
+    }
+
+    #[cfg(all(feature = "zeromq", feature = "mqtt", feature = "nats"))]
+    #[test]
+    fn zeromq_mqtt_and_nats_need_the_operators_leave() {
+        use crate::config::PipelineFile;
+        let resolve = |allow_network: bool, tables: &str| -> Result<(), String> {
+            let dir = tempfile::tempdir().unwrap();
+            let text = format!("name = \"p\"\nbatch_interval = \"1s\"\n{tables}");
+            let file = PipelineFile::parse(Path::new("p.toml"), text).map_err(|e| e.to_string())?;
+            let plugins =
+                |_: &str, _: Option<&str>| Err::<(PathBuf, String), _>("none".to_string());
+            let pins = BTreeMap::new();
+            let base = TenantBase {
+                tenant: "t",
+                files: dir.path().to_path_buf(),
+                state: dir.path().join("state"),
+                dead_letters: dir.path().join("dead"),
+                plugins: &plugins,
+                pins: &pins,
+                allow_network,
+                resolved: Mutex::new(BTreeMap::new()),
+            };
+            file.resolve(&base).map(drop).map_err(|e| e.to_string())
+        };
+        const NULL: &str = "[[sinks]]\ntype = \"null\"\n";
+        const HTTP: &str = "[[sources]]\ntype = \"http\"\n";
+        let cases = [
+            format!("[[sources]]\ntype = \"zeromq\"\nendpoint = \"tcp://10.0.0.1:5555\"\n{NULL}"),
+            format!(
+                "[[sources]]\ntype = \"mqtt\"\nurl = \"mqtt://h:1883\"\ntopics = [\"a\"]\n{NULL}"
+            ),
+            format!(
+                "[[sources]]\ntype = \"nats\"\nurl = \"nats://h:4222\"\nsubjects = [\"a\"]\n{NULL}"
+            ),
+            format!("{HTTP}[[sinks]]\ntype = \"mqtt\"\nurl = \"mqtt://h:1883\"\ntopic = \"a\"\n"),
+            format!("{HTTP}[[sinks]]\ntype = \"nats\"\nurl = \"nats://h:4222\"\nsubject = \"a\"\n"),
+        ];
+        for tables in &cases {
+            let err = resolve(false, tables).unwrap_err();
+            assert!(err.contains("--allow-network"), "{tables}: {err}");
+            resolve(true, tables).unwrap_or_else(|e| panic!("{tables}: {e}"));
         }
     }
 }

@@ -236,6 +236,7 @@ mod tests {
             id,
             time_ms: 1000,
             checkpoint: Some(checkpoint),
+            positions: &[],
         }
     }
 

@@ -29,6 +29,21 @@ pub fn write(out: &mut Vec<u8>, format: Format, record: RecordRef<'_>) {
     }
 }
 
+/// The body of one message for a messaging sink (MQTT, NATS): the record's
+/// value as it is without a `format`, else the record in `format` without
+/// its newline (so that a key, which such messages cannot carry, survives).
+pub fn message(format: Option<Format>, record: RecordRef<'_>) -> Vec<u8> {
+    match format {
+        None => record.value().to_vec(),
+        Some(format) => {
+            let mut out = Vec::with_capacity(record.value().len() + 32);
+            write(&mut out, format, record);
+            out.pop();
+            out
+        }
+    }
+}
+
 /// Appends one record as a JSON line, with an `error` field when given.
 pub fn jsonl(out: &mut Vec<u8>, record: RecordRef<'_>, error: Option<&str>) {
     out.push(b'{');
@@ -89,7 +104,8 @@ fn bytes_field(out: &mut Vec<u8>, name: &str, bytes: &[u8]) {
     }
 }
 
-fn json_string(out: &mut Vec<u8>, s: &str) {
+/// Appends `s` as a JSON string, quoted and escaped.
+pub fn json_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {

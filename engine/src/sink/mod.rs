@@ -5,8 +5,26 @@
 
 mod console;
 mod directory;
+#[cfg(feature = "elasticsearch")]
+mod elasticsearch;
 pub mod format;
+#[cfg(feature = "http-sink")]
+mod http;
+#[cfg(feature = "kafka")]
 mod kafka;
+#[cfg(feature = "mqtt")]
+mod mqtt;
+#[cfg(feature = "nats")]
+mod nats;
+#[cfg(any(
+    feature = "elasticsearch",
+    feature = "http-sink",
+    feature = "object-store"
+))]
+mod net;
+#[cfg(feature = "object-store")]
+mod object_store;
+pub mod template;
 
 use std::path::{Path, PathBuf};
 
@@ -14,10 +32,42 @@ use serde::Deserialize;
 
 pub use console::{ConsoleConfig, ConsoleSink};
 pub use directory::{DirectoryConfig, DirectorySink};
+#[cfg(feature = "elasticsearch")]
+pub use elasticsearch::{ElasticsearchConfig, ElasticsearchSink};
 pub use format::Format;
+#[cfg(feature = "http-sink")]
+pub use http::{HttpSink, HttpSinkConfig};
+#[cfg(feature = "kafka")]
 pub use kafka::{KafkaSink, KafkaSinkConfig};
+#[cfg(feature = "object-store")]
+pub use object_store::{ObjectStoreConfig, ObjectStoreSink};
 
-use crate::batch::Records;
+/// A left-out connector's settings (see [`crate::connector`]).
+#[cfg(not(feature = "elasticsearch"))]
+pub type ElasticsearchConfig = crate::connector::Disabled;
+/// A left-out connector's settings (see [`crate::connector`]).
+#[cfg(not(feature = "http-sink"))]
+pub type HttpSinkConfig = crate::connector::Disabled;
+/// A left-out connector's settings (see [`crate::connector`]).
+#[cfg(not(feature = "kafka"))]
+pub type KafkaSinkConfig = crate::connector::Disabled;
+/// A left-out connector's settings (see [`crate::connector`]).
+#[cfg(not(feature = "object-store"))]
+pub type ObjectStoreConfig = crate::connector::Disabled;
+
+#[cfg(feature = "mqtt")]
+pub use mqtt::{MqttSink, MqttSinkConfig};
+#[cfg(feature = "nats")]
+pub use nats::{NatsSink, NatsSinkConfig};
+/// A left-out connector's settings (see [`crate::connector`]).
+#[cfg(not(feature = "mqtt"))]
+pub type MqttSinkConfig = crate::connector::Disabled;
+/// A left-out connector's settings (see [`crate::connector`]).
+#[cfg(not(feature = "nats"))]
+pub type NatsSinkConfig = crate::connector::Disabled;
+
+use crate::batch::{Records, SourcePosition};
+use crate::stage::DeadLetter;
 
 /// Which batch a sink is writing.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +81,9 @@ pub struct BatchMeta<'a> {
     /// Under exactly-once delivery, the number of the checkpoint that will
     /// cover the batch (it keeps counting across runs); `None` otherwise.
     pub checkpoint: Option<u64>,
+    /// Where each source that contributed to the batch has got to (what
+    /// a sink derives replay-stable names from).
+    pub positions: &'a [SourcePosition],
 }
 
 /// A sink could not take a batch.
@@ -84,7 +137,9 @@ pub trait Sink: Send {
     }
 }
 
-/// `[[sinks]]` in a pipeline file, by `type`.
+/// `[[sinks]]` in a pipeline file, by `type`: the registry of built-in
+/// sinks. Every type is listed whatever the build; one whose cargo feature
+/// is off is refused when the file is checked (see [`crate::connector`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum SinkConfig {
@@ -94,8 +149,19 @@ pub enum SinkConfig {
     Directory(DirectoryConfig),
     /// Discards everything (for benchmarks and tests).
     Null(NullConfig),
-    /// Messages to a Kafka topic.
+    /// Messages to a Kafka topic (feature `kafka`).
     Kafka(KafkaSinkConfig),
+    /// Documents into Elasticsearch or OpenSearch through `_bulk`
+    /// (feature `elasticsearch`).
+    Elasticsearch(ElasticsearchConfig),
+    /// Objects in S3-compatible storage (feature `object-store`).
+    ObjectStore(ObjectStoreConfig),
+    /// POSTs to an HTTP endpoint (feature `http-sink`).
+    Http(HttpSinkConfig),
+    /// Messages to an MQTT broker (feature `mqtt`).
+    Mqtt(MqttSinkConfig),
+    /// Messages to NATS subjects, core or JetStream (feature `nats`).
+    Nats(NatsSinkConfig),
 }
 
 /// `type = "null"`: no settings.
@@ -104,13 +170,46 @@ pub enum SinkConfig {
 pub struct NullConfig {}
 
 impl SinkConfig {
+    /// The `type` and cargo feature of a sink this build left out.
+    pub fn missing_feature(&self) -> Option<(&'static str, &'static str)> {
+        match self {
+            #[cfg(not(feature = "kafka"))]
+            SinkConfig::Kafka(_) => Some(("kafka", "kafka")),
+            #[cfg(not(feature = "elasticsearch"))]
+            SinkConfig::Elasticsearch(_) => Some(("elasticsearch", "elasticsearch")),
+            #[cfg(not(feature = "object-store"))]
+            SinkConfig::ObjectStore(_) => Some(("object-store", "object-store")),
+            #[cfg(not(feature = "http-sink"))]
+            SinkConfig::Http(_) => Some(("http", "http-sink")),
+            #[cfg(not(feature = "mqtt"))]
+            SinkConfig::Mqtt(_) => Some(("mqtt", "mqtt")),
+            #[cfg(not(feature = "nats"))]
+            SinkConfig::Nats(_) => Some(("nats", "nats")),
+            _ => None,
+        }
+    }
+
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some((type_name, feature)) = self.missing_feature() {
+            return Err(crate::connector::missing(type_name, feature));
+        }
         match self {
             SinkConfig::Directory(c) if c.path.as_os_str().is_empty() => {
                 Err("invalid directory sink: `path` is empty".into())
             }
+            #[cfg(feature = "kafka")]
             SinkConfig::Kafka(c) => c.validate(),
+            #[cfg(feature = "elasticsearch")]
+            SinkConfig::Elasticsearch(c) => c.validate(),
+            #[cfg(feature = "object-store")]
+            SinkConfig::ObjectStore(c) => c.validate(),
+            #[cfg(feature = "http-sink")]
+            SinkConfig::Http(c) => c.validate(),
+            #[cfg(feature = "mqtt")]
+            SinkConfig::Mqtt(c) => c.validate(),
+            #[cfg(feature = "nats")]
+            SinkConfig::Nats(c) => c.validate(),
             _ => Ok(()),
         }
     }
@@ -121,11 +220,39 @@ impl SinkConfig {
         match self {
             SinkConfig::Directory(_) | SinkConfig::Null(_) => None,
             SinkConfig::Console(_) => Some("what a `console` sink printed cannot be taken back"),
+            #[cfg(feature = "kafka")]
             SinkConfig::Kafka(c) if c.topic.is_none() => Some(
                 "a `kafka` sink needs a `topic` (its transactions' progress is kept beside it)",
             ),
-            SinkConfig::Kafka(_) => None,
+            SinkConfig::Kafka(_) | SinkConfig::Elasticsearch(_) | SinkConfig::ObjectStore(_) => {
+                None
+            }
+            SinkConfig::Http(_) => Some(
+                "what an `http` sink POSTed cannot be taken back, and a receiver may not \
+                 recognise a repeat",
+            ),
+            SinkConfig::Mqtt(_) => {
+                Some("an `mqtt` sink cannot take back what it published (MQTT has no transactions)")
+            }
+            #[cfg(feature = "nats")]
+            SinkConfig::Nats(c) => c.cannot_hold_back(),
+            #[cfg(not(feature = "nats"))]
+            SinkConfig::Nats(_) => None,
         }
+    }
+
+    /// Whether the sink reaches network peers (refused for hosted tenants
+    /// unless the operator allows it).
+    pub fn reaches_network(&self) -> bool {
+        matches!(
+            self,
+            SinkConfig::Kafka(_)
+                | SinkConfig::Elasticsearch(_)
+                | SinkConfig::ObjectStore(_)
+                | SinkConfig::Http(_)
+                | SinkConfig::Mqtt(_)
+                | SinkConfig::Nats(_)
+        )
     }
 
     /// Resolves the paths the sink names (a `directory` sink's folder)
@@ -134,10 +261,48 @@ impl SinkConfig {
         &mut self,
         resolve: impl Fn(&Path) -> Result<PathBuf, String>,
     ) -> Result<(), String> {
-        if let SinkConfig::Directory(c) = self {
-            c.path = resolve(&c.path).map_err(|m| format!("directory sink `path`: {m}"))?;
+        match self {
+            SinkConfig::Directory(c) => {
+                c.path = resolve(&c.path).map_err(|m| format!("directory sink `path`: {m}"))?;
+            }
+            #[cfg(feature = "mqtt")]
+            SinkConfig::Mqtt(c) => c.resolve_paths(resolve)?,
+            #[cfg(feature = "nats")]
+            SinkConfig::Nats(c) => c.resolve_paths(resolve)?,
+            _ => {}
         }
         Ok(())
+    }
+
+    /// Resolves the dead-letter folder of a sink that rejects single
+    /// records (`elasticsearch`, `http`) with `resolve`, which gets the
+    /// folder as written (`dead_letter`) or `None` for the default.
+    pub fn resolve_dead_letter(
+        &mut self,
+        resolve: impl Fn(Option<&Path>) -> Result<PathBuf, String>,
+    ) -> Result<(), String> {
+        let slot: Option<&mut Option<PathBuf>> = match self {
+            #[cfg(feature = "elasticsearch")]
+            SinkConfig::Elasticsearch(c) => Some(&mut c.dead_letter),
+            #[cfg(feature = "http-sink")]
+            SinkConfig::Http(c) => Some(&mut c.dead_letter),
+            _ => None,
+        };
+        if let Some(slot) = slot {
+            *slot = Some(resolve(slot.as_deref()).map_err(|m| format!("`dead_letter`: {m}"))?);
+        }
+        Ok(())
+    }
+
+    /// The dead-letter folder of a sink that has one (once resolved).
+    pub fn dead_letter_dir(&self) -> Option<&Path> {
+        match self {
+            #[cfg(feature = "elasticsearch")]
+            SinkConfig::Elasticsearch(c) => c.dead_letter.as_deref(),
+            #[cfg(feature = "http-sink")]
+            SinkConfig::Http(c) => c.dead_letter.as_deref(),
+            _ => None,
+        }
     }
 
     /// Creates the running sink from its resolved settings.
@@ -146,13 +311,39 @@ impl SinkConfig {
             SinkConfig::Console(c) => Box::new(ConsoleSink::new(c)),
             SinkConfig::Directory(c) => Box::new(DirectorySink::new(c, cx)?),
             SinkConfig::Null(_) => Box::new(NullSink),
+            #[cfg(feature = "kafka")]
             SinkConfig::Kafka(c) => Box::new(c.build(cx.pipeline, cx.index, cx.exactly_once)?),
+            #[cfg(feature = "elasticsearch")]
+            SinkConfig::Elasticsearch(c) => Box::new(ElasticsearchSink::new(c, cx)?),
+            #[cfg(feature = "object-store")]
+            SinkConfig::ObjectStore(c) => Box::new(ObjectStoreSink::new(c, cx)?),
+            #[cfg(feature = "http-sink")]
+            SinkConfig::Http(c) => Box::new(HttpSink::new(c, cx)?),
+            #[cfg(feature = "mqtt")]
+            SinkConfig::Mqtt(c) => {
+                Box::new(c.build(cx.pipeline, cx.index, cx.dead_letter.clone())?)
+            }
+            #[cfg(feature = "nats")]
+            SinkConfig::Nats(c) => Box::new(c.build(
+                cx.pipeline,
+                cx.index,
+                cx.exactly_once,
+                cx.dead_letter.clone(),
+            )?),
+            #[allow(unreachable_patterns)]
+            other => {
+                let (type_name, feature) = other.missing_feature().unwrap_or(("?", "?"));
+                return Err(SinkError {
+                    sink: type_name.to_string(),
+                    message: crate::connector::missing(type_name, feature),
+                });
+            }
         })
     }
 }
 
 /// What building a sink needs besides its own settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SinkContext<'a> {
     /// The pipeline's name.
     pub pipeline: &'a str,
@@ -161,6 +352,10 @@ pub struct SinkContext<'a> {
     /// Whether delivery is exactly-once (the sink then holds each batch
     /// back until its checkpoint).
     pub exactly_once: bool,
+    /// Where records the sink's server refuses go (with the reason): the
+    /// sink's `dead_letter` folder, or `dead-letter/<pipeline>/sink-<index>`,
+    /// under the tenant's dead-letter budget when hosted.
+    pub dead_letter: &'a DeadLetter,
 }
 
 struct NullSink;

@@ -1,9 +1,12 @@
 //! Dead-letter files: records a stage could not process, one JSON-lines
-//! file per batch, each record with the reason. Written atomically, like the
-//! directory sink's files, so a reader never sees half a file.
+//! file per batch, each record with the reason; also what a source could
+//! not make a record of, or a sink's server refused (`refused-…` files).
+//! Written atomically, like the directory sink's files, so a reader never
+//! sees half a file.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::batch::Records;
 use crate::quota::ByteMeter;
@@ -30,16 +33,42 @@ impl DeadLetter {
         records: &Records,
         reasons: &[(usize, &str)],
     ) -> std::io::Result<PathBuf> {
+        let name = format!("batch-{batch_time_ms}-{batch_id:06}.jsonl");
+        self.write_named(&name, records, reasons)
+    }
+
+    /// Writes records a source or sink refused (listed in `reasons`, each
+    /// with why) to a file of their own, `refused-<ms>-<n>.jsonl`, named by
+    /// the time and a count kept across the process. Returns the file.
+    pub fn write_refused(
+        &self,
+        records: &Records,
+        reasons: &[(usize, &str)],
+    ) -> std::io::Result<PathBuf> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "refused-{}-{:06}.jsonl",
+            crate::batch::now_ms(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        self.write_named(&name, records, reasons)
+    }
+
+    fn write_named(
+        &self,
+        name: &str,
+        records: &Records,
+        reasons: &[(usize, &str)],
+    ) -> std::io::Result<PathBuf> {
         let mut out = Vec::new();
         for &(index, reason) in reasons {
             format::jsonl(&mut out, records.get(index), Some(reason));
         }
-        let name = format!("batch-{batch_time_ms}-{batch_id:06}.jsonl");
         if let Some(budget) = &self.budget {
             budget
                 .add(out.len() as u64)
                 .map_err(std::io::Error::other)?;
         }
-        write_atomically(&self.dir, &name, &out)
+        write_atomically(&self.dir, name, &out)
     }
 }
