@@ -24,6 +24,7 @@ use crate::support::*;
 
 mod delivery;
 mod failover;
+mod lag;
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
