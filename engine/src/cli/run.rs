@@ -104,6 +104,14 @@ pub fn run(
     };
     let supervisor = Supervisor::new(host.clone(), runtime.handle().clone(), Some(on_end));
     let _ = stop_all.set(Arc::downgrade(&supervisor));
+    // Before anything is built: a signal while plugins compile or stages
+    // start must stop the run gracefully, not kill it (the pipelines are
+    // then launched already stopping, and end at once).
+    let signals = {
+        let _guard = runtime.enter();
+        Signals::install()
+    };
+    runtime.spawn(watch_signals(signals, supervisor.clone()));
     // Every pipeline is built before any runs, so a bad one stops the run
     // before another has read anything.
     let mut built = Vec::new();
@@ -148,7 +156,6 @@ pub fn run(
         },
         None => None,
     };
-    runtime.spawn(watch_signals(supervisor.clone()));
     for (key, pipeline) in built {
         supervisor.launch(key, pipeline)?;
     }
@@ -244,21 +251,39 @@ fn start_metrics(
     };
     tracing::info!(
         "metrics on http://{shown}/metrics, dashboard on http://{shown}/ui/ (its data needs the token in {})",
-        file.as_ref().map_or("the control token file".into(), |f| f.path().display().to_string())
+        file.as_ref().map_or("the control token file".into(), |f| f
+            .path()
+            .display()
+            .to_string())
     );
     let router = sluice::dashboard::run_router(supervisor.clone(), secret);
     runtime.spawn(http::serve(listener, router, http::Limits::default()));
     Ok(file)
 }
 
+/// SIGINT and SIGTERM, caught from the moment they are installed.
+struct Signals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl Signals {
+    /// Installs the handlers (within the runtime).
+    fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(int), Ok(term)) => Signals(Some((int, term))),
+            _ => {
+                tracing::warn!("cannot install signal handlers; Ctrl-C will stop sluice abruptly");
+                Signals(None)
+            }
+        }
+    }
+}
+
 /// First SIGINT/SIGTERM: finish gracefully. Second: exit now.
-async fn watch_signals(supervisor: Arc<Supervisor>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        tracing::warn!("cannot install signal handlers; Ctrl-C will stop sluice abruptly");
+async fn watch_signals(signals: Signals, supervisor: Arc<Supervisor>) {
+    let Some((mut int, mut term)) = signals.0 else {
         return;
     };
     for round in 0.. {
@@ -281,7 +306,10 @@ async fn watch_signals(supervisor: Arc<Supervisor>) {
 /// `sluice check FILE…`.
 pub fn check(files: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
     let loaded = load_all(&files);
-    let specs: Vec<PipelineSpec> = loaded.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+    let specs: Vec<PipelineSpec> = loaded
+        .iter()
+        .filter_map(|r| r.as_ref().ok().cloned())
+        .collect();
     let host = PluginHost::with_slots(slots_for(&specs))?;
     let mut ok = true;
     if let Err(err) = checks::check_across(&specs) {

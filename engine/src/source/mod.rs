@@ -293,6 +293,19 @@ impl SourceConfig {
         }
     }
 
+    /// The environment variable the source reads a secret from, if any
+    /// (`password_env`, `token_env`): the environment of the process that
+    /// runs it, which a hosted tenant may not reach.
+    pub fn environment(&self) -> Option<&str> {
+        match self {
+            #[cfg(feature = "mqtt")]
+            SourceConfig::Mqtt(c) => c.password_env.as_deref(),
+            #[cfg(feature = "nats")]
+            SourceConfig::Nats(c) => c.password_env.as_deref().or(c.token_env.as_deref()),
+            _ => None,
+        }
+    }
+
     /// Whether the source logs what it reads before it counts (`wal`).
     pub fn wal(&self) -> bool {
         match self {
