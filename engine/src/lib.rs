@@ -12,6 +12,7 @@ pub mod config;
 pub mod confine;
 pub mod connector;
 pub mod control;
+pub mod dashboard;
 pub mod delivery;
 pub mod failpoint;
 #[cfg(feature = "kafka")]

@@ -23,6 +23,11 @@ struct Cli {
     #[arg(long, global = true, value_name = "FILTER")]
     log: Option<String>,
 
+    /// Log lines as text, or as one JSON object per line (for a log
+    /// shipper; the fields `tenant`, `pipeline`, `stage`, `batch` are keys).
+    #[arg(long, global = true, value_enum, default_value_t, value_name = "FORMAT")]
+    log_format: sluice::telemetry::logging::LogFormat,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -51,6 +56,12 @@ enum Command {
         /// names it); keep it on loopback all the same.
         #[arg(long, value_name = "ADDR", default_value = DEFAULT_CONTROL)]
         control: String,
+        /// Serve Prometheus metrics at `http://ADDR/metrics` and the live
+        /// dashboard at `http://ADDR/ui/`. `/metrics` needs no token (give
+        /// an address only your Prometheus reaches); the dashboard's data
+        /// needs the run's control token, written to a file the log names.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
         /// Do not watch plugin files for new versions.
         #[arg(long)]
         no_watch: bool,
@@ -286,13 +297,14 @@ enum PluginCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log.as_deref());
+    sluice::telemetry::logging::init(cli.log.as_deref(), cli.log_format);
     let result = match cli.command {
         Command::Run {
             files,
             control,
+            metrics,
             no_watch,
-        } => run(files, &control, !no_watch),
+        } => run(files, &control, metrics.as_deref(), !no_watch),
         Command::Deploy {
             pipeline,
             stage,
@@ -392,20 +404,6 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-fn init_logging(filter: Option<&str>) {
-    use tracing_subscriber::EnvFilter;
-    let filter = match filter {
-        Some(f) => EnvFilter::new(f),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
 }
 
 /// The service at `server`, asked with `token`.

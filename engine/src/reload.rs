@@ -17,6 +17,7 @@ use notify::{RecursiveMode, Watcher};
 
 use crate::plugin::PluginHost;
 use crate::stage::{StageHandle, StageSettings, Update, prepare};
+use crate::telemetry::events::{VersionReady, VersionRejected};
 
 /// Quiet time after the last change to a plugin file before it is loaded.
 pub const DEBOUNCE: Duration = Duration::from_millis(300);
@@ -51,7 +52,12 @@ pub fn deploy(
     match outcome {
         Ok((plugin, instance)) => {
             let label = plugin.label();
-            tracing::info!(pipeline = %s.pipeline, stage = %s.name, "version {label} ready ({cause}); live at the next batch");
+            VersionReady {
+                stage: &s.telemetry,
+                label: &label,
+                cause,
+            }
+            .emit();
             entry.handle.offer(Update {
                 plugin,
                 instance,
@@ -60,7 +66,12 @@ pub fn deploy(
             Ok(label)
         }
         Err(reason) => {
-            tracing::warn!(pipeline = %s.pipeline, stage = %s.name, "new version rejected ({cause}): {reason}; the running version carries on");
+            VersionRejected {
+                stage: &s.telemetry,
+                cause,
+                reason: &reason,
+            }
+            .emit();
             entry.handle.event(format!("rejected ({cause}): {reason}"));
             Err(reason)
         }
@@ -175,8 +186,13 @@ fn debounce_and_load(
                     continue;
                 }
                 Err(e) => {
-                    tracing::warn!("{e}; not reloaded, the running version carries on");
                     for &i in &watched[&path] {
+                        VersionRejected {
+                            stage: &stages[i].settings.telemetry,
+                            cause: "file change",
+                            reason: &e.to_string(),
+                        }
+                        .emit();
                         stages[i]
                             .handle
                             .event(format!("rejected (file change): {e}"));

@@ -32,7 +32,11 @@ fn records_posted_in_every_format_reach_the_sink() {
     });
     let post = |ct: &str, body: &[u8]| raw(port, "POST", "/", None, Some(ct), body).unwrap();
     let a = post("text/plain", b"line one\nline two\n");
-    assert_eq!((a.status, a.body["accepted"].as_u64()), (200, Some(2)), "{a:?}");
+    assert_eq!(
+        (a.status, a.body["accepted"].as_u64()),
+        (200, Some(2)),
+        "{a:?}"
+    );
     let a = post(
         "application/x-ndjson",
         b"{\"value\": \"json one\", \"key\": \"k1\", \"timestamp\": 42, \"headers\": {\"h\": \"v\"}}\n",
@@ -44,9 +48,15 @@ fn records_posted_in_every_format_reach_the_sink() {
     );
     assert_eq!(a.status, 200, "{a:?}");
     // Refused whole, with the place named.
-    let a = post("application/x-ndjson", b"{\"value\": \"fine\"}\n{\"valu\": 1}\n");
+    let a = post(
+        "application/x-ndjson",
+        b"{\"value\": \"fine\"}\n{\"valu\": 1}\n",
+    );
     assert_eq!(a.status, 400, "{a:?}");
-    assert!(a.body["error"].as_str().unwrap().starts_with("line 2:"), "{a:?}");
+    assert!(
+        a.body["error"].as_str().unwrap().starts_with("line 2:"),
+        "{a:?}"
+    );
     let a = post("text/plain", &vec![b'x'; 5000]);
     assert_eq!(a.status, 413, "{a:?}");
     eventually(Duration::from_secs(20), "the records", || {
@@ -55,7 +65,10 @@ fn records_posted_in_every_format_reach_the_sink() {
     terminate(&child);
     assert!(wait_deadline(&mut child, Duration::from_secs(30)).success());
     let records = read_jsonl_dir(&s.path("out"));
-    let values: Vec<&str> = records.iter().map(|r| r["value"].as_str().unwrap()).collect();
+    let values: Vec<&str> = records
+        .iter()
+        .map(|r| r["value"].as_str().unwrap())
+        .collect();
     assert_eq!(values, ["line one", "line two", "json one", "flume event"]);
     assert_eq!(records[2]["key"], "k1");
     assert_eq!(records[2]["timestamp"], 42);
@@ -89,18 +102,24 @@ fn a_full_queue_answers_429_and_takes_nothing_of_the_body() {
     });
     let mut accepted = 0u64;
     let mut refused = 0;
-    // Stops soon after the queue fills, so what was accepted stays small
-    // enough for the slow stage to finish on a busy machine too.
-    for i in 0..200 {
-        if refused >= 5 {
+    // Sends until the queue has refused five bodies (on a busy machine the
+    // client may be slower than the stage for a while), then stops, so what
+    // was accepted stays small enough for the slow stage to finish.
+    let sending = std::time::Instant::now();
+    for i in 0.. {
+        if refused >= 5 || sending.elapsed() > Duration::from_secs(90) {
             break;
         }
-        let body: String = (0..20).map(|j| format!("r{i}-{j}\n")).collect();
+        let body: String = (0..50).map(|j| format!("r{i}-{j}\n")).collect();
         let a = raw(port, "POST", "/", None, Some("text/plain"), body.as_bytes()).unwrap();
         match a.status {
             200 => accepted += a.body["accepted"].as_u64().unwrap(),
             429 => {
-                assert!(a.headers.to_ascii_lowercase().contains("retry-after: 1"), "{}", a.headers);
+                assert!(
+                    a.headers.to_ascii_lowercase().contains("retry-after: 1"),
+                    "{}",
+                    a.headers
+                );
                 refused += 1;
             }
             other => panic!("{other}: {a:?}"),

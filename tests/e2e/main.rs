@@ -19,6 +19,7 @@ mod http_source;
 mod kafka;
 mod languages;
 mod object_store;
+mod observe;
 mod plugin_files;
 mod plugin_projects;
 mod sandbox;

@@ -81,6 +81,11 @@ impl Batcher {
         }
     }
 
+    /// Chunks waiting in the ingest queue now.
+    pub fn queued(&self) -> usize {
+        self.rx.len()
+    }
+
     /// Waits for the current interval to end and returns its batch.
     ///
     /// Returns [`Cut::Finished`] once every source has ended and the queue

@@ -53,8 +53,15 @@ fn slots_for(specs: &[PipelineSpec]) -> Slots {
     Slots::for_stages(stages)
 }
 
-/// `sluice run FILE…`.
-pub fn run(files: Vec<PathBuf>, control: &str, watch_plugins: bool) -> anyhow::Result<ExitCode> {
+/// `sluice run FILE…`: with `control` (an address, or `off`) for `sluice
+/// deploy`/`status`/`rollback`, and `metrics` (an address) for `/metrics`
+/// and the dashboard.
+pub fn run(
+    files: Vec<PathBuf>,
+    control: &str,
+    metrics: Option<&str>,
+    watch_plugins: bool,
+) -> anyhow::Result<ExitCode> {
     if let Ok(point) = std::env::var("SLUICE_CRASH_AT") {
         if let Err(e) = sluice::failpoint::arm(&point) {
             eprintln!("error: SLUICE_CRASH_AT: {e}");
@@ -103,6 +110,14 @@ pub fn run(files: Vec<PathBuf>, control: &str, watch_plugins: bool) -> anyhow::R
     };
     let supervisor = Supervisor::new(host.clone(), runtime.handle().clone(), Some(on_end));
     let _ = stop_all.set(Arc::downgrade(&supervisor));
+    // Before anything is built: a signal while plugins compile or stages
+    // start must stop the run gracefully, not kill it (the pipelines are
+    // then launched already stopping, and end at once).
+    let signals = {
+        let _guard = runtime.enter();
+        Signals::install()
+    };
+    runtime.spawn(watch_signals(signals, supervisor.clone()));
     // Every pipeline is built before any runs, so a bad one stops the run
     // before another has read anything.
     let mut built = Vec::new();
@@ -133,16 +148,26 @@ pub fn run(files: Vec<PathBuf>, control: &str, watch_plugins: bool) -> anyhow::R
     } else {
         None
     };
-    // Removed when the run ends.
-    let _token_file = start_control(&runtime, control, &supervisor)?;
-    runtime.spawn(watch_signals(supervisor.clone()));
+    // One token for the control endpoint and the dashboard's data; the
+    // files naming it are removed when the run ends.
+    let secret = token::generate().context("making the control token")?;
+    let _token_file = start_control(&runtime, control, &supervisor, &secret);
+    let _metrics_token_file = match metrics {
+        Some(address) => match start_metrics(&runtime, address, &supervisor, &secret) {
+            Ok(file) => file,
+            Err(err) => {
+                eprintln!("error: --metrics: {err}");
+                return Ok(ExitCode::from(2));
+            }
+        },
+        None => None,
+    };
     for (key, pipeline) in built {
         supervisor.launch(key, pipeline)?;
     }
     let mut failed = false;
     for (_, outcome) in supervisor.wait_all() {
         if let Err(err) = outcome {
-            tracing::error!("{err}");
             eprintln!("error: {err}");
             failed = true;
         }
@@ -162,9 +187,10 @@ fn start_control(
     runtime: &tokio::runtime::Runtime,
     control: &str,
     supervisor: &Arc<Supervisor>,
-) -> anyhow::Result<Vec<token::TokenFile>> {
+    secret: &str,
+) -> Vec<token::TokenFile> {
     if control == "off" {
-        return Ok(Vec::new());
+        return Vec::new();
     }
     let listening = runtime
         .block_on(tokio::net::TcpListener::bind(control))
@@ -173,15 +199,14 @@ fn start_control(
         Ok(bound) => bound,
         Err(e) => {
             tracing::warn!("control endpoint not started: cannot listen on {control}: {e}");
-            return Ok(Vec::new());
+            return Vec::new();
         }
     };
-    let secret = token::generate().context("making the control token")?;
-    let file = match token::TokenFile::write(&address.to_string(), &secret) {
+    let file = match token::TokenFile::write(&address.to_string(), secret) {
         Ok(file) => file,
         Err(e) => {
             tracing::warn!("control endpoint not started: cannot write its token file: {e}");
-            return Ok(Vec::new());
+            return Vec::new();
         }
     };
     let mut files = vec![];
@@ -189,7 +214,7 @@ fn start_control(
     // finds the token too.
     if address.ip().is_unspecified() {
         let local = std::net::SocketAddr::from(([127, 0, 0, 1], address.port()));
-        if let Ok(extra) = token::TokenFile::write(&local.to_string(), &secret) {
+        if let Ok(extra) = token::TokenFile::write(&local.to_string(), secret) {
             files.push(extra);
         }
     }
@@ -197,20 +222,74 @@ fn start_control(
         "control endpoint on http://{address}, token in {} (sluice deploy / status / rollback --control {address} read it)",
         file.path().display()
     );
-    let router = local::router(supervisor.clone(), &secret, address);
+    let router = local::router(supervisor.clone(), secret, address);
     runtime.spawn(http::serve(listener, router, http::Limits::default()));
     files.push(file);
-    Ok(files)
+    files
+}
+
+/// Starts `/metrics` and the dashboard on `address`; the page's data asks
+/// for `secret`, which is also written to a token file named after this
+/// address (returned: removed when dropped). Unlike the control endpoint,
+/// an address that cannot be listened on stops the run: the user asked
+/// for metrics, and a scraper would silently see nothing.
+fn start_metrics(
+    runtime: &tokio::runtime::Runtime,
+    address: &str,
+    supervisor: &Arc<Supervisor>,
+    secret: &str,
+) -> anyhow::Result<Option<token::TokenFile>> {
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(address))
+        .with_context(|| format!("cannot listen on {address}"))?;
+    let bound = listener.local_addr()?;
+    let file = match token::TokenFile::write(&bound.to_string(), secret) {
+        Ok(file) => Some(file),
+        Err(e) => {
+            tracing::warn!("cannot write the dashboard's token file: {e}");
+            None
+        }
+    };
+    let shown = if bound.ip().is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], bound.port()))
+    } else {
+        bound
+    };
+    tracing::info!(
+        "metrics on http://{shown}/metrics, dashboard on http://{shown}/ui/ (its data needs the token in {})",
+        file.as_ref().map_or("the control token file".into(), |f| f
+            .path()
+            .display()
+            .to_string())
+    );
+    let router = sluice::dashboard::run_router(supervisor.clone(), secret);
+    runtime.spawn(http::serve(listener, router, http::Limits::default()));
+    Ok(file)
+}
+
+/// SIGINT and SIGTERM, caught from the moment they are installed.
+struct Signals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl Signals {
+    /// Installs the handlers (within the runtime).
+    fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(int), Ok(term)) => Signals(Some((int, term))),
+            _ => {
+                tracing::warn!("cannot install signal handlers; Ctrl-C will stop sluice abruptly");
+                Signals(None)
+            }
+        }
+    }
 }
 
 /// First SIGINT/SIGTERM: finish gracefully. Second: exit now.
-async fn watch_signals(supervisor: Arc<Supervisor>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        tracing::warn!("cannot install signal handlers; Ctrl-C will stop sluice abruptly");
+async fn watch_signals(signals: Signals, supervisor: Arc<Supervisor>) {
+    let Some((mut int, mut term)) = signals.0 else {
         return;
     };
     for round in 0.. {
@@ -233,7 +312,10 @@ async fn watch_signals(supervisor: Arc<Supervisor>) {
 /// `sluice check FILE…`.
 pub fn check(files: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
     let loaded = load_all(&files);
-    let specs: Vec<PipelineSpec> = loaded.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+    let specs: Vec<PipelineSpec> = loaded
+        .iter()
+        .filter_map(|r| r.as_ref().ok().cloned())
+        .collect();
     let host = PluginHost::with_slots(slots_for(&specs))?;
     let mut ok = true;
     if let Err(err) = checks::check_across(&specs) {

@@ -34,6 +34,8 @@ use crate::failpoint::{self, Point};
 use crate::sink::{BatchMeta, Sink, SinkError};
 use crate::source::Source;
 use crate::state::{Checkpoint, StageState, StateError, StateStore, Writes};
+use crate::telemetry::PipelineMetrics;
+use crate::telemetry::events::{Checkpointed, SinkWrote};
 
 /// A batch could not be delivered, or a run could not start again.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +89,8 @@ pub struct Delivery {
     /// Batches with output delivered in this run (for the failpoints).
     output_batches: u64,
     last_id: u64,
+    /// Where sink records and checkpoints are counted.
+    metrics: Option<Arc<PipelineMetrics>>,
 }
 
 impl Delivery {
@@ -130,7 +134,14 @@ impl Delivery {
             acks: Vec::new(),
             output_batches: 0,
             last_id: 0,
+            metrics: None,
         })
+    }
+
+    /// Counts what the sinks take and the checkpoints in `metrics`.
+    pub fn observed(mut self, metrics: Arc<PipelineMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Where each source (by index) hears of its acknowledged positions.
@@ -177,8 +188,15 @@ impl Delivery {
         };
         // 1. Write.
         if has_output {
-            for sink in &mut self.sinks {
+            for (index, sink) in self.sinks.iter_mut().enumerate() {
                 sink.write(meta, &batch.records).map_err(sink_error)?;
+                if let Some(series) = self.metrics.as_ref().and_then(|m| m.sinks.get(index)) {
+                    SinkWrote {
+                        sink: series,
+                        records: batch.records.len(),
+                    }
+                    .emit();
+                }
             }
         }
         // Sinks that publish again after a crash keep the output with the
@@ -210,12 +228,22 @@ impl Delivery {
                     .positions
                     .insert(position.source, position.position.clone());
             }
+            let started = std::time::Instant::now();
             store
                 .commit(writes, &self.checkpoint)
                 .map_err(|source| DeliveryError::Checkpoint {
                     batch: batch.id,
                     source,
                 })?;
+            if let Some(metrics) = &self.metrics {
+                Checkpointed {
+                    metrics,
+                    number: self.checkpoint.number,
+                    batch: batch.id,
+                    took: started.elapsed(),
+                }
+                .emit();
+            }
         }
         if has_output {
             failpoint::reached(Point::Checkpointed);

@@ -22,7 +22,8 @@ use crate::sink::{SinkContext, SinkError};
 use crate::source::{Source, SourceContext, SourceError};
 use crate::stage::{DeadLetter, Grant, InitError, Stage, StageError, StageSettings, Window};
 use crate::state::{StageState, StateError, StateStore};
-use crate::telemetry::{PipelineMetrics, Totals};
+use crate::telemetry::series::kind_name;
+use crate::telemetry::{Labels, PipelineMetrics, Shape, StageSeries, Totals};
 
 pub use pool::{Job, MAX_BACKOFF, Step, WorkerPool};
 pub use pooled::{OnDone, PooledRun, Pools};
@@ -117,10 +118,40 @@ pub struct RunSummary {
     pub totals: Totals,
 }
 
+/// What a resolved pipeline's telemetry looks like: its labels, stages,
+/// sources and sinks by name.
+pub fn shape_of(spec: &PipelineSpec) -> Shape {
+    Shape {
+        labels: Labels {
+            tenant: spec.tenant.clone(),
+            pipeline: spec.name.clone(),
+        },
+        interval: spec.interval,
+        stages: spec.stages.iter().map(|s| s.spec.name.clone()).collect(),
+        sources: spec
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| kind_name(&s.value, i))
+            .collect(),
+        sinks: spec
+            .sinks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| kind_name(&s.value, i))
+            .collect(),
+        queue_capacity: spec.queue_capacity,
+    }
+}
+
 /// Stages built from a resolved pipeline: plugins loaded and initialised,
-/// with their state and windows.
-pub fn build_stages(spec: &PipelineSpec, host: &PluginHost) -> Result<Vec<Stage>, BuildError> {
-    stages_of(spec, host, true).map(|(stages, _)| stages)
+/// with their state and windows, reporting into `metrics`.
+pub fn build_stages(
+    spec: &PipelineSpec,
+    host: &PluginHost,
+    metrics: &PipelineMetrics,
+) -> Result<Vec<Stage>, BuildError> {
+    stages_of(spec, host, Some(metrics)).map(|(stages, _)| stages)
 }
 
 /// What `sluice check` builds: every plugin loaded and its `init` run on
@@ -128,14 +159,17 @@ pub fn build_stages(spec: &PipelineSpec, host: &PluginHost) -> Result<Vec<Stage>
 /// pipeline holds locked). Returns whether a plugin uses the state
 /// interface.
 pub fn check_stages(spec: &PipelineSpec, host: &PluginHost) -> Result<bool, BuildError> {
-    stages_of(spec, host, false).map(|(_, uses_state)| uses_state)
+    stages_of(spec, host, None).map(|(_, uses_state)| uses_state)
 }
 
+/// With `metrics`, the stages of a pipeline that runs (with its state
+/// file); without, `sluice check`'s.
 fn stages_of(
     spec: &PipelineSpec,
     host: &PluginHost,
-    with_state: bool,
+    metrics: Option<&PipelineMetrics>,
 ) -> Result<(Vec<Stage>, bool), BuildError> {
+    let with_state = metrics.is_some();
     let plugins = load_plugins(spec, host)?;
     let uses_state = plugins.iter().any(|p| p.uses_state);
     // The state store, when a stage needs one (or the pipeline does).
@@ -144,19 +178,21 @@ fn stages_of(
     } else {
         None
     };
-    let stages = stages_with(spec, plugins, store)?;
+    let stages = stages_with(spec, plugins, store, metrics)?;
     Ok((stages, uses_state))
 }
 
 /// Stages of `spec` whose state lives in `store` (a task's own file, for a
-/// partitioned pipeline).
+/// partitioned pipeline), reporting into `metrics` (the pipeline's, shared
+/// by its tasks).
 pub fn build_stages_in(
     spec: &PipelineSpec,
     host: &PluginHost,
     store: Option<Arc<StateStore>>,
+    metrics: &PipelineMetrics,
 ) -> Result<Vec<Stage>, BuildError> {
     let plugins = load_plugins(spec, host)?;
-    stages_with(spec, plugins, store)
+    stages_with(spec, plugins, store, Some(metrics))
 }
 
 /// Every stage's plugin, loaded (compiled once per version and process).
@@ -183,10 +219,15 @@ fn stages_with(
     spec: &PipelineSpec,
     plugins: Vec<Arc<crate::plugin::Plugin>>,
     store: Option<Arc<StateStore>>,
+    metrics: Option<&PipelineMetrics>,
 ) -> Result<Vec<Stage>, BuildError> {
     let mut stages = Vec::with_capacity(spec.stages.len());
-    for (stage, plugin) in spec.stages.iter().zip(plugins) {
+    for (index, (stage, plugin)) in spec.stages.iter().zip(plugins).enumerate() {
         let s = &stage.spec;
+        let telemetry = match metrics {
+            Some(m) => m.stages.get(index).cloned().unwrap_or_else(|| StageSeries::detached(&spec.name, &s.name)),
+            None => StageSeries::detached(&spec.name, &s.name),
+        };
         let settings = StageSettings {
             pipeline: spec.name.clone(),
             name: s.name.clone(),
@@ -213,6 +254,7 @@ fn stages_with(
                 .as_ref()
                 .map(|store| StageState::new(store.clone(), &s.name)),
             state_limit: s.state_limit,
+            telemetry,
         };
         let mut built = Stage::new(settings, plugin).map_err(|error| BuildError::Init {
             error,
@@ -293,7 +335,8 @@ impl Pipeline {
     /// Loads the plugins, initialises the stages, sets up sources and
     /// sinks, and recovers from the last checkpoint.
     pub fn build(spec: &PipelineSpec, host: &PluginHost) -> Result<Self, BuildError> {
-        let stages = build_stages(spec, host)?;
+        let metrics = PipelineMetrics::new(shape_of(spec));
+        let stages = build_stages(spec, host, &metrics)?;
         let sources = build_sources(spec)?;
         let sinks = spec
             .sinks
@@ -323,7 +366,10 @@ impl Pipeline {
             Some(store) => Some(store),
             None => open_store(spec, false)?,
         };
-        Self::assemble(spec, stages, sources, sinks, store)
+        if let Some(store) = &store {
+            let _ = metrics.state_file.set(store.path().to_path_buf());
+        }
+        Self::assemble(spec, stages, sources, sinks, store, metrics)
     }
 
     /// A pipeline from parts built elsewhere (a task of a partitioned
@@ -335,6 +381,7 @@ impl Pipeline {
         mut sources: Vec<Box<dyn Source>>,
         sinks: Vec<Box<dyn crate::sink::Sink>>,
         store: Option<Arc<StateStore>>,
+        metrics: Arc<PipelineMetrics>,
     ) -> Result<Self, BuildError> {
         let delivery =
             Delivery::recover(&spec.name, store, spec.exactly_once(), &mut sources, sinks)
@@ -354,7 +401,8 @@ impl Pipeline {
                         },
                         file: spec.file.clone(),
                     },
-                })?;
+                })?
+                .observed(metrics.clone());
         Ok(Pipeline {
             name: spec.name.clone(),
             interval: spec.interval,
@@ -364,16 +412,9 @@ impl Pipeline {
             sources,
             stages,
             delivery,
-            metrics: Arc::new(PipelineMetrics::default()),
+            metrics,
             exactly_once: spec.exactly_once(),
         })
-    }
-
-    /// Records its figures in `metrics` (shared by the tasks of a
-    /// partitioned pipeline, so they add up to the pipeline's).
-    pub fn with_metrics(mut self, metrics: Arc<PipelineMetrics>) -> Self {
-        self.metrics = metrics;
-        self
     }
 
     /// Its stages, for hot reload and the control endpoint.

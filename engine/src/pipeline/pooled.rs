@@ -23,7 +23,7 @@ use crate::batch::{Batcher, Cut};
 use crate::delivery::Delivery;
 use crate::source::SourceError;
 use crate::stage::Stage;
-use crate::telemetry::Reporter;
+use crate::telemetry::{PipelineMetrics, Reporter};
 
 /// The pools a hosted pipeline runs on.
 #[derive(Clone)]
@@ -110,7 +110,6 @@ impl Pipeline {
         let job = pools.sinks.job(
             tenant,
             delivery_work(
-                self.name.clone(),
                 self.interval,
                 self.metrics.clone(),
                 delivery,
@@ -145,7 +144,13 @@ impl Pipeline {
             self.max_batch_records,
             self.max_batch_bytes,
         );
-        runtime.spawn(cut_batches(batcher, next, room, stop_tx.clone()));
+        runtime.spawn(cut_batches(
+            batcher,
+            next,
+            room,
+            stop_tx.clone(),
+            self.metrics.clone(),
+        ));
 
         // When delivery is done, the sources' outcomes and the summary.
         let name = self.name.clone();
@@ -184,12 +189,14 @@ async fn cut_batches(
     first: Sender<InFlight>,
     room: Arc<Notify>,
     stop: Arc<watch::Sender<bool>>,
+    metrics: Arc<PipelineMetrics>,
 ) {
     'batches: loop {
         let mut flight = match batcher.next().await {
             Cut::Finished => break,
             Cut::Batch(batch) => InFlight::new(batch),
         };
+        metrics.queue_depth.set(batcher.queued() as i64);
         loop {
             let notified = room.notified();
             tokio::pin!(notified);
@@ -220,12 +227,20 @@ fn stage_work(
     failure: Failure,
 ) -> Box<dyn FnMut() -> Step + Send> {
     let mut parts = Some((stage, input, output));
+    // Since when a batch has waited for room downstream.
+    let mut blocked: Option<std::time::Instant> = None;
     Box::new(move || {
         let Some((stage, input, output)) = parts.as_mut() else {
             return Step::Done;
         };
         if !output.has_room() {
+            if !input.is_empty() {
+                blocked.get_or_insert_with(std::time::Instant::now);
+            }
             return Step::Idle;
+        }
+        if let Some(since) = blocked.take() {
+            stage.settings().telemetry.blocked(since.elapsed());
         }
         let mut flight = match input.try_recv() {
             TryRecv::Empty => return Step::Idle,
@@ -265,15 +280,15 @@ fn stage_work(
 /// The delivery job: one batch per step; at the end, the sinks flushed and
 /// `finished` told.
 fn delivery_work(
-    name: String,
     interval: std::time::Duration,
-    metrics: Arc<crate::telemetry::PipelineMetrics>,
+    metrics: Arc<PipelineMetrics>,
     delivery: Delivery,
     input: Receiver<InFlight>,
     failure: Failure,
     finished: oneshot::Sender<()>,
 ) -> Box<dyn FnMut() -> Step + Send> {
-    let mut reporter = Reporter::new(&name, interval);
+    let mut reporter = Reporter::new(metrics.labels.clone(), interval);
+    let name = metrics.labels.pipeline.clone();
     let mut parts = Some((delivery, input, finished));
     let mut last_id = 0;
     Box::new(move || {
@@ -288,8 +303,7 @@ fn delivery_work(
             TryRecv::Empty => Step::Idle,
             TryRecv::Item(mut flight) => {
                 last_id = flight.batch.id;
-                let result =
-                    deliver(delivery, &mut flight, &name, interval, &metrics, &mut reporter);
+                let result = deliver(delivery, &mut flight, interval, &metrics, &mut reporter);
                 if let Err(error) = result {
                     failure.set(failed(error));
                     let (_, input, finished) = parts.take().unwrap();

@@ -20,6 +20,7 @@ use crate::delivery::Delivery;
 use crate::source::{Emitter, SourceError};
 use crate::stage::Stage;
 use crate::state::{StageState, Writes};
+use crate::telemetry::events::{self, BatchDone, Finished};
 use crate::telemetry::{BatchMetrics, PipelineMetrics, Reporter, StageMetrics};
 
 /// A batch on its way through the stages.
@@ -104,7 +105,9 @@ impl Pipeline {
             .map(|(i, source)| {
                 let (ack_tx, ack_rx) = watch::channel(None);
                 acks.push(ack_tx);
-                runtime.spawn(source.run(Emitter::new(i, tx.clone(), stop_rx.clone(), ack_rx)))
+                let emitter = Emitter::new(i, tx.clone(), stop_rx.clone(), ack_rx)
+                    .observed(self.metrics.sources[i].clone());
+                runtime.spawn(source.run(emitter))
             })
             .collect();
         Started {
@@ -136,13 +139,7 @@ impl Pipeline {
         let (sink_tx, sink_rx) = link::<InFlight>();
         let mut delivery = self.delivery;
         delivery.acknowledge_to(acks);
-        let sink_thread = spawn_sinks(
-            &self.name,
-            self.interval,
-            self.metrics.clone(),
-            delivery,
-            sink_rx,
-        );
+        let sink_thread = spawn_sinks(self.interval, self.metrics.clone(), delivery, sink_rx);
         let mut next = sink_tx;
         let mut stage_threads = Vec::new();
         for stage in std::mem::take(&mut self.stages).into_iter().rev() {
@@ -162,6 +159,7 @@ impl Pipeline {
             match runtime.block_on(batcher.next()) {
                 Cut::Finished => break,
                 Cut::Batch(batch) => {
+                    self.metrics.queue_depth.set(batcher.queued() as i64);
                     let flight = InFlight::new(batch);
                     // A closed channel means a stage or a sink failed.
                     if next.send(flight).is_err() {
@@ -219,30 +217,27 @@ impl Pipeline {
 
     /// The log line a run starts with.
     pub(super) fn log_start(&self) {
-        let descriptions: Vec<String> = self.sources.iter().map(|s| s.describe()).collect();
-        tracing::info!(
-            pipeline = %self.name,
-            "started: batch interval {}ms, sources [{}], stages [{}], {} sink(s), {} delivery",
-            self.interval.as_millis(),
-            descriptions.join(", "),
-            self.stages.iter().map(|s| format!("{} ({})", s.name(), s.plugin().label())).collect::<Vec<_>>().join(", "),
-            self.delivery.sinks(),
-            if self.exactly_once { "exactly-once" } else { "at-least-once" },
-        );
+        let sources: Vec<String> = self.sources.iter().map(|s| s.describe()).collect();
+        let stages: Vec<String> = self
+            .stages
+            .iter()
+            .map(|s| format!("{} ({})", s.name(), s.plugin().label()))
+            .collect();
+        events::Started {
+            labels: &self.metrics.labels,
+            interval: self.interval,
+            sources: &sources,
+            stages: &stages,
+            sinks: self.delivery.sinks(),
+            exactly_once: self.exactly_once,
+        }
+        .emit();
     }
 }
 
 /// The figures of a finished run, logged.
 pub(super) fn summary(name: String, metrics: &PipelineMetrics) -> RunSummary {
-    if let Some(delays) = metrics.delay_summary() {
-        tracing::info!(pipeline = %name, "{delays}");
-    }
-    let totals = metrics.totals();
-    tracing::info!(
-        pipeline = %name,
-        "finished: {} batches ({} with records), {} records in, {} out, {} dead-lettered",
-        totals.batches, totals.busy_batches, totals.records_in, totals.records_out, totals.failed
-    );
+    let totals = Finished { metrics }.emit();
     RunSummary {
         pipeline: name,
         totals,
@@ -260,10 +255,12 @@ fn spawn_stage(
         .spawn(move || {
             for mut flight in rx {
                 run_stage(&mut stage, &mut flight)?;
+                let handing = Instant::now();
                 if tx.send(flight).is_err() {
                     // Further down failed; it reports.
                     break;
                 }
+                stage.settings().telemetry.blocked(handing.elapsed());
             }
             Ok(())
         })
@@ -282,8 +279,11 @@ pub(super) fn run_stage(stage: &mut Stage, flight: &mut InFlight) -> Result<(), 
     let count_in = batch.records.len();
     let records = std::mem::take(&mut batch.records);
     let out = stage.process_batch(batch.id, batch.time_ms, batch.ends_interval, records)?;
+    let telemetry = &stage.settings().telemetry;
     flight.stages.push(StageMetrics {
-        name: stage.name().to_string(),
+        index: telemetry.index,
+        name: telemetry.name.clone(),
+        version: out.version.clone().unwrap_or_else(|| telemetry.version()),
         records_in: count_in,
         records_out: out.records.len(),
         failed: out.failed,
@@ -304,25 +304,23 @@ pub(super) fn run_stage(stage: &mut Stage, flight: &mut InFlight) -> Result<(), 
 /// The sinks' thread: delivers each batch (see [`crate::delivery`]) and
 /// records its figures.
 fn spawn_sinks(
-    name: &str,
     interval: std::time::Duration,
     metrics: Arc<PipelineMetrics>,
     mut delivery: Delivery,
     rx: Receiver<InFlight>,
 ) -> JoinHandle<Result<(), RunError>> {
-    let name = name.to_string();
     std::thread::Builder::new()
         .name("sluice-sinks".into())
         .spawn(move || {
-            let mut reporter = Reporter::new(&name, interval);
+            let mut reporter = Reporter::new(metrics.labels.clone(), interval);
             let mut last_id = 0;
             let failed = |source| RunError::Delivery {
-                pipeline: name.clone(),
+                pipeline: metrics.labels.pipeline.clone(),
                 source,
             };
             for mut flight in rx {
                 last_id = flight.batch.id;
-                deliver(&mut delivery, &mut flight, &name, interval, &metrics, &mut reporter)
+                deliver(&mut delivery, &mut flight, interval, &metrics, &mut reporter)
                     .map_err(failed)?;
             }
             reporter.flush(last_id);
@@ -335,16 +333,20 @@ fn spawn_sinks(
 pub(super) fn deliver(
     delivery: &mut Delivery,
     flight: &mut InFlight,
-    name: &str,
     interval: std::time::Duration,
     metrics: &PipelineMetrics,
     reporter: &mut Reporter,
 ) -> Result<(), crate::delivery::DeliveryError> {
     let started = flight.started.unwrap_or_else(Instant::now);
+    let delivering = Instant::now();
     delivery.deliver(&flight.batch, &mut flight.writes)?;
     let batch = &flight.batch;
     if !batch.positions.is_empty() && flight.records_in > 0 {
-        tracing::debug!(pipeline = %name, batch = batch.id, "positions: {:?}", batch.positions);
+        let labels = &metrics.labels;
+        tracing::debug!(
+            tenant = labels.tenant.as_deref(), pipeline = %labels.pipeline, batch = batch.id,
+            "positions: {:?}", batch.positions
+        );
     }
     let finished = Instant::now();
     let scheduling_delay = started.saturating_duration_since(batch.ready_at);
@@ -359,10 +361,15 @@ pub(super) fn deliver(
         processing_time,
         total_delay: scheduling_delay + processing_time,
         latency: batch.oldest_received.map(|r| finished.duration_since(r)),
+        delivery: finished.duration_since(delivering),
         stages: std::mem::take(&mut flight.stages),
     };
-    metrics.record(&figures);
-    reporter.batch(&figures);
+    BatchDone {
+        metrics,
+        reporter,
+        batch: &figures,
+    }
+    .emit();
     Ok(())
 }
 

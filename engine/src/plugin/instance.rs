@@ -225,16 +225,19 @@ impl bindings::log::Host for InstanceState {
 }
 
 /// Enforces the memory limit and remembers that it was hit, so the trap
-/// that follows can be reported as what it is.
+/// that follows can be reported as what it is; keeps the size memories
+/// have grown to, for the stage's `sluice_plugin_memory_bytes`.
 struct Limiter {
     memory: u64,
     hit: bool,
+    /// Bytes of linear memory granted so far (every memory's growth).
+    size: u64,
 }
 
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -245,6 +248,7 @@ impl ResourceLimiter for Limiter {
                 self.memory
             ));
         }
+        self.size += desired.saturating_sub(current) as u64;
         Ok(true)
     }
 
@@ -309,6 +313,7 @@ impl Instance {
             limiter: Limiter {
                 memory: limits.memory,
                 hit: false,
+                size: 0,
             },
             tag,
             budget,
@@ -359,6 +364,11 @@ impl Instance {
             Ok(Err(types::Error::Failed(m))) => Err(CallError::InvalidConfig(m)),
             Err(e) => Err(classify(&instance.store, startup, e)),
         }
+    }
+
+    /// Bytes of linear memory the instance holds.
+    pub fn memory_bytes(&self) -> u64 {
+        self.store.data().limiter.size
     }
 
     /// Runs one batch through the plugin. The input is handed back whatever

@@ -16,6 +16,16 @@ use crate::sink::SinkConfig;
 use crate::source::SourceConfig;
 
 /// Why a network source or sink is refused.
+/// Why a hosted pipeline may not name a secret in the environment: it
+/// would be the server's own (and, with `--allow-network`, could be sent
+/// to any peer the tenant chooses).
+fn no_environment(var: &str) -> String {
+    format!(
+        "`{var}`: a hosted pipeline cannot take credentials from the environment (it is the \
+         server's, not the tenant's); hosted pipelines can reach only peers that need none"
+    )
+}
+
 const NO_NETWORK: &str = "this server does not let pipelines reach network peers (its operator \
                           can start it with --allow-network)";
 
@@ -99,6 +109,9 @@ impl Base for TenantBase<'_> {
     }
 
     fn check_source(&self, source: &SourceConfig) -> Result<(), String> {
+        if let Some(var) = source.environment() {
+            return Err(no_environment(var));
+        }
         match source {
             SourceConfig::Stdin(_) => {
                 Err("a hosted pipeline has no standard input; use an `http` source".into())
@@ -122,6 +135,9 @@ impl Base for TenantBase<'_> {
     }
 
     fn check_sink(&self, sink: &SinkConfig) -> Result<(), String> {
+        if let Some(var) = sink.environment() {
+            return Err(no_environment(var));
+        }
         match sink {
             SinkConfig::Console(_) => Err(
                 "a hosted pipeline has no console; use a `directory` sink in your files root"
@@ -158,7 +174,6 @@ mod tests {
         };
         let sinks = [
             "type = \"elasticsearch\"\nurl = \"http://h:9200\"\nindex = \"i\"",
-            "type = \"object-store\"\nurl = \"s3://b/p\"",
             "type = \"http\"\nurl = \"http://h/in\"",
             "type = \"kafka\"\nbrokers = \"h:9092\"\ntopic = \"t\"",
         ];
@@ -168,6 +183,27 @@ mod tests {
             assert!(base(true).check_sink(&sink(text)).is_ok(), "{text}");
         }
         assert!(base(false).check_sink(&sink("type = \"null\"")).is_ok());
+        // Credentials from the environment would be the server's: refused
+        // even where the network is allowed.
+        let secrets = [
+            ("type = \"object-store\"\nurl = \"s3://b/p\"", "`AWS_*`"),
+            (
+                "type = \"elasticsearch\"\nurl = \"http://h:9200\"\nindex = \"i\"\n\
+                 username = \"u\"\npassword_env = \"HOME\"",
+                "`HOME`",
+            ),
+            (
+                "type = \"http\"\nurl = \"http://h/in\"\napi_key_env = \"PATH\"",
+                "`PATH`",
+            ),
+        ];
+        for (text, var) in secrets {
+            let err = base(true).check_sink(&sink(text)).unwrap_err();
+            assert!(
+                err.starts_with(var) && err.contains("environment"),
+                "{text}: {err}"
+            );
+        }
     }
 
     #[cfg(all(feature = "zeromq", feature = "mqtt", feature = "nats"))]

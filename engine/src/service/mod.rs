@@ -237,6 +237,11 @@ impl Service {
             .map(|t| Caller::Tenant(t.clone()))
     }
 
+    /// The running pipelines (for `/metrics` and the dashboard).
+    pub fn supervisor(&self) -> &Arc<Supervisor> {
+        &self.supervisor
+    }
+
     /// A tenant's meters.
     pub fn meters(&self, tenant: &str) -> Arc<Meters> {
         self.meters

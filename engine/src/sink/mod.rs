@@ -294,6 +294,25 @@ impl SinkConfig {
         Ok(())
     }
 
+    /// The environment the sink reads its credentials from, if any: a
+    /// `password_env`, `token_env` or `api_key_env` variable, or the AWS_*
+    /// variables of an `object-store` sink. It is the environment of the
+    /// process that runs the sink, which a hosted tenant may not reach.
+    pub fn environment(&self) -> Option<&str> {
+        match self {
+            #[cfg(feature = "elasticsearch")]
+            SinkConfig::Elasticsearch(c) => c.password_env.as_deref().or(c.api_key_env.as_deref()),
+            #[cfg(feature = "http-sink")]
+            SinkConfig::Http(c) => c.password_env.as_deref().or(c.api_key_env.as_deref()),
+            SinkConfig::ObjectStore(_) => Some("AWS_*"),
+            #[cfg(feature = "mqtt")]
+            SinkConfig::Mqtt(c) => c.password_env.as_deref(),
+            #[cfg(feature = "nats")]
+            SinkConfig::Nats(c) => c.password_env.as_deref().or(c.token_env.as_deref()),
+            _ => None,
+        }
+    }
+
     /// The dead-letter folder of a sink that has one (once resolved).
     pub fn dead_letter_dir(&self) -> Option<&Path> {
         match self {

@@ -102,6 +102,9 @@ pub struct Emitter {
     tx: mpsc::Sender<Chunk>,
     stop: watch::Receiver<bool>,
     acked: watch::Receiver<Option<String>>,
+    /// Where the records handed over are counted (and a Kafka source's
+    /// lag kept), when the pipeline is observed.
+    telemetry: Option<crate::telemetry::SourceTelemetry>,
 }
 
 /// The pipeline is gone: nothing will read what a source emits.
@@ -132,16 +135,37 @@ impl Emitter {
             tx,
             stop,
             acked,
+            telemetry: None,
+        }
+    }
+
+    /// Counts what this emitter hands over in `telemetry`.
+    pub fn observed(mut self, telemetry: crate::telemetry::SourceTelemetry) -> Self {
+        self.telemetry = Some(telemetry);
+        self
+    }
+
+    /// The source's series, if the pipeline is observed.
+    pub fn telemetry(&self) -> Option<&crate::telemetry::SourceTelemetry> {
+        self.telemetry.as_ref()
+    }
+
+    fn count(&self, records: usize) {
+        if let Some(t) = &self.telemetry {
+            t.records.add(records as u64);
         }
     }
 
     /// [`Emitter::emit`] for a source that reads on a blocking thread (never
     /// call it on the runtime's own threads).
     pub fn emit_blocking(&self, records: Records, position: Option<String>) -> Result<(), Closed> {
+        let n = records.len();
         match self.chunk(records, position) {
-            Some(chunk) => self.tx.blocking_send(chunk).map_err(|_| Closed),
-            None => Ok(()),
+            Some(chunk) => self.tx.blocking_send(chunk).map_err(|_| Closed)?,
+            None => return Ok(()),
         }
+        self.count(n);
+        Ok(())
     }
 
     /// A chunk of this source's records received now; none for no records.
@@ -163,10 +187,13 @@ impl Emitter {
     /// Hands records to the batcher, waiting while the queue is full. Records
     /// already read are always handed over, even while stopping.
     pub async fn emit(&self, records: Records, position: Option<String>) -> Result<(), Closed> {
+        let n = records.len();
         match self.chunk(records, position) {
-            Some(chunk) => self.tx.send(chunk).await.map_err(|_| Closed),
-            None => Ok(()),
+            Some(chunk) => self.tx.send(chunk).await.map_err(|_| Closed)?,
+            None => return Ok(()),
         }
+        self.count(n);
+        Ok(())
     }
 
     /// Hands records to the batcher if the queue has room now, without
@@ -176,13 +203,16 @@ impl Emitter {
         if self.stopping() {
             return Err(TryEmit::Closed);
         }
+        let n = records.len();
         let Some(chunk) = self.chunk(records, position) else {
             return Ok(());
         };
         self.tx.try_send(chunk).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => TryEmit::Full,
             mpsc::error::TrySendError::Closed(_) => TryEmit::Closed,
-        })
+        })?;
+        self.count(n);
+        Ok(())
     }
 
     /// Whether the source has been asked to stop reading.
@@ -259,6 +289,19 @@ impl SourceConfig {
             SourceConfig::Mqtt(_) => Some(("mqtt", "mqtt")),
             #[cfg(not(feature = "nats"))]
             SourceConfig::Nats(_) => Some(("nats", "nats")),
+            _ => None,
+        }
+    }
+
+    /// The environment variable the source reads a secret from, if any
+    /// (`password_env`, `token_env`): the environment of the process that
+    /// runs it, which a hosted tenant may not reach.
+    pub fn environment(&self) -> Option<&str> {
+        match self {
+            #[cfg(feature = "mqtt")]
+            SourceConfig::Mqtt(c) => c.password_env.as_deref(),
+            #[cfg(feature = "nats")]
+            SourceConfig::Nats(c) => c.password_env.as_deref().or(c.token_env.as_deref()),
             _ => None,
         }
     }

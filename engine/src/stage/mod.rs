@@ -26,6 +26,11 @@ use crate::batch::Records;
 use crate::plugin::{
     CallError, CallInfo, Grants, Instance, Limits, LogTag, Output, Plugin, StateView,
 };
+use crate::telemetry::StageTelemetry;
+use crate::telemetry::events::{
+    DeadLettered, InstanceDropped, Next, PluginCall, RolledBack, Trusted, VersionLive,
+    WindowRestored,
+};
 
 /// A stage could not get a batch through, and nothing may be dropped.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +92,8 @@ pub struct StageOutput {
     pub writes: crate::state::Writes,
     /// A windowed stage's changes to its window (to checkpoint).
     pub window_writes: Option<(Arc<crate::state::StageState>, crate::state::Writes)>,
+    /// The plugin version that processed the batch.
+    pub version: Option<Arc<str>>,
 }
 
 /// Everything a stage needs besides its plugin.
@@ -123,6 +130,8 @@ pub struct StageSettings {
     pub state: Option<Arc<crate::state::StageState>>,
     /// Largest key + value a plugin may put into its state, in bytes.
     pub state_limit: u64,
+    /// Where the stage's events are counted (and its log lines labelled).
+    pub telemetry: StageTelemetry,
 }
 
 /// How many batches a new version must process without failing before it
@@ -132,6 +141,8 @@ pub const PROBATION_BATCHES: u32 = 10;
 /// A plugin version with its instance.
 struct Version {
     plugin: Arc<Plugin>,
+    /// `file.wasm@hash`, made once.
+    label: Arc<str>,
     tag: Arc<LogTag>,
     instance: Option<Instance>,
     /// Batches the current instance has processed.
@@ -146,6 +157,7 @@ impl Version {
             plugin: plugin.label(),
         });
         Version {
+            label: tag.plugin.as_str().into(),
             plugin,
             tag,
             instance,
@@ -195,8 +207,13 @@ impl Stage {
             error,
         })?;
         let handle = StageHandle::new(&settings.name, plugin.clone());
+        let current = Version::new(&settings, plugin, Some(instance));
+        settings.telemetry.set_version(current.label.clone());
+        if let Some(instance) = &current.instance {
+            settings.telemetry.memory.set(instance.memory_bytes() as i64);
+        }
         Ok(Stage {
-            current: Version::new(&settings, plugin, Some(instance)),
+            current,
             settings,
             fallback: None,
             probation_left: 0,
@@ -225,10 +242,11 @@ impl Stage {
             return;
         }
         if self.current.instance.take().is_some() {
-            tracing::debug!(
-                pipeline = %self.settings.pipeline, stage = %self.settings.name,
-                "idle for {}s: instance released", after.as_secs()
-            );
+            InstanceDropped {
+                stage: &self.settings.telemetry,
+                why: format!("idle for {}s: instance released", after.as_secs()),
+            }
+            .emit();
         }
         if let Some(fallback) = &mut self.fallback {
             fallback.instance = None;
@@ -238,10 +256,11 @@ impl Stage {
     /// Makes the stage windowed: it is called with `window`'s records when
     /// a call is due, and not at all in between.
     pub fn with_window(mut self, window: Window) -> Self {
-        tracing::info!(
-            pipeline = %self.settings.pipeline, stage = %self.settings.name,
-            "window holds {} record(s) from the last checkpoint", window.held_records()
-        );
+        WindowRestored {
+            stage: &self.settings.telemetry,
+            held: window.held_records(),
+        }
+        .emit();
         self.window = Some(window);
         self
     }
@@ -304,13 +323,14 @@ impl Stage {
         let rollback = update.cause == "rollback";
         let new = Version::new(&self.settings, update.plugin, Some(update.instance));
         let old = std::mem::replace(&mut self.current, new);
-        let s = &self.settings;
-        let (live, cause, replaced) = (
-            self.current.plugin.label(),
-            update.cause,
-            old.plugin.label(),
-        );
-        tracing::info!(pipeline = %s.pipeline, stage = %s.name, "version {live} live ({cause}), replacing {replaced}");
+        let (live, cause, replaced) = (&self.current.label, update.cause, &old.label);
+        VersionLive {
+            stage: &self.settings.telemetry,
+            live,
+            cause: &cause,
+            replaced,
+        }
+        .emit();
         self.handle
             .event(format!("{live} live ({cause}), replacing {replaced}"));
         if rollback {
@@ -343,6 +363,7 @@ impl Stage {
         }
         let mut out = self.process_here(batch_id, time_ms, input)?;
         out.busy = started.elapsed();
+        out.version = Some(self.current.label.clone());
         Ok(out)
     }
 
@@ -377,9 +398,8 @@ impl Stage {
                 Ok(StageOutput {
                     records: output.records,
                     failed,
-                    busy: Default::default(),
                     writes: output.writes,
-                    window_writes: None,
+                    ..StageOutput::default()
                 })
             }
             Err((input, error)) if self.fallback.is_some() => {
@@ -402,7 +422,12 @@ impl Stage {
             self.fallback = None;
             self.handle.passed_probation();
             self.handle
-                .event(format!("{} passed probation", self.current.plugin.label()));
+                .event(format!("{} passed probation", self.current.label));
+            Trusted {
+                stage: &self.settings.telemetry,
+                label: &self.current.label,
+            }
+            .emit();
         }
     }
 
@@ -410,12 +435,15 @@ impl Stage {
         let fallback = self.fallback.take().expect("rolling back needs a fallback");
         let failed = std::mem::replace(&mut self.current, fallback);
         self.probation_left = 0;
-        let s = &self.settings;
-        let (bad, good) = (failed.plugin.label(), self.current.plugin.label());
-        tracing::error!(
-            pipeline = %s.pipeline, stage = %s.name, batch = batch_id,
-            "version {bad} rolled back to {good}: on probation, {why}; the batch is redone by {good}"
-        );
+        let (bad, good) = (&failed.label, &self.current.label);
+        RolledBack {
+            stage: &self.settings.telemetry,
+            bad,
+            good,
+            batch: batch_id,
+            why,
+        }
+        .emit();
         self.handle.event(format!(
             "{bad} rolled back to {good} at batch {batch_id}: {why}"
         ));
@@ -430,10 +458,14 @@ impl Stage {
         v.batches_on_instance += 1;
         let limit = self.settings.recycle_after;
         if limit > 0 && v.batches_on_instance >= limit {
-            tracing::debug!(
-                pipeline = %self.settings.pipeline, stage = %self.settings.name,
-                "instance of {} recycled after {} batches", v.plugin.label(), v.batches_on_instance
-            );
+            InstanceDropped {
+                stage: &self.settings.telemetry,
+                why: format!(
+                    "instance of {} recycled after {} batches",
+                    v.label, v.batches_on_instance
+                ),
+            }
+            .emit();
             v.batches_on_instance = 0;
             drop(instance);
         } else {
@@ -477,6 +509,16 @@ impl Stage {
             input = back;
             match outcome {
                 Ok(output) => {
+                    PluginCall {
+                        stage: &self.settings.telemetry,
+                        plugin: &self.current.label,
+                        batch: batch_id,
+                        attempt: attempt + 1,
+                        outcome: Ok(()),
+                        next: Next::Policy,
+                        memory: Some(instance.memory_bytes()),
+                    }
+                    .emit();
                     self.keep_or_recycle(instance);
                     return Ok((output, input));
                 }
@@ -528,16 +570,21 @@ impl Stage {
 
     fn report(&self, batch_id: u64, attempt: u32, error: &CallError) {
         let s = &self.settings;
-        let retry = match (attempt < s.retries, error.kills_instance()) {
-            (false, _) => "",
-            (true, true) => "; retrying on a fresh instance",
-            (true, false) => "; retrying",
+        let next = match (attempt < s.retries, error.kills_instance()) {
+            (false, _) => Next::Policy,
+            (true, true) => Next::RetryFresh,
+            (true, false) => Next::Retry,
         };
-        tracing::warn!(
-            pipeline = %s.pipeline, stage = %s.name, plugin = %self.current.tag.plugin, batch = batch_id,
-            attempt = attempt + 1,
-            "the plugin {error}{retry}"
-        );
+        PluginCall {
+            stage: &s.telemetry,
+            plugin: &self.current.label,
+            batch: batch_id,
+            attempt: attempt + 1,
+            outcome: Err(error),
+            next,
+            memory: None,
+        }
+        .emit();
     }
 
     fn dead_letter_failures(
@@ -556,8 +603,10 @@ impl Stage {
             if index < input.len() {
                 reasons.push((index, message.as_str()));
             } else {
+                let s = &self.settings.telemetry;
                 tracing::warn!(
-                    pipeline = %self.settings.pipeline, stage = %self.settings.name, batch = batch_id,
+                    tenant = s.labels.tenant.as_deref(), pipeline = %s.labels.pipeline, stage = %s.name,
+                    batch = batch_id,
                     "the plugin reported a failure for record {index}, but the batch has {} records; ignored",
                     input.len()
                 );
@@ -587,10 +636,14 @@ impl Stage {
                 dir: s.dead_letter.dir.clone(),
                 source,
             })?;
-        tracing::warn!(
-            pipeline = %s.pipeline, stage = %s.name, batch = batch_id,
-            "{} record(s) dead-lettered to {}", reasons.len(), path.display()
-        );
+        DeadLettered {
+            stage: &s.telemetry,
+            batch: batch_id,
+            records: reasons.len(),
+            path: &path,
+            reason: reasons.first().map_or("", |r| r.1),
+        }
+        .emit();
         Ok(())
     }
 }

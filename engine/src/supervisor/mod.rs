@@ -274,7 +274,15 @@ impl Supervisor {
         let finish: Box<dyn FnOnce(Outcome) + Send> = {
             let (state, slot, on_end, key) =
                 (state.clone(), slot.clone(), self.on_end.clone(), key.clone());
+            let metrics = metrics.clone();
             Box::new(move |outcome: Outcome| {
+                if let Err(error) = &outcome {
+                    crate::telemetry::events::Failed {
+                        metrics: &metrics,
+                        error,
+                    }
+                    .emit();
+                }
                 *state.lock().unwrap() = match &outcome {
                     Ok(_) => RunState::Finished,
                     Err(e) => RunState::Failed(e.clone()),
@@ -429,6 +437,22 @@ impl Supervisor {
             .unwrap()
             .iter()
             .filter(|(key, _)| key.tenant.as_deref() == tenant)
+            .map(|(key, entry)| PipelineInfo {
+                key: key.clone(),
+                state: entry.state.lock().unwrap().clone(),
+                stages: entry.stages.clone(),
+                metrics: entry.metrics.clone(),
+                tasks: entry.tasks.clone(),
+            })
+            .collect()
+    }
+
+    /// Every pipeline, of every tenant.
+    pub fn all(&self) -> Vec<PipelineInfo> {
+        self.running
+            .lock()
+            .unwrap()
+            .iter()
             .map(|(key, entry)| PipelineInfo {
                 key: key.clone(),
                 state: entry.state.lock().unwrap().clone(),

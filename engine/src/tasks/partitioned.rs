@@ -71,7 +71,7 @@ impl Partitioned {
             config,
             who,
             board: Arc::new(TaskBoard::default()),
-            metrics: Arc::new(PipelineMetrics::default()),
+            metrics: PipelineMetrics::new(crate::pipeline::shape_of(spec)),
         })
     }
 

@@ -186,7 +186,7 @@ pub fn prepare(
             .and_then(|c| c.positions.get(&0).and_then(|p| offset_of(p))),
         None => None,
     };
-    let stages = build_stages_in(&spec, &cx.host, store.clone())?;
+    let stages = build_stages_in(&spec, &cx.host, store.clone(), &cx.metrics)?;
     let topic = cx.topology.parts[part].topic.clone();
     let (feed, rx) = mpsc::channel(FEED_CHUNKS);
     let acked = Arc::new(AtomicI64::new(-1));
@@ -197,8 +197,8 @@ pub fn prepare(
         acked: acked.clone(),
     });
     let sinks = sinks(cx, &spec, part)?;
-    let pipeline = Pipeline::assemble(&spec, stages, vec![source], sinks, store)?
-        .with_metrics(cx.metrics.clone());
+    let pipeline =
+        Pipeline::assemble(&spec, stages, vec![source], sinks, store, cx.metrics.clone())?;
     Ok(Prepared {
         name: spec.name.clone(),
         pipeline,

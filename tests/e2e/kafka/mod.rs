@@ -24,6 +24,7 @@ use crate::support::*;
 
 mod delivery;
 mod failover;
+mod lag;
 mod tasks;
 
 fn env(name: &str) -> String {

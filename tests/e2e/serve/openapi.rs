@@ -144,6 +144,27 @@ fn every_documented_request_and_status_happens_and_nothing_else() {
     ] {
         assert_eq!(server.call(token, "GET", path, None, &[]).status, want, "GET {path}");
     }
+    // Metrics and the dashboard: the page and its assets hold no data and
+    // take no token; `/metrics` and the page's data take the admin's or a
+    // tenant's.
+    for (token, path, want) in [
+        (a, "/metrics", 200),
+        (tk, "/metrics", 200),
+        (None, "/metrics", 401),
+        (None, "/ui", 308),
+        (None, "/ui/", 200),
+        (None, "/ui/app.js", 200),
+        (None, "/ui/style.css", 200),
+        (a, "/ui/api/pipelines", 200),
+        (tk, "/ui/api/pipelines", 200),
+        (None, "/ui/api/pipelines", 401),
+        (a, "/ui/api/pipelines/wc?tenant=tour", 200),
+        (tk, "/ui/api/pipelines/wc", 200),
+        (tk, "/ui/api/pipelines/nothing", 404),
+        (None, "/ui/api/pipelines/wc", 401),
+    ] {
+        assert_eq!(server.call(token, "GET", path, None, &[]).status, want, "GET {path}");
+    }
     // Ingest.
     let ingest = "/v1/pipelines/wc/ingest";
     let text = Some("text/plain");
@@ -202,7 +223,7 @@ fn every_documented_request_and_status_happens_and_nothing_else() {
     assert_eq!(server.push(&t, "many", "uppercase").status, 201);
     let _ = server.json(a, "PATCH", "/v1/tenants/tour", &json!({"quotas": {"plugin_bytes": "1KiB"}}));
     assert_eq!(server.push(&t, "more", "lowercase").status, 403);
-    let tenant_calls: [(&str, &str, Option<&str>, &[u8]); 13] = [
+    let tenant_calls: [(&str, &str, Option<&str>, &[u8]); 16] = [
         ("GET", "/v1/plugins", None, b""),
         ("PUT", "/v1/plugins/x", wasm, b"x"),
         ("GET", "/v1/plugins/split", None, b""),
@@ -216,6 +237,9 @@ fn every_documented_request_and_status_happens_and_nothing_else() {
         ("POST", rollback, None, b""),
         ("POST", ingest, text, b"x\n"),
         ("GET", "/v1/pipelines/wc/dead-letters", None, b""),
+        ("GET", "/metrics", None, b""),
+        ("GET", "/ui/api/pipelines", None, b""),
+        ("GET", "/ui/api/pipelines/wc", None, b""),
     ];
     // One call a second: the bucket cannot refill between `exhaust` and the
     // call that must be refused, however slow the machine.

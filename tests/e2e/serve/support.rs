@@ -250,6 +250,9 @@ pub fn template(path: &str) -> String {
         }
         ["v1", "plugins", _] => vec!["v1".into(), "plugins".into(), "{name}".into()],
         ["v1", "pipelines", _] => vec!["v1".into(), "pipelines".into(), "{name}".into()],
+        ["ui", "api", "pipelines", _] => {
+            vec!["ui".into(), "api".into(), "pipelines".into(), "{name}".into()]
+        }
         ["v1", "pipelines", _, "stages", _, action] => vec![
             "v1".into(),
             "pipelines".into(),

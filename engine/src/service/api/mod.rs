@@ -9,6 +9,7 @@
 //! file:line:column messages), `409`, `413` over a size limit, `429` with
 //! `Retry-After` when a rate is reached or a pipeline's queue is full.
 
+mod observe;
 mod pipelines;
 mod tenants;
 
@@ -90,6 +91,9 @@ pub fn router(service: Arc<Service>) -> Router {
             "/v1/pipelines/{name}/dead-letters",
             get(pipelines::dead_letters),
         )
+        .route("/metrics", get(observe::metrics))
+        .route("/ui/api/pipelines", get(observe::list))
+        .route("/ui/api/pipelines/{name}", get(observe::detail))
         .layer(middleware::from_fn_with_state(api.clone(), authenticate));
     Router::new()
         .route("/v1/health", get(|| async { axum::Json(serde_json::json!({ "ok": true })) }))
@@ -97,6 +101,7 @@ pub fn router(service: Arc<Service>) -> Router {
             "/v1/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
         )
+        .merge(crate::dashboard::assets())
         .merge(guarded)
         .fallback(|request: Request| async move {
             ApiError::new(

@@ -147,6 +147,9 @@ impl KafkaSourceConfig {
                 // of that and the pipeline then idles. With a short pause the
                 // `kafka` bench went from ~158k to 390k-430k lines/s.
                 ("fetch.queue.backoff.ms", "20"),
+                // Statistics every second: the consumer lag per partition
+                // for `sluice_kafka_consumer_lag` and the dashboard.
+                ("statistics.interval.ms", "1000"),
             ],
             &self.options,
         );
@@ -216,6 +219,8 @@ struct Shared {
     revoked: Mutex<Vec<Partition>>,
     /// Checkpoint offsets not yet applied to an assignment.
     resume: Mutex<Offsets>,
+    /// Where the consumer lag goes.
+    telemetry: Option<crate::telemetry::SourceTelemetry>,
 }
 
 struct SourceContext(Arc<Shared>);
@@ -228,6 +233,37 @@ impl ClientContext for SourceContext {
     fn error(&self, error: KafkaError, reason: &str) {
         self.0.log.error(error, reason);
     }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        if let Some(telemetry) = &self.0.telemetry {
+            telemetry.set_lag(lag_of(&statistics));
+        }
+    }
+}
+
+/// Per partition this consumer was assigned, the messages between the
+/// group's committed offset (this source commits once the sinks have a
+/// batch) and the partition's end; before the first commit, from the
+/// consumer's read position.
+fn lag_of(statistics: &rdkafka::Statistics) -> std::collections::BTreeMap<(String, i32), i64> {
+    let mut lag = std::collections::BTreeMap::new();
+    for (topic, t) in &statistics.topics {
+        for p in t.partitions.values() {
+            // -1 is librdkafka's internal "unassigned" partition.
+            if p.partition < 0 || !p.desired {
+                continue;
+            }
+            let behind = if p.consumer_lag >= 0 {
+                p.consumer_lag
+            } else if p.hi_offset >= 0 && p.app_offset >= 0 {
+                (p.hi_offset - p.app_offset).max(0)
+            } else {
+                continue;
+            };
+            lag.insert((topic.clone(), p.partition), behind);
+        }
+    }
+    lag
 }
 
 impl ConsumerContext for SourceContext {
@@ -344,6 +380,7 @@ impl KafkaSource {
             acked: Mutex::new(Offsets::new()),
             revoked: Mutex::new(Vec::new()),
             resume: Mutex::new(self.resume.clone()),
+            telemetry: emitter.telemetry().cloned(),
         });
         let consumer: BaseConsumer<SourceContext> = self
             .config

@@ -1,0 +1,65 @@
+//! The Kafka source's consumer lag per partition on `/metrics`
+//! (`sluice_kafka_consumer_lag`): messages are behind while a slow stage
+//! holds the pipeline back, and none once every message is processed and
+//! its offset committed.
+
+use std::time::Duration;
+
+use super::*;
+use crate::observe::Run;
+
+/// The lag samples: partition → messages behind.
+fn lag(run: &Run) -> BTreeMap<String, f64> {
+    run.metrics()
+        .1
+        .into_iter()
+        .filter(|s| s.name == "sluice_kafka_consumer_lag")
+        .map(|s| (s.labels["partition"].clone(), s.value))
+        .collect()
+}
+
+#[test]
+fn consumer_lag_is_exported_per_partition_and_drains_to_zero() {
+    let brokers = shared_broker();
+    let topic = unique("lagged");
+    create_topic(&brokers, &topic, 2);
+    let text = sample_text(2000, 11);
+    produce(&brokers, &topic, &line_messages(&text, 2));
+    let s = Scratch::new();
+    s.write(
+        "p.toml",
+        &format!(
+            r#"
+name = "lagging"
+batch_interval = "100ms"
+max_batch_records = 100
+
+{}
+
+[[stages]]
+name = "slow"
+plugin = '{}'
+config = {{ mode = "slow", spin = "2000000" }}
+
+[[sinks]]
+type = "null"
+"#,
+            kafka_source(&brokers, &topic, &unique("group"), ""),
+            plugin("misbehave").display()
+        ),
+    );
+    let run = Run::start(&s, "p.toml", &[]);
+    eventually(Duration::from_secs(60), "both partitions behind", || {
+        let lag = lag(&run);
+        lag.len() == 2 && lag.values().sum::<f64>() > 0.0
+    });
+    eventually(Duration::from_secs(120), "every message read and committed", || {
+        let m = run.metrics().1;
+        let read = crate::observe::value(&m, "sluice_source_records_total", &[("source", "kafka-0")]);
+        let lag = lag(&run);
+        read == 2000.0 && lag.len() == 2 && lag.values().all(|l| *l == 0.0)
+    });
+    let (text, _) = run.metrics();
+    assert!(text.contains(&format!("topic=\"{topic}\"")), "{text}");
+    assert!(run.process.stop(Duration::from_secs(30)).success());
+}
