@@ -43,6 +43,9 @@ pub struct Answer {
     pub status: u16,
     pub headers: String,
     pub body: Value,
+    /// The body as text: read only through `Debug`, in failure messages
+    /// about answers that are not JSON.
+    #[allow(dead_code)]
     pub text: String,
 }
 
