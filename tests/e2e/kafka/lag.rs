@@ -53,12 +53,17 @@ type = "null"
         let lag = lag(&run);
         lag.len() == 2 && lag.values().sum::<f64>() > 0.0
     });
-    eventually(Duration::from_secs(120), "every message read and committed", || {
-        let m = run.metrics().1;
-        let read = crate::observe::value(&m, "sluice_source_records_total", &[("source", "kafka-0")]);
-        let lag = lag(&run);
-        read == 2000.0 && lag.len() == 2 && lag.values().all(|l| *l == 0.0)
-    });
+    eventually(
+        Duration::from_secs(120),
+        "every message read and committed",
+        || {
+            let m = run.metrics().1;
+            let read =
+                crate::observe::value(&m, "sluice_source_records_total", &[("source", "kafka-0")]);
+            let lag = lag(&run);
+            read == 2000.0 && lag.len() == 2 && lag.values().all(|l| *l == 0.0)
+        },
+    );
     let (text, _) = run.metrics();
     assert!(text.contains(&format!("topic=\"{topic}\"")), "{text}");
     assert!(run.process.stop(Duration::from_secs(30)).success());
