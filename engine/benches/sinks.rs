@@ -250,7 +250,10 @@ fn http_receiver(runtime: &tokio::runtime::Runtime) -> (String, Arc<AtomicU64>) 
                 "ok"
             }
         }),
-    );
+    )
+    // The native contender's POSTs carry 100,000 lines (~6 MB), over
+    // axum's 2 MB default.
+    .layer(axum::extract::DefaultBodyLimit::disable());
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
