@@ -393,7 +393,11 @@ fn build_go(root: &Path, out: &Path, out_dir: &Path) {
     };
 
     let digest = bindings_digest(
-        &[root.join("wit"), go_dir.join("bindings"), go_dir.join("go.mod")],
+        &[
+            root.join("wit"),
+            go_dir.join("bindings"),
+            go_dir.join("go.mod"),
+        ],
         &format!("wit-bindgen-cli 0.61.1 {}", GO_BINDINGS_ARGS.join(" ")),
     );
     if !bindings_recorded(&go_dir.join("bindings.sha256"), &digest) {

@@ -23,12 +23,12 @@
 
 mod support;
 
-#[path = "../../tests/e2e/observe/http.rs"]
-#[allow(dead_code)]
-mod http;
 #[path = "../../tests/e2e/observe/browser.rs"]
 #[allow(dead_code)]
 mod browser;
+#[path = "../../tests/e2e/observe/http.rs"]
+#[allow(dead_code)]
+mod http;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -95,13 +95,20 @@ fn in_process(pipelines: usize) {
     let m = PipelineMetrics::new(shape("hot"));
     let mut reporter = Reporter::new(m.labels.clone(), m.interval);
     let n = 200_000u64;
-    let figures: Vec<BatchMetrics> = (0..1000).map(|i| batch(i, 1_700_000_000_000 + i * 10)).collect();
+    let figures: Vec<BatchMetrics> = (0..1000)
+        .map(|i| batch(i, 1_700_000_000_000 + i * 10))
+        .collect();
     let started = Instant::now();
     for i in 0..n {
         let mut b = figures[(i % 1000) as usize].clone();
         b.id = i;
         b.time_ms = 1_700_000_000_000 + i * 10;
-        BatchDone { metrics: &m, reporter: &mut reporter, batch: &b }.emit();
+        BatchDone {
+            metrics: &m,
+            reporter: &mut reporter,
+            batch: &b,
+        }
+        .emit();
     }
     let with_clone = started.elapsed().as_nanos() as f64 / n as f64;
     let started = Instant::now();
@@ -123,10 +130,18 @@ fn in_process(pipelines: usize) {
             let now = sluice::batch::now_ms();
             for k in 0..3000u64 {
                 let b = batch(k, now - 30_000 + k * 10);
-                BatchDone { metrics: &metrics, reporter: &mut reporter, batch: &b }.emit();
+                BatchDone {
+                    metrics: &metrics,
+                    reporter: &mut reporter,
+                    batch: &b,
+                }
+                .emit();
             }
             PipelineInfo {
-                key: PipelineKey { tenant: metrics.labels.tenant.clone(), name },
+                key: PipelineKey {
+                    tenant: metrics.labels.tenant.clone(),
+                    name,
+                },
                 state: RunState::Running,
                 stages: Vec::new(),
                 metrics,
@@ -135,7 +150,13 @@ fn in_process(pipelines: usize) {
         })
         .collect();
     let (text, ms) = time(|| {
-        let exposed: Vec<Exposed<'_>> = infos.iter().map(|p| Exposed { metrics: &p.metrics, up: true }).collect();
+        let exposed: Vec<Exposed<'_>> = infos
+            .iter()
+            .map(|p| Exposed {
+                metrics: &p.metrics,
+                up: true,
+            })
+            .collect();
         expose::render(&exposed, true)
     });
     println!(
@@ -144,11 +165,22 @@ fn in_process(pipelines: usize) {
         text.len() / 1024,
         text.lines().filter(|l| !l.starts_with('#')).count()
     );
-    let query = ListQuery { sort: Some("delay".into()), ..ListQuery::default() };
+    let query = ListQuery {
+        sort: Some("delay".into()),
+        ..ListQuery::default()
+    };
     let (list, ms) = time(|| data::list(&infos, &query).to_string());
-    println!("  list (50 rows, sorted by delay): {:.1} ms, {} KiB", ms, list.len() / 1024);
+    println!(
+        "  list (50 rows, sorted by delay): {:.1} ms, {} KiB",
+        ms,
+        list.len() / 1024
+    );
     let (detail, ms) = time(|| data::detail(&infos[0]).to_string());
-    println!("  one pipeline's detail (10 ms batches): {:.1} ms, {} KiB", ms, detail.len() / 1024);
+    println!(
+        "  one pipeline's detail (10 ms batches): {:.1} ms, {} KiB",
+        ms,
+        detail.len() / 1024
+    );
 }
 
 fn end_to_end(pipelines: usize) {
@@ -168,8 +200,18 @@ fn end_to_end(pipelines: usize) {
         files.push(path);
     }
     let busy = scratch.join("busy.toml");
-    support::wordcount_pipeline(&busy, "wordcount", "10ms", 1 << 40, 10, &guests, "word_count.wasm");
-    let text = std::fs::read_to_string(&busy).unwrap().replace("rate = 0", "rate = 20000");
+    support::wordcount_pipeline(
+        &busy,
+        "wordcount",
+        "10ms",
+        1 << 40,
+        10,
+        &guests,
+        "word_count.wasm",
+    );
+    let text = std::fs::read_to_string(&busy)
+        .unwrap()
+        .replace("rate = 0", "rate = 20000");
     std::fs::write(&busy, text).unwrap();
     files.push(busy);
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -188,9 +230,23 @@ fn end_to_end(pipelines: usize) {
         .map_while(Result::ok)
         .find(|l| l.contains("/metrics, dashboard on"))
         .expect("sluice names its metrics address");
-    let address = line.split("metrics on http://").nth(1).unwrap().split('/').next().unwrap().to_string();
-    let token_file = line.split("token in ").nth(1).unwrap().trim_end_matches(')');
-    let token = std::fs::read_to_string(token_file).unwrap().trim().to_string();
+    let address = line
+        .split("metrics on http://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let token_file = line
+        .split("token in ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(')');
+    let token = std::fs::read_to_string(token_file)
+        .unwrap()
+        .trim()
+        .to_string();
     // Let every pipeline run a while, the word count's timeline fill.
     std::thread::sleep(Duration::from_secs(20));
     let median = |mut v: Vec<f64>| {
@@ -199,8 +255,16 @@ fn end_to_end(pipelines: usize) {
     };
     for (what, path, token) in [
         ("/metrics", "/metrics".to_string(), None),
-        ("list", "/ui/api/pipelines?sort=delay".to_string(), Some(token.as_str())),
-        ("word count's detail", "/ui/api/pipelines/wordcount".to_string(), Some(token.as_str())),
+        (
+            "list",
+            "/ui/api/pipelines?sort=delay".to_string(),
+            Some(token.as_str()),
+        ),
+        (
+            "word count's detail",
+            "/ui/api/pipelines/wordcount".to_string(),
+            Some(token.as_str()),
+        ),
     ] {
         let mut times = Vec::new();
         let mut size = 0;
@@ -210,7 +274,11 @@ fn end_to_end(pipelines: usize) {
             size = r.body.len();
             times.push(ms);
         }
-        println!("  {what}: {:.1} ms (median of 5 over HTTP), {} KiB", median(times), size / 1024);
+        println!(
+            "  {what}: {:.1} ms (median of 5 over HTTP), {} KiB",
+            median(times),
+            size / 1024
+        );
     }
     let metrics = http::get(&address, "/metrics", None).text();
     let rss = metrics
@@ -218,24 +286,40 @@ fn end_to_end(pipelines: usize) {
         .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0);
-    println!("  sluice's resident memory with {} pipelines: {:.0} MiB", pipelines + 1, rss / 1048576.0);
+    println!(
+        "  sluice's resident memory with {} pipelines: {:.0} MiB",
+        pipelines + 1,
+        rss / 1048576.0
+    );
 
-    let has_browser = Command::new("chromedriver").arg("--version").output().is_ok_and(|o| o.status.success());
+    let has_browser = Command::new("chromedriver")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if has_browser {
         let b = browser::Browser::start(1400, 1000);
         let started = Instant::now();
         b.goto(&format!("http://{address}/ui/#token={token}"));
-        b.wait_for("the list", Duration::from_secs(30), "return document.querySelectorAll('#pipelines tbody tr[data-pipeline]').length === 50");
+        b.wait_for(
+            "the list",
+            Duration::from_secs(30),
+            "return document.querySelectorAll('#pipelines tbody tr[data-pipeline]').length === 50",
+        );
         let list_ms = started.elapsed().as_secs_f64() * 1000.0;
         let started = Instant::now();
         b.eval("location.hash = '#/p//wordcount'; return true");
-        b.wait_for("the word count's page", Duration::from_secs(30), "return document.querySelectorAll('#row-total-delay svg').length === 2");
+        b.wait_for(
+            "the word count's page",
+            Duration::from_secs(30),
+            "return document.querySelectorAll('#row-total-delay svg').length === 2",
+        );
         let detail_ms = started.elapsed().as_secs_f64() * 1000.0;
         let mut draws = Vec::new();
         let mut seen = String::new();
         let until = Instant::now() + Duration::from_secs(10);
         while Instant::now() < until {
-            let now = b.eval("return document.body.dataset.draws + ' ' + document.body.dataset.drawMs");
+            let now =
+                b.eval("return document.body.dataset.draws + ' ' + document.body.dataset.drawMs");
             let now = now.as_str().unwrap_or("").to_string();
             if now != seen {
                 if let Some(ms) = now.split(' ').nth(1).and_then(|v| v.parse::<f64>().ok()) {
@@ -249,13 +333,21 @@ fn end_to_end(pipelines: usize) {
             "return performance.getEntriesByType('resource').concat(performance.getEntriesByType('navigation'))
                .filter(e => !e.name.includes('/api/')).reduce((n, e) => n + e.transferSize, 0)",
         );
-        let severe: Vec<String> = b.console().into_iter().filter(|l| l.starts_with("SEVERE")).collect();
+        let severe: Vec<String> = b
+            .console()
+            .into_iter()
+            .filter(|l| l.starts_with("SEVERE"))
+            .collect();
         println!(
             "  Chromium: list drawn {:.0} ms after navigation, the word count's page {:.0} ms after the click; \
              redraw per poll {:.1} ms (median of {}), page {} bytes, console errors: {}",
             list_ms,
             detail_ms,
-            if draws.is_empty() { f64::NAN } else { median(draws.clone()) },
+            if draws.is_empty() {
+                f64::NAN
+            } else {
+                median(draws.clone())
+            },
             draws.len(),
             bytes,
             severe.len()
@@ -274,6 +366,8 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
     in_process(pipelines);
-    println!("end to end, `sluice run` with {pipelines} pipelines at 100 ms and a word count at 10 ms:");
+    println!(
+        "end to end, `sluice run` with {pipelines} pipelines at 100 ms and a word count at 10 ms:"
+    );
     end_to_end(pipelines);
 }

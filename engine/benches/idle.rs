@@ -83,8 +83,14 @@ fn main() {
         scratch.join("in").display()
     );
     let path = pipeline(&scratch, "directory", &source, &guests);
-    let mut child = support::sluice_run(&path).stderr(Stdio::null()).spawn().unwrap();
-    rows.push(("directory (empty folder)".into(), measure(&mut child, window)));
+    let mut child = support::sluice_run(&path)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    rows.push((
+        "directory (empty folder)".into(),
+        measure(&mut child, window),
+    ));
 
     let path = pipeline(&scratch, "stdin", "[[sources]]\ntype = \"stdin\"", &guests);
     let mut child = support::sluice_run(&path)
@@ -105,8 +111,14 @@ fn main() {
     });
     let source = format!("[[sources]]\ntype = \"socket\"\naddress = \"{address}\"");
     let path = pipeline(&scratch, "socket", &source, &guests);
-    let mut child = support::sluice_run(&path).stderr(Stdio::null()).spawn().unwrap();
-    rows.push(("socket (connected, silent)".into(), measure(&mut child, window)));
+    let mut child = support::sluice_run(&path)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    rows.push((
+        "socket (connected, silent)".into(),
+        measure(&mut child, window),
+    ));
 
     if let Ok(brokers) = std::env::var("KAFKA_BOOTSTRAP") {
         let source = format!(
@@ -114,7 +126,10 @@ fn main() {
             std::process::id()
         );
         let path = pipeline(&scratch, "kafka", &source, &guests);
-        let mut child = support::sluice_run(&path).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = support::sluice_run(&path)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         rows.push(("kafka (empty topic)".into(), measure(&mut child, window)));
     }
 
@@ -122,7 +137,10 @@ fn main() {
         "idle costs over {} s after a 2 s warm-up (100 ms batches, two Wasm stages):",
         window.as_secs()
     );
-    println!("  {:<28} {:>12} {:>10}", "source", "CPU (% core)", "RSS (MiB)");
+    println!(
+        "  {:<28} {:>12} {:>10}",
+        "source", "CPU (% core)", "RSS (MiB)"
+    );
     for (name, (cpu, rss)) in rows {
         println!("  {name:<28} {cpu:>12.2} {rss:>10.1}");
     }

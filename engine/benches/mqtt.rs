@@ -59,7 +59,11 @@ fn main() {
         .unwrap()
         .as_millis();
     let input = format!("bench/{run}/in");
-    let ids = [format!("bare-{run}"), format!("native-{run}"), format!("sluice-{run}")];
+    let ids = [
+        format!("bare-{run}"),
+        format!("native-{run}"),
+        format!("sluice-{run}"),
+    ];
     runtime.block_on(async {
         for id in &ids {
             subscribe_away(host, port, id, &input).await;
@@ -73,8 +77,23 @@ fn main() {
         );
     });
     let bare = runtime.block_on(drain(host, port, &ids[0], None, lines));
-    let native = runtime.block_on(drain(host, port, &ids[1], Some(format!("bench/{run}/native")), lines));
-    let sluice = sluice(&runtime, host, port, &url, &ids[2], &input, &format!("bench/{run}/sluice"), lines);
+    let native = runtime.block_on(drain(
+        host,
+        port,
+        &ids[1],
+        Some(format!("bench/{run}/native")),
+        lines,
+    ));
+    let sluice = sluice(
+        &runtime,
+        host,
+        port,
+        &url,
+        &ids[2],
+        &input,
+        &format!("bench/{run}/sluice"),
+        lines,
+    );
     let rate = |secs: f64| lines as f64 / secs;
     println!("mqtt → word count → mqtt, {lines} lines of {WORDS_PER_LINE} words (QoS 1)");
     for (name, secs) in [
@@ -84,7 +103,10 @@ fn main() {
     ] {
         println!("  {name:<22} {:>10.0} lines/s  ({secs:.3} s)", rate(secs));
     }
-    println!("  ratio sluice/native    {:>10.2}", rate(sluice) / rate(native));
+    println!(
+        "  ratio sluice/native    {:>10.2}",
+        rate(sluice) / rate(native)
+    );
 }
 
 fn options(host: &str, port: u16, id: &str, clean: bool) -> MqttOptions {
@@ -106,7 +128,10 @@ async fn subscribe_away(host: &str, port: u16, id: &str, topic: &str) {
         }
     }
     client.disconnect().await.unwrap();
-    while !matches!(events.poll().await, Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_)) {}
+    while !matches!(
+        events.poll().await,
+        Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_)
+    ) {}
 }
 
 /// Publishes `lines` generated lines at QoS 1 and waits for every PUBACK.
@@ -117,7 +142,10 @@ async fn publish_lines(host: &str, port: u16, topic: &str, lines: u64) {
         let mut maker = LineMaker::new(1, WORDS_PER_LINE);
         for _ in 0..lines {
             let line = maker.next_line().to_string();
-            client.publish(&topic, QoS::AtLeastOnce, false, line).await.unwrap();
+            client
+                .publish(&topic, QoS::AtLeastOnce, false, line)
+                .await
+                .unwrap();
         }
         client
     });
@@ -256,7 +284,9 @@ format = "text"
             }
         })
     };
-    ready_rx.recv_timeout(Duration::from_secs(30)).expect("subscribing to the counts");
+    ready_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("subscribing to the counts");
     let mut child = support::sluice_run(&pipeline)
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())

@@ -67,11 +67,27 @@ fn main() {
         "loaded {lines} lines into stream {input} in {:.1} s",
         loaded.elapsed().as_secs_f64()
     );
-    runtime.block_on(add_stream(&js, &format!("BENCHOUT{run}"), &format!("bout.{run}.>")));
+    runtime.block_on(add_stream(
+        &js,
+        &format!("BENCHOUT{run}"),
+        &format!("bout.{run}.>"),
+    ));
 
     let bare = runtime.block_on(native(&js, &input, None, lines));
-    let native = runtime.block_on(native(&js, &input, Some(format!("bout.{run}.native")), lines));
-    let sluice = sluice(&runtime, &js, &url, &input, &format!("bout.{run}.sluice"), lines);
+    let native = runtime.block_on(native(
+        &js,
+        &input,
+        Some(format!("bout.{run}.native")),
+        lines,
+    ));
+    let sluice = sluice(
+        &runtime,
+        &js,
+        &url,
+        &input,
+        &format!("bout.{run}.sluice"),
+        lines,
+    );
     let rate = |secs: f64| lines as f64 / secs;
     println!("jetstream → word count → jetstream, {lines} lines of {WORDS_PER_LINE} words");
     for (name, secs) in [
@@ -81,7 +97,10 @@ fn main() {
     ] {
         println!("  {name:<24} {:>10.0} lines/s  ({secs:.3} s)", rate(secs));
     }
-    println!("  ratio sluice/native      {:>10.2}", rate(sluice) / rate(native));
+    println!(
+        "  ratio sluice/native      {:>10.2}",
+        rate(sluice) / rate(native)
+    );
 }
 
 async fn add_stream(js: &jetstream::Context, name: &str, subject: &str) {
@@ -256,6 +275,9 @@ format = "text"
         .status();
     let _ = child.wait();
     let log = log.join().unwrap();
-    assert!(log.contains(&format!("{lines} records in")), "sluice did not report every line:\n{log}");
+    assert!(
+        log.contains(&format!("{lines} records in")),
+        "sluice did not report every line:\n{log}"
+    );
     finished.duration_since(started).as_secs_f64()
 }

@@ -46,9 +46,19 @@ fn start() -> Server {
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("sluice-bench-serve-{}-{n}", std::process::id()));
     let data = dir.join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["serve", "--data", data.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "serve",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -56,18 +66,41 @@ fn start() -> Server {
         .expect("starting sluice serve");
     let started = Instant::now();
     while request(port, "GET", "/v1/health", None, None, b"").is_none_or(|r| r.0 != 200) {
-        assert!(started.elapsed() < Duration::from_secs(30), "the service did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the service did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let admin = std::fs::read_to_string(data.join("admin-token")).unwrap().trim().to_string();
-    Server { child, port, data, admin }
+    let admin = std::fs::read_to_string(data.join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    Server {
+        child,
+        port,
+        data,
+        admin,
+    }
 }
 
 /// One request; (status, body as JSON or Null).
-fn request(port: u16, method: &str, path: &str, token: Option<&str>, ct: Option<&str>, body: &[u8]) -> Option<(u16, Value)> {
+fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    ct: Option<&str>,
+    body: &[u8],
+) -> Option<(u16, Value)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(120))).ok()?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .ok()?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     if let Some(token) = token {
         head.push_str(&format!("Authorization: Bearer {token}\r\n"));
     }
@@ -86,26 +119,52 @@ fn request(port: u16, method: &str, path: &str, token: Option<&str>, ct: Option<
 }
 
 impl Server {
-    fn call(&self, token: &str, method: &str, path: &str, ct: Option<&str>, body: &[u8]) -> (u16, Value) {
+    fn call(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        ct: Option<&str>,
+        body: &[u8],
+    ) -> (u16, Value) {
         request(self.port, method, path, Some(token), ct, body).expect("no answer")
     }
 
     fn tenant(&self, name: &str, quotas: Value) -> String {
-        let (status, body) = self.call(&self.admin.clone(), "POST", "/v1/tenants", Some("application/json"),
-            json!({ "name": name, "quotas": quotas }).to_string().as_bytes());
+        let (status, body) = self.call(
+            &self.admin.clone(),
+            "POST",
+            "/v1/tenants",
+            Some("application/json"),
+            json!({ "name": name, "quotas": quotas })
+                .to_string()
+                .as_bytes(),
+        );
         assert_eq!(status, 201, "{body}");
         body["token"].as_str().unwrap().to_string()
     }
 
     fn push(&self, token: &str, name: &str, file: &Path) {
         let bytes = std::fs::read(file).unwrap();
-        let (status, body) = self.call(token, "PUT", &format!("/v1/plugins/{name}"), Some("application/wasm"), &bytes);
+        let (status, body) = self.call(
+            token,
+            "PUT",
+            &format!("/v1/plugins/{name}"),
+            Some("application/wasm"),
+            &bytes,
+        );
         assert!(status == 201 || status == 200, "{body}");
     }
 
     fn apply(&self, token: &str, name: &str, text: &str) -> Duration {
         let started = Instant::now();
-        let (status, body) = self.call(token, "PUT", &format!("/v1/pipelines/{name}"), Some("application/toml"), text.as_bytes());
+        let (status, body) = self.call(
+            token,
+            "PUT",
+            &format!("/v1/pipelines/{name}"),
+            Some("application/toml"),
+            text.as_bytes(),
+        );
         assert!(status == 201 || status == 200, "{name}: {body}");
         started.elapsed()
     }
@@ -113,7 +172,13 @@ impl Server {
     /// Sends lines, waiting out `429`s; false if the pipeline is gone.
     fn ingest(&self, token: &str, name: &str, lines: &str) -> bool {
         for _ in 0..200 {
-            match self.call(token, "POST", &format!("/v1/pipelines/{name}/ingest"), Some("text/plain"), lines.as_bytes()) {
+            match self.call(
+                token,
+                "POST",
+                &format!("/v1/pipelines/{name}/ingest"),
+                Some("text/plain"),
+                lines.as_bytes(),
+            ) {
                 (200, _) => return true,
                 (429, _) => std::thread::sleep(Duration::from_millis(20)),
                 _ => return false,
@@ -123,13 +188,19 @@ impl Server {
     }
 
     fn status(&self, token: &str, name: &str) -> Value {
-        self.call(token, "GET", &format!("/v1/pipelines/{name}"), None, b"").1
+        self.call(token, "GET", &format!("/v1/pipelines/{name}"), None, b"")
+            .1
     }
 
     fn rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        status.lines().find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
     }
 }
 
@@ -170,7 +241,10 @@ fn feed(server: &Server, token: &str, name: &str, lines_per_s: usize, secs: u64)
 
 fn delays(status: &Value) -> (f64, f64) {
     let m = &status["metrics"];
-    (m["p50"]["total_ms"].as_f64().unwrap_or(f64::NAN), m["p99"]["total_ms"].as_f64().unwrap_or(f64::NAN))
+    (
+        m["p50"]["total_ms"].as_f64().unwrap_or(f64::NAN),
+        m["p99"]["total_ms"].as_f64().unwrap_or(f64::NAN),
+    )
 }
 
 fn noisy(guests: &Path) {
@@ -183,33 +257,59 @@ fn noisy(guests: &Path) {
     let (rate, secs) = (5_000, 20);
     let mut rows = Vec::new();
     for phase in ["alone", "beside the hostile tenant"] {
-        let name = if phase == "alone" { "wc-alone" } else { "wc-noisy" };
+        let name = if phase == "alone" {
+            "wc-alone"
+        } else {
+            "wc-noisy"
+        };
         if phase != "alone" {
             for (i, (config, limits)) in [
                 ("{ mode = \"loop\", when = \"*\" }", "time_limit = \"1s\""),
-                ("{ mode = \"grow\", when = \"*\" }", "memory_limit = \"32MiB\""),
+                (
+                    "{ mode = \"grow\", when = \"*\" }",
+                    "memory_limit = \"32MiB\"",
+                ),
                 ("{ mode = \"trap\", when = \"*\" }", ""),
                 ("{ mode = \"chatty\", when = \"*\" }", ""),
                 ("{ mode = \"loop\", when = \"*\" }", "time_limit = \"1s\""),
-                ("{ mode = \"slow\", spin = 20000000 }", "time_limit = \"2s\""),
-            ].into_iter().enumerate() {
+                (
+                    "{ mode = \"slow\", spin = 20000000 }",
+                    "time_limit = \"2s\"",
+                ),
+            ]
+            .into_iter()
+            .enumerate()
+            {
                 let text = format!(
                     "name = \"bad{i}\"\nbatch_interval = \"100ms\"\n[[sources]]\ntype = \"http\"\n\
                      [[stages]]\nname = \"m\"\nplugin = \"misbehave\"\nconfig = {config}\non_error = \"dead-letter\"\nretries = 0\n{limits}\n\
-                     [[sinks]]\ntype = \"null\"\n");
+                     [[sinks]]\ntype = \"null\"\n"
+                );
                 server.apply(&a, &format!("bad{i}"), &text);
             }
             let port = server.port;
             let token = a.clone();
-            std::thread::spawn(move || loop {
-                for i in 0..6 {
-                    if request(port, "POST", &format!("/v1/pipelines/bad{i}/ingest"), Some(&token), Some("text/plain"), b"boom\nboom\n").is_none() {
-                        return;
+            std::thread::spawn(move || {
+                loop {
+                    for i in 0..6 {
+                        if request(
+                            port,
+                            "POST",
+                            &format!("/v1/pipelines/bad{i}/ingest"),
+                            Some(&token),
+                            Some("text/plain"),
+                            b"boom\nboom\n",
+                        )
+                        .is_none()
+                        {
+                            return;
+                        }
                     }
-                }
-                for _ in 0..20 {
-                    if request(port, "GET", "/v1/pipelines", Some(&token), None, b"").is_none() {
-                        return;
+                    for _ in 0..20 {
+                        if request(port, "GET", "/v1/pipelines", Some(&token), None, b"").is_none()
+                        {
+                            return;
+                        }
                     }
                 }
             });
@@ -222,18 +322,32 @@ fn noisy(guests: &Path) {
         let (p50, p99) = delays(&status);
         rows.push((phase, sent, words_in, p50, p99));
     }
-    println!("noisy neighbour: tenant B's word count at {rate} lines/s for {secs} s, 100 ms batches (2 stage workers, cpu_share 1 each):");
-    println!("  {:<28} {:>8} {:>10} {:>14} {:>14}", "B", "sent", "received", "total p50", "total p99");
+    println!(
+        "noisy neighbour: tenant B's word count at {rate} lines/s for {secs} s, 100 ms batches (2 stage workers, cpu_share 1 each):"
+    );
+    println!(
+        "  {:<28} {:>8} {:>10} {:>14} {:>14}",
+        "B", "sent", "received", "total p50", "total p99"
+    );
     for (phase, sent, got, p50, p99) in &rows {
         println!("  {phase:<28} {sent:>8} {got:>10} {p50:>11.1} ms {p99:>11.1} ms");
     }
     let ratio = rows[1].4 / rows[0].4;
-    println!("  p99 beside / alone: {ratio:.2}×; lines lost: {}", rows.iter().map(|r| r.1 as i64 - r.2 as i64).sum::<i64>());
+    println!(
+        "  p99 beside / alone: {ratio:.2}×; lines lost: {}",
+        rows.iter().map(|r| r.1 as i64 - r.2 as i64).sum::<i64>()
+    );
 }
 
 fn density(guests: &Path) {
-    let tenants: usize = std::env::var("SLUICE_BENCH_TENANTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
-    let per: usize = std::env::var("SLUICE_BENCH_PER_TENANT").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let tenants: usize = std::env::var("SLUICE_BENCH_TENANTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let per: usize = std::env::var("SLUICE_BENCH_PER_TENANT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
     let server = start();
     let rss_empty = server.rss_mib();
     let mut creates = Vec::new();
@@ -268,7 +382,12 @@ fn density(guests: &Path) {
         }
         tokens.push(token);
         if (t + 1) % 20 == 0 {
-            eprintln!("  {} pipelines after {:.0} s, RSS {:.0} MiB", (t + 1) * per, started.elapsed().as_secs_f64(), server.rss_mib());
+            eprintln!(
+                "  {} pipelines after {:.0} s, RSS {:.0} MiB",
+                (t + 1) * per,
+                started.elapsed().as_secs_f64(),
+                server.rss_mib()
+            );
         }
     }
     // A trickle: a line into every pipeline, then quiet.
@@ -287,10 +406,23 @@ fn density(guests: &Path) {
     std::thread::sleep(Duration::from_secs(30));
     let rss_idle = server.rss_mib();
     let n = tenants * per;
-    println!("density: {tenants} tenants × {per} pipelines (http → word-split → word-count → null; one per tenant with 100 ms batches, the rest 1 s):");
-    println!("  create a pipeline (PUT, validated, started): p50 {}, p99 {}, max {}", ms(quantile(creates.clone(), 0.5)), ms(quantile(creates.clone(), 0.99)), ms(quantile(creates, 1.0)));
-    println!("  first batch of a new pipeline with 100 ms batches (a record sent right after its PUT, to its output): p50 {}, p99 {}", ms(quantile(firsts.clone(), 0.5)), ms(quantile(firsts, 0.99)));
-    println!("  RSS: {rss_empty:.0} MiB empty, {rss_busy:.0} MiB with {n} pipelines just fed, {rss_idle:.0} MiB once idle instances are released");
+    println!(
+        "density: {tenants} tenants × {per} pipelines (http → word-split → word-count → null; one per tenant with 100 ms batches, the rest 1 s):"
+    );
+    println!(
+        "  create a pipeline (PUT, validated, started): p50 {}, p99 {}, max {}",
+        ms(quantile(creates.clone(), 0.5)),
+        ms(quantile(creates.clone(), 0.99)),
+        ms(quantile(creates, 1.0))
+    );
+    println!(
+        "  first batch of a new pipeline with 100 ms batches (a record sent right after its PUT, to its output): p50 {}, p99 {}",
+        ms(quantile(firsts.clone(), 0.5)),
+        ms(quantile(firsts, 0.99))
+    );
+    println!(
+        "  RSS: {rss_empty:.0} MiB empty, {rss_busy:.0} MiB with {n} pipelines just fed, {rss_idle:.0} MiB once idle instances are released"
+    );
     println!("  CPU with {n} quiet pipelines: {idle_cpu:.1} % of one core");
 }
 
@@ -313,7 +445,14 @@ fn api(guests: &Path) {
                 let name = name.to_string();
                 clients.push(std::thread::spawn(move || {
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        if let Some((200, _)) = request(port, "GET", &format!("/v1/pipelines/{name}"), Some(&token), None, b"") {
+                        if let Some((200, _)) = request(
+                            port,
+                            "GET",
+                            &format!("/v1/pipelines/{name}"),
+                            Some(&token),
+                            None,
+                            b"",
+                        ) {
                             done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                     }
@@ -329,13 +468,24 @@ fn api(guests: &Path) {
         }
         std::thread::sleep(Duration::from_secs(1));
         let (p50, p99) = delays(&server.status(&t, name));
-        rows.push((name, done.load(std::sync::atomic::Ordering::Relaxed) as f64 / secs, p50, p99));
+        rows.push((
+            name,
+            done.load(std::sync::atomic::Ordering::Relaxed) as f64 / secs,
+            p50,
+            p99,
+        ));
     }
-    println!("API: GET /v1/pipelines/{{name}} from 4 clients (a connection per request) while word count runs at 5,000 lines/s:");
+    println!(
+        "API: GET /v1/pipelines/{{name}} from 4 clients (a connection per request) while word count runs at 5,000 lines/s:"
+    );
     for (name, rps, p50, p99) in rows {
-        println!("  {name:<12} {rps:>8.0} requests/s answered (200), pipeline total delay p50 {p50:.1} ms, p99 {p99:.1} ms");
+        println!(
+            "  {name:<12} {rps:>8.0} requests/s answered (200), pipeline total delay p50 {p50:.1} ms, p99 {p99:.1} ms"
+        );
     }
-    println!("  (the tenant's `api_rate` quota is raised for this; by default a tenant gets 200 calls/s)");
+    println!(
+        "  (the tenant's `api_rate` quota is raised for this; by default a tenant gets 200 calls/s)"
+    );
 }
 
 fn main() {

@@ -58,9 +58,7 @@ fn main() {
             &dir,
             "es",
             lines,
-            &format!(
-                "type = \"elasticsearch\"\nurl = \"{url}\"\nindex = \"bench-sluice-{run}\"\n"
-            ),
+            &format!("type = \"elasticsearch\"\nurl = \"{url}\"\nindex = \"bench-sluice-{run}\"\n"),
         );
         rows.push(("elasticsearch (_bulk)".into(), native, sluice));
     } else {
@@ -103,7 +101,11 @@ fn main() {
         lines,
         &format!("type = \"http\"\nurl = \"{url}\"\nformat = \"text\"\n"),
     );
-    assert_eq!(received.load(Ordering::Relaxed), lines, "the receiver counted what sluice sent");
+    assert_eq!(
+        received.load(Ordering::Relaxed),
+        lines,
+        "the receiver counted what sluice sent"
+    );
     rows.push(("http (POST per batch)".into(), native, sluice));
 
     println!("generator → sink, {lines} lines of {WORDS_PER_LINE} words, every line a record");
@@ -170,7 +172,10 @@ fn es_native(runtime: &tokio::runtime::Runtime, url: &str, index: &str, lines: u
                 "{{\"index\":{{\"_index\":\"{index}\",\"_id\":\"n-{}\"}}}}\n",
                 sent + i
             ));
-            body.push_str(&serde_json::json!({"key": null, "value": line, "timestamp": now as u64}).to_string());
+            body.push_str(
+                &serde_json::json!({"key": null, "value": line, "timestamp": now as u64})
+                    .to_string(),
+            );
             body.push('\n');
         }
         let answer = runtime.block_on(async {
@@ -245,15 +250,16 @@ fn http_receiver(runtime: &tokio::runtime::Runtime) -> (String, Arc<AtomicU64>) 
                 "ok"
             }
         }),
-    );
+    )
+    // The native contender's POSTs carry 100,000 lines (~6 MB), over
+    // axum's 2 MB default.
+    .layer(axum::extract::DefaultBodyLimit::disable());
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let url = format!("http://{}/ingest", listener.local_addr().unwrap());
     runtime.spawn(async move {
-        axum::serve(listener, app)
-            .await
-            .unwrap();
+        axum::serve(listener, app).await.unwrap();
     });
     (url, received)
 }

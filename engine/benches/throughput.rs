@@ -60,7 +60,11 @@ fn fetch(address: &str, path: &str, token: &str) -> usize {
 /// Runs `cmd` (a `sluice run … --metrics 127.0.0.1:0`) fetching `/metrics`
 /// and the dashboard's view of `pipeline` every 100 ms until it exits;
 /// returns its log and how many fetches were answered.
-fn run_scraped(mut cmd: Command, pipeline: &str, runtime_dir: &Path) -> (std::process::ExitStatus, String, usize) {
+fn run_scraped(
+    mut cmd: Command,
+    pipeline: &str,
+    runtime_dir: &Path,
+) -> (std::process::ExitStatus, String, usize) {
     let mut child = cmd
         .env("SLUICE_RUNTIME_DIR", runtime_dir)
         .stderr(Stdio::piped())
@@ -81,9 +85,21 @@ fn run_scraped(mut cmd: Command, pipeline: &str, runtime_dir: &Path) -> (std::pr
     });
     let mut answered = 0;
     if let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
-        let address = line.split("metrics on http://").nth(1).and_then(|r| r.split('/').next()).unwrap_or("").to_string();
-        let token_file = line.split("token in ").nth(1).unwrap_or("").trim_end_matches(')');
-        let token = std::fs::read_to_string(token_file).unwrap_or_default().trim().to_string();
+        let address = line
+            .split("metrics on http://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .unwrap_or("")
+            .to_string();
+        let token_file = line
+            .split("token in ")
+            .nth(1)
+            .unwrap_or("")
+            .trim_end_matches(')');
+        let token = std::fs::read_to_string(token_file)
+            .unwrap_or_default()
+            .trim()
+            .to_string();
         let detail = format!("/ui/api/pipelines/{pipeline}");
         while child.try_wait().ok().flatten().is_none() {
             let next = Instant::now() + Duration::from_millis(100);
@@ -155,22 +171,35 @@ fn main() {
         // With metrics served and fetched throughout.
         let started = Instant::now();
         let mut cmd = support::sluice_run(&pipeline);
-        cmd.args(["--metrics", "127.0.0.1:0"]).env("RUST_LOG", "info");
+        cmd.args(["--metrics", "127.0.0.1:0"])
+            .env("RUST_LOG", "info");
         let (status, log, answered) = run_scraped(cmd, "throughput", &runtime_dir);
-        assert!(status.success() && log.contains(&format!("{lines} records in")), "sluice with metrics failed:\n{log}");
+        assert!(
+            status.success() && log.contains(&format!("{lines} records in")),
+            "sluice with metrics failed:\n{log}"
+        );
         scraped.push(started.elapsed().as_secs_f64());
         fetches.push(answered);
         if let Some(bin) = &baseline_bin {
             let started = Instant::now();
             let out = Command::new(bin)
-                .args(["run", pipeline.to_str().unwrap(), "--control", "off", "--no-watch"])
+                .args([
+                    "run",
+                    pipeline.to_str().unwrap(),
+                    "--control",
+                    "off",
+                    "--no-watch",
+                ])
                 .env("RUST_LOG", "info")
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .output()
                 .expect("running the baseline sluice");
             let log = String::from_utf8_lossy(&out.stderr);
-            assert!(out.status.success() && log.contains(&format!("{lines} records in")), "baseline failed:\n{log}");
+            assert!(
+                out.status.success() && log.contains(&format!("{lines} records in")),
+                "baseline failed:\n{log}"
+            );
             baseline.push(started.elapsed().as_secs_f64());
         }
         let (wasm_secs, log) = sluice_run(&pipeline);

@@ -57,7 +57,10 @@ fn main() {
     ] {
         println!("  {name:<22} {:>10.0} lines/s  ({secs:.3} s)", rate(secs));
     }
-    println!("  ratio sluice/native    {:>10.2}", rate(sluice) / rate(native));
+    println!(
+        "  ratio sluice/native    {:>10.2}",
+        rate(sluice) / rate(native)
+    );
 }
 
 fn port() -> u16 {
@@ -71,7 +74,10 @@ fn port() -> u16 {
 /// Sends every line to `endpoint` (connecting), as fast as it is taken.
 async fn push(endpoint: String, input: Vec<Bytes>) {
     let mut socket = zeromq::PushSocket::new();
-    socket.connect(&endpoint).await.expect("connecting the pusher");
+    socket
+        .connect(&endpoint)
+        .await
+        .expect("connecting the pusher");
     for line in input {
         socket.send(ZmqMessage::from(line)).await.expect("sending");
     }
@@ -173,7 +179,10 @@ format = "jsonl"
         .spawn()
         .expect("running sluice");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(&log).unwrap_or_default().contains("listening") {
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("listening")
+    {
         assert!(Instant::now() < deadline, "sluice did not listen");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -186,7 +195,10 @@ format = "jsonl"
             break;
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("sluice exited ({status}):\n{}", std::fs::read_to_string(&log).unwrap());
+            panic!(
+                "sluice exited ({status}):\n{}",
+                std::fs::read_to_string(&log).unwrap()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -196,6 +208,10 @@ format = "jsonl"
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
-    assert_eq!(support::counted_words(&out), words, "sluice counted more words than sent");
+    assert_eq!(
+        support::counted_words(&out),
+        words,
+        "sluice counted more words than sent"
+    );
     secs
 }

@@ -154,10 +154,7 @@ pub fn resolve_inside(root: &Path, written: &Path) -> Result<PathBuf, String> {
             Component::CurDir => {}
             Component::ParentDir if depth > 0 => depth -= 1,
             _ => {
-                return Err(format!(
-                    "`{}` leaves your files root",
-                    written.display()
-                ));
+                return Err(format!("`{}` leaves your files root", written.display()));
             }
         }
     }

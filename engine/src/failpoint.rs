@@ -88,7 +88,10 @@ mod tests {
     #[test]
     fn bad_points_are_explained() {
         let err = arm("nowhere:1").unwrap_err();
-        assert!(err.contains("renaming, written, checkpointed, acknowledged"), "{err}");
+        assert!(
+            err.contains("renaming, written, checkpointed, acknowledged"),
+            "{err}"
+        );
         assert!(arm("written:0").is_err());
         assert!(arm("written").is_err());
     }

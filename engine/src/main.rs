@@ -25,7 +25,13 @@ struct Cli {
 
     /// Log lines as text, or as one JSON object per line (for a log
     /// shipper; the fields `tenant`, `pipeline`, `stage`, `batch` are keys).
-    #[arg(long, global = true, value_enum, default_value_t, value_name = "FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        value_name = "FORMAT"
+    )]
     log_format: sluice::telemetry::logging::LogFormat,
 
     #[command(subcommand)]
@@ -84,7 +90,12 @@ enum Command {
         control: String,
         /// The endpoint's token [default: the one `sluice run` wrote for
         /// this user, see its log].
-        #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+        #[arg(
+            long,
+            env = "SLUICE_TOKEN",
+            hide_env_values = true,
+            value_name = "TOKEN"
+        )]
         token: Option<String>,
         /// A `sluice serve` to talk to instead of a local `sluice run`
         /// (then the token is a tenant's, and FILE may be a stored
@@ -106,7 +117,12 @@ enum Command {
         control: String,
         /// The endpoint's token [default: the one `sluice run` wrote for
         /// this user, see its log].
-        #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+        #[arg(
+            long,
+            env = "SLUICE_TOKEN",
+            hide_env_values = true,
+            value_name = "TOKEN"
+        )]
         token: Option<String>,
         /// A `sluice serve` to talk to instead of a local `sluice run`
         /// (then the token is a tenant's, and FILE may be a stored
@@ -125,7 +141,12 @@ enum Command {
         control: String,
         /// The endpoint's token [default: the one `sluice run` wrote for
         /// this user, see its log].
-        #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+        #[arg(
+            long,
+            env = "SLUICE_TOKEN",
+            hide_env_values = true,
+            value_name = "TOKEN"
+        )]
         token: Option<String>,
         /// Print the raw JSON.
         #[arg(long)]
@@ -314,12 +335,9 @@ fn main() -> ExitCode {
             server,
             ca_cert,
         } => match server {
-            Some(server) => cli::service::deploy(
-                &remote(server, token, ca_cert),
-                &pipeline,
-                &stage,
-                &file,
-            ),
+            Some(server) => {
+                cli::service::deploy(&remote(server, token, ca_cert), &pipeline, &stage, &file)
+            }
             None => deploy(&control, token.as_deref(), &pipeline, &stage, &file),
         },
         Command::Rollback {

@@ -86,8 +86,8 @@ pub fn rollback(entry: &StageEntry) -> Result<String, String> {
             entry.settings.name
         ));
     };
-    let instance = prepare(&entry.settings, &plugin)
-        .map_err(|e| format!("plugin {} {e}", plugin.label()))?;
+    let instance =
+        prepare(&entry.settings, &plugin).map_err(|e| format!("plugin {} {e}", plugin.label()))?;
     let label = plugin.label();
     entry.handle.offer(Update {
         plugin,

@@ -151,7 +151,10 @@ fn word_counts_reach_the_index_exactly() {
     assert!(done.status.success(), "{}", done.stderr);
     let held = docs(&url, &format!("{prefix}-*"));
     assert_eq!(word_totals(&held), count_words(&text), "{}", done.stderr);
-    let today = Command::new("date").args(["-u", "+%Y.%m.%d"]).output().unwrap();
+    let today = Command::new("date")
+        .args(["-u", "+%Y.%m.%d"])
+        .output()
+        .unwrap();
     let today = String::from_utf8_lossy(&today.stdout).trim().to_string();
     for doc in &held {
         let index = doc["_index"].as_str().unwrap();
@@ -161,7 +164,10 @@ fn word_counts_reach_the_index_exactly() {
         assert_eq!(index.len(), prefix.len() + 11, "{index}");
         assert!(doc["_id"].as_str().unwrap().contains('-'), "{doc}");
     }
-    assert!(held.iter().any(|d| d["_index"].as_str().unwrap().ends_with(&today)));
+    assert!(
+        held.iter()
+            .any(|d| d["_index"].as_str().unwrap().ends_with(&today))
+    );
 }
 
 /// Documents the server refuses (a mapping error) go to the dead-letter
@@ -180,7 +186,11 @@ fn refused_documents_are_dead_lettered_with_the_reason() {
         ])
         .output()
         .unwrap();
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
     let s = Scratch::new();
     s.write(
         "p.toml",
@@ -268,8 +278,12 @@ fn server_absent_at_start_and_restarted_mid_stream_loses_nothing() {
     });
     terminate(&child);
     let status = wait_deadline(&mut child, Duration::from_secs(30));
-    assert!(settled, "after the restart the server holds {:?}, expected {expected_rest:?}\n{}",
-        word_totals(&docs(&url, "restart")), read(&log));
+    assert!(
+        settled,
+        "after the restart the server holds {:?}, expected {expected_rest:?}\n{}",
+        word_totals(&docs(&url, "restart")),
+        read(&log)
+    );
     let mut all = before_kill;
     all.extend(docs(&url, "restart"));
     assert_eq!(
@@ -349,7 +363,12 @@ fn exactly_once_through_injected_crashes_and_sigkills() {
         .collect();
     // Checked after the stop too: nothing more may arrive.
     assert!(settled, "never settled; logs:\n{}", logs.join("\n----\n"));
-    assert_eq!(word_totals(&docs(&url, &index)), expected, "{}", logs.join("\n----\n"));
+    assert_eq!(
+        word_totals(&docs(&url, &index)),
+        expected,
+        "{}",
+        logs.join("\n----\n")
+    );
     assert!(status.success(), "{}", logs[run]);
     assert!(
         logs.iter().any(|l| l.contains("sending checkpoint")),

@@ -114,13 +114,25 @@ fn batches_are_posted_and_retried_through_server_errors() {
     let records: Vec<serde_json::Value> =
         received.iter().flat_map(|r| parse_jsonl(&r.body)).collect();
     assert_eq!(totals(&records), count_words(&text), "{}", done.stderr);
-    assert!(received.iter().all(|r| r.content_type == "application/x-ndjson"));
+    assert!(
+        received
+            .iter()
+            .all(|r| r.content_type == "application/x-ndjson")
+    );
     let mut keys: Vec<&str> = received.iter().map(|r| r.key.as_str()).collect();
     keys.sort();
     keys.dedup();
-    assert_eq!(keys.len(), received.len(), "idempotency keys repeat: {received:?}");
+    assert_eq!(
+        keys.len(),
+        received.len(),
+        "idempotency keys repeat: {received:?}"
+    );
     assert!(*server.requests.lock().unwrap() > received.len());
-    assert!(done.stderr.contains("waiting for the server"), "{}", done.stderr);
+    assert!(
+        done.stderr.contains("waiting for the server"),
+        "{}",
+        done.stderr
+    );
     assert!(done.stderr.contains("503"), "{}", done.stderr);
 }
 
@@ -161,7 +173,10 @@ fn records_the_server_refuses_are_dead_lettered_with_its_answer() {
     got.sort();
     assert_eq!(got, ["apple", "banana", "cherry"]);
     let refused = read_jsonl_dir(&s.path("refused"));
-    let values: Vec<&str> = refused.iter().map(|r| r["value"].as_str().unwrap()).collect();
+    let values: Vec<&str> = refused
+        .iter()
+        .map(|r| r["value"].as_str().unwrap())
+        .collect();
     assert_eq!(values, ["poison ivy", "poison oak"], "{}", done.stderr);
     for r in &refused {
         assert_eq!(r["error"], "HTTP 422 Unprocessable Entity: no poison here");

@@ -131,17 +131,31 @@ fn word_counts_land_in_partitioned_objects() {
         ),
     );
     let text = sample_text(300, 23);
-    let done = run_with_input(sluice(&s, &["run", "p.toml"]), &text, Duration::from_secs(60));
+    let done = run_with_input(
+        sluice(&s, &["run", "p.toml"]),
+        &text,
+        Duration::from_secs(60),
+    );
     assert!(done.status.success(), "{}", done.stderr);
     let held = objects(&endpoint, &bucket, "");
     assert!(!held.is_empty());
     for (key, _) in &held {
-        let rest = key.strip_prefix("out/words/dt=").unwrap_or_else(|| panic!("{key}"));
+        let rest = key
+            .strip_prefix("out/words/dt=")
+            .unwrap_or_else(|| panic!("{key}"));
         let (day, rest) = rest.split_once("/hour=").unwrap_or_else(|| panic!("{key}"));
         assert_eq!(day.len(), 10, "{key}");
-        assert!(rest[2..].starts_with("/s3-words-") && rest.ends_with(".jsonl"), "{key}");
+        assert!(
+            rest[2..].starts_with("/s3-words-") && rest.ends_with(".jsonl"),
+            "{key}"
+        );
     }
-    assert_eq!(published_totals(&held), count_words(&text), "{}", done.stderr);
+    assert_eq!(
+        published_totals(&held),
+        count_words(&text),
+        "{}",
+        done.stderr
+    );
 }
 
 /// Parquet objects, one per batch, read back by an independent reader
@@ -161,11 +175,23 @@ fn parquet_objects_read_back_with_pyarrow() {
         ),
     );
     let text = sample_text(200, 29);
-    let done = run_with_input(sluice(&s, &["run", "p.toml"]), &text, Duration::from_secs(60));
+    let done = run_with_input(
+        sluice(&s, &["run", "p.toml"]),
+        &text,
+        Duration::from_secs(60),
+    );
     assert!(done.status.success(), "{}", done.stderr);
     let held = objects(&endpoint, &bucket, "out/words/");
-    assert!(!held.is_empty() && held.iter().all(|(k, _)| k.ends_with(".parquet")), "{held:?}");
-    assert_eq!(published_totals(&held), count_words(&text), "{}", done.stderr);
+    assert!(
+        !held.is_empty() && held.iter().all(|(k, _)| k.ends_with(".parquet")),
+        "{held:?}"
+    );
+    assert_eq!(
+        published_totals(&held),
+        count_words(&text),
+        "{}",
+        done.stderr
+    );
 }
 
 /// Exactly-once into a bucket: files stream into a watched folder while
@@ -202,7 +228,12 @@ fn exactly_once_through_injected_crashes_and_sigkills() {
         all
     });
     let mut run = 0;
-    for point in ["written:2", "checkpointed:2", "renaming:2", "acknowledged:2"] {
+    for point in [
+        "written:2",
+        "checkpointed:2",
+        "renaming:2",
+        "acknowledged:2",
+    ] {
         let mut child = spawn_logged(&s, &format!("log-{run}"), Some(point));
         let status = wait_deadline(&mut child, Duration::from_secs(60));
         let log = read(&s.path(&format!("log-{run}")));
@@ -231,19 +262,30 @@ fn exactly_once_through_injected_crashes_and_sigkills() {
     });
     terminate(&child);
     let status = wait_deadline(&mut child, Duration::from_secs(30));
-    let logs: Vec<String> = (0..=run).map(|n| read(&s.path(&format!("log-{n}")))).collect();
+    let logs: Vec<String> = (0..=run)
+        .map(|n| read(&s.path(&format!("log-{n}"))))
+        .collect();
     assert!(settled, "never settled; logs:\n{}", logs.join("\n----\n"));
     let held = objects(&endpoint, &bucket, "");
-    assert_eq!(published_totals(&held), expected, "{}", logs.join("\n----\n"));
+    assert_eq!(
+        published_totals(&held),
+        expected,
+        "{}",
+        logs.join("\n----\n")
+    );
     let staged: Vec<&String> = held
         .iter()
         .map(|(k, _)| k)
         .filter(|k| k.contains("/_sluice_staging/"))
         .collect();
-    assert!(staged.is_empty(), "left staged after a clean stop: {staged:?}");
+    assert!(
+        staged.is_empty(),
+        "left staged after a clean stop: {staged:?}"
+    );
     assert!(status.success(), "{}", logs[run]);
     assert!(
-        logs.iter().any(|l| l.contains("object(s) of checkpointed batches published")),
+        logs.iter()
+            .any(|l| l.contains("object(s) of checkpointed batches published")),
         "no run published what a crash left staged:\n{}",
         logs.join("\n----\n")
     );
@@ -320,7 +362,16 @@ fn store_absent_at_start_and_restarted_mid_stream_loses_nothing() {
     let status = wait_deadline(&mut child, Duration::from_secs(30));
     second.kill().unwrap();
     second.wait().unwrap();
-    assert!(settled, "the second store never held the rest:\n{}", read(&log));
-    assert_eq!(published_totals(&all), count_words(&parts.concat()), "{}", read(&log));
+    assert!(
+        settled,
+        "the second store never held the rest:\n{}",
+        read(&log)
+    );
+    assert_eq!(
+        published_totals(&all),
+        count_words(&parts.concat()),
+        "{}",
+        read(&log)
+    );
     assert!(status.success(), "{}", read(&log));
 }

@@ -166,9 +166,15 @@ fn bad_names_existing_folders_and_non_projects_are_refused() {
     let out = s.sluice(&["plugin", "new", "taken"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("taken already exists"));
-    let kept: Vec<_> = std::fs::read_dir(s.path("taken")).unwrap().flatten().collect();
+    let kept: Vec<_> = std::fs::read_dir(s.path("taken"))
+        .unwrap()
+        .flatten()
+        .collect();
     assert_eq!(kept.len(), 1, "nothing was added to the existing folder");
-    assert_eq!(std::fs::read_to_string(s.path("taken/keep.txt")).unwrap(), "mine");
+    assert_eq!(
+        std::fs::read_to_string(s.path("taken/keep.txt")).unwrap(),
+        "mine"
+    );
 
     let out = s
         .sluice(&["plugin", "new", "x", "--lang", "cobol"])
@@ -186,7 +192,10 @@ fn bad_names_existing_folders_and_non_projects_are_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("not a plugin project"), "{stderr}");
-    let left: Vec<_> = std::fs::read_dir(s.path("empty")).unwrap().flatten().collect();
+    let left: Vec<_> = std::fs::read_dir(s.path("empty"))
+        .unwrap()
+        .flatten()
+        .collect();
     assert_eq!(left.len(), 1, "the build made nothing");
 }
 

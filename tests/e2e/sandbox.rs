@@ -50,7 +50,10 @@ fn probe(grants: &str) -> HashMap<String, (String, u64)> {
             let text = record["value"].as_str().unwrap();
             let (mut name, mut value) = text.split_once(':').unwrap();
             if name == "open" {
-                let at = value.rfind(":denied").or_else(|| value.rfind(":opened")).unwrap();
+                let at = value
+                    .rfind(":denied")
+                    .or_else(|| value.rfind(":opened"))
+                    .unwrap();
                 (name, value) = (&text[..5 + at], &value[at + 1..]);
             }
             (
@@ -67,10 +70,7 @@ fn assert_shut(found: &HashMap<String, (String, u64)>) {
     assert!(found["fs"].0.starts_with("denied"), "{found:?}");
     for path in ["/etc/passwd", "/proc/self/environ", "."] {
         let key = format!("open:{path}");
-        assert!(
-            found[&key].0.starts_with("denied"),
-            "{key}: {found:?}"
-        );
+        assert!(found[&key].0.starts_with("denied"), "{key}: {found:?}");
     }
     // The host refuses (the guest's standard library does support
     // sockets on wasip2: a refusal by the sandbox reads "Permission

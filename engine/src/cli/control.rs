@@ -17,12 +17,16 @@ fn control_request(
     path: &str,
     body: &[u8],
 ) -> anyhow::Result<client::Response> {
-    let found = token.map(str::to_string).or_else(|| token::read_for(control));
+    let found = token
+        .map(str::to_string)
+        .or_else(|| token::read_for(control));
     let response = client::request(control, found.as_deref(), method, path, body)
         .with_context(|| format!("cannot reach a running sluice at {control} (is it running, with `--control {control}`?)"))?;
     if response.status == 401 && found.is_none() {
-        let place = token::path_for(control)
-            .map_or_else(|| "nowhere (HOME is not set)".to_string(), |p| p.display().to_string());
+        let place = token::path_for(control).map_or_else(
+            || "nowhere (HOME is not set)".to_string(),
+            |p| p.display().to_string(),
+        );
         anyhow::bail!(
             "the sluice at {control} asks for its token, and there is none at {place}: \
              run this command as the user who started it, or pass `--token`"

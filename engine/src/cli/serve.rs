@@ -100,7 +100,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
         })?;
     runtime.block_on(signals());
-    tracing::info!("stopping: finishing every pipeline's batches in flight (signal again to exit at once)");
+    tracing::info!(
+        "stopping: finishing every pipeline's batches in flight (signal again to exit at once)"
+    );
     let stopping = service.clone();
     let done = std::thread::spawn(move || stopping.shutdown());
     runtime.spawn(async {

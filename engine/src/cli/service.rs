@@ -25,7 +25,13 @@ pub struct Remote {
     /// The bearer token (a tenant's, or the admin's for `tenant`
     /// commands). Prefer the environment variable: others can see
     /// command lines.
-    #[arg(long, global = true, env = "SLUICE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub token: Option<String>,
     /// A file holding the token (e.g. the service's `DATA/admin-token`).
     #[arg(long, global = true, value_name = "FILE", conflicts_with = "token")]
@@ -192,7 +198,12 @@ pub fn tenant(remote: &Remote, command: TenantCommand) -> anyhow::Result<ExitCod
         TenantCommand::List => show(remote.call("GET", "/v1/tenants", None, &[])?),
         TenantCommand::Quota { name, quotas } => {
             let body = serde_json::json!({ "quotas": quotas_json(&quotas)? });
-            show(remote.call("PATCH", &format!("/v1/tenants/{name}"), json, body.to_string().as_bytes())?)
+            show(remote.call(
+                "PATCH",
+                &format!("/v1/tenants/{name}"),
+                json,
+                body.to_string().as_bytes(),
+            )?)
         }
         TenantCommand::Token { name } => {
             show(remote.call("POST", &format!("/v1/tenants/{name}/token"), None, &[])?)
@@ -231,8 +242,8 @@ pub fn pipeline(remote: &Remote, command: PipelineCommand) -> anyhow::Result<Exi
         PipelineCommand::Apply { file } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
-            let parsed: toml::Table = toml::from_str(&text)
-                .with_context(|| format!("{} is not TOML", file.display()))?;
+            let parsed: toml::Table =
+                toml::from_str(&text).with_context(|| format!("{} is not TOML", file.display()))?;
             let name = parsed
                 .get("name")
                 .and_then(|n| n.as_str())
@@ -288,7 +299,12 @@ pub fn pipeline(remote: &Remote, command: PipelineCommand) -> anyhow::Result<Exi
 /// `sluice deploy PIPELINE STAGE PLUGIN --server URL`: PLUGIN is a stored
 /// plugin's name (`name` or `name@sha256:…`), or a `.wasm` file, pushed
 /// first under its file's name.
-pub fn deploy(remote: &Remote, pipeline: &str, stage: &str, plugin: &Path) -> anyhow::Result<ExitCode> {
+pub fn deploy(
+    remote: &Remote,
+    pipeline: &str,
+    stage: &str,
+    plugin: &Path,
+) -> anyhow::Result<ExitCode> {
     let reference = if plugin.extension().is_some_and(|e| e == "wasm") && plugin.is_file() {
         let bytes = sluice::plugin::read_plugin(plugin)?;
         let name = plugin

@@ -32,7 +32,11 @@ fn writes(spec: &PipelineSpec, uses_state: bool) -> Vec<(PathBuf, String, Locati
             writes.push((d.path.clone(), "directory sink".into(), sink.at));
         }
         if let Some(dir) = sink.value.dead_letter_dir() {
-            writes.push((dir.to_path_buf(), "sink's dead-letter folder".into(), sink.at));
+            writes.push((
+                dir.to_path_buf(),
+                "sink's dead-letter folder".into(),
+                sink.at,
+            ));
         }
     }
     for stage in &spec.stages {

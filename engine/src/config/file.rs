@@ -4,8 +4,6 @@
 //! and sink does with its settings belongs to those modules, which own their
 //! `…Config` types.
 
-
-
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -539,20 +537,58 @@ mod tests {
     /// panic; it is a pipeline or an error naming a place in the file.
     mod properties {
         use proptest::prelude::*;
-    
+
         use super::*;
         use crate::config::FolderBase;
-    
+
         const KEYS: &[&str] = &[
-            "name", "batch_interval", "max_batch_records", "max_batch_bytes", "queue_capacity",
-            "state_dir", "delivery", "type", "path", "plugin", "config", "window", "length",
-            "slide", "time_limit", "memory_limit", "state_limit", "retries", "recycle_after",
-            "on_error", "grants", "dead_letter", "rate", "count", "words_per_line", "settle",
-            "address", "brokers", "topics", "group", "topic", "limit", "format", "wal",
-            "follow_links", "existing", "watch", "options",
+            "name",
+            "batch_interval",
+            "max_batch_records",
+            "max_batch_bytes",
+            "queue_capacity",
+            "state_dir",
+            "delivery",
+            "type",
+            "path",
+            "plugin",
+            "config",
+            "window",
+            "length",
+            "slide",
+            "time_limit",
+            "memory_limit",
+            "state_limit",
+            "retries",
+            "recycle_after",
+            "on_error",
+            "grants",
+            "dead_letter",
+            "rate",
+            "count",
+            "words_per_line",
+            "settle",
+            "address",
+            "brokers",
+            "topics",
+            "group",
+            "topic",
+            "limit",
+            "format",
+            "wal",
+            "follow_links",
+            "existing",
+            "watch",
+            "options",
         ];
-        const TABLES: &[&str] = &["[[sources]]", "[[stages]]", "[[sinks]]", "[window]", "[config]"];
-    
+        const TABLES: &[&str] = &[
+            "[[sources]]",
+            "[[stages]]",
+            "[[sinks]]",
+            "[window]",
+            "[config]",
+        ];
+
         fn value() -> impl Strategy<Value = String> {
             prop_oneof![
                 any::<i64>().prop_map(|n| n.to_string()),
@@ -573,7 +609,7 @@ mod tests {
                 Just("{}".to_string()),
             ]
         }
-    
+
         fn line() -> impl Strategy<Value = String> {
             prop_oneof![
                 proptest::sample::select(TABLES).prop_map(str::to_string),
@@ -581,16 +617,16 @@ mod tests {
                 "[ -~]{0,20}",
             ]
         }
-    
+
         fn check(text: &str) {
             if let Ok(file) = PipelineFile::parse(Path::new("p.toml"), text.to_string()) {
                 let _ = file.resolve(&FolderBase::of_file(Path::new("p.toml")));
             }
         }
-    
+
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(2000))]
-    
+
             #[test]
             fn pipeline_like_text_never_panics(lines in proptest::collection::vec(line(), 0..30)) {
                 check(&lines.join("\n"));
@@ -600,7 +636,7 @@ mod tests {
                 );
                 check(&valid_start);
             }
-    
+
             #[test]
             fn any_text_never_panics(text in any::<String>()) {
                 check(&text);

@@ -58,7 +58,10 @@ impl Client {
         }
         let tls = if tls { Some(tls_config(ca)?) } else { None };
         Ok(Client {
-            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
             port,
             tls,
             token,
@@ -98,7 +101,11 @@ impl Client {
                     .map_err(|e| std::io::Error::other(format!("`{}`: {e}", self.host)))?;
                 let connection = rustls::ClientConnection::new(config.clone(), name)
                     .map_err(std::io::Error::other)?;
-                exchange(rustls::StreamOwned::new(connection, stream), head.as_bytes(), body)?
+                exchange(
+                    rustls::StreamOwned::new(connection, stream),
+                    head.as_bytes(),
+                    body,
+                )?
             }
         };
         parse(&raw)
@@ -129,10 +136,15 @@ fn parse(raw: &[u8]) -> std::io::Result<Response> {
         .ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response")
         })?;
-    let chunked = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked"));
-    let body = if chunked { dechunk(body) } else { body.to_string() };
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("transfer-encoding:")
+            && l.to_ascii_lowercase().contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     Ok(Response { status, body })
 }
 
@@ -159,8 +171,12 @@ pub fn tls_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String
     use rustls_pki_types::pem::PemObject;
     let file = ca.unwrap_or(Path::new(SYSTEM_CAS));
     let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(file)
-        .map_err(|e| format!("cannot read the certificates to trust from {}: {e}", file.display()))?;
+    let certs = CertificateDer::pem_file_iter(file).map_err(|e| {
+        format!(
+            "cannot read the certificates to trust from {}: {e}",
+            file.display()
+        )
+    })?;
     for cert in certs {
         let cert = cert.map_err(|e| format!("{}: {e}", file.display()))?;
         roots
@@ -186,8 +202,8 @@ pub fn request(
     path: &str,
     body: &[u8],
 ) -> std::io::Result<Response> {
-    let client = Client::new(address, token.map(str::to_string), None)
-        .map_err(std::io::Error::other)?;
+    let client =
+        Client::new(address, token.map(str::to_string), None).map_err(std::io::Error::other)?;
     client.request(method, path, None, body)
 }
 

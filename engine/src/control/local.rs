@@ -218,5 +218,8 @@ async fn change_version(
             format!("the request panicked: {e}"),
         ))
     })?;
-    Ok(axum::Json(serde_json::json!({ "version": label, "live": "at the next batch" })).into_response())
+    Ok(
+        axum::Json(serde_json::json!({ "version": label, "live": "at the next batch" }))
+            .into_response(),
+    )
 }

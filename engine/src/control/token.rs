@@ -36,7 +36,13 @@ pub fn runtime_dir() -> Option<PathBuf> {
 pub fn path_for(address: &str) -> Option<PathBuf> {
     let name: String = address
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     Some(runtime_dir()?.join(format!("control-{name}.token")))
 }
@@ -136,9 +142,7 @@ fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
 /// in any case, as HTTP has it).
 pub fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// Compares two tokens in time that does not depend on where they differ.

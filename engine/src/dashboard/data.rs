@@ -102,7 +102,11 @@ fn row(info: &PipelineInfo, now: u64) -> Row {
         name: info.key.name.clone(),
         state: state_name(&info.state),
         interval_ms: m.interval.as_millis() as u64,
-        rate: if covered > 0 { records as f64 * 1000.0 / covered as f64 } else { 0.0 },
+        rate: if covered > 0 {
+            records as f64 * 1000.0 / covered as f64
+        } else {
+            0.0
+        },
         last_total_ms: last.map(|b| b.total_delay.as_secs_f64() * 1000.0),
         processing_avg_ms: (busy > 0).then(|| ms(processing / busy)),
         records_in: view.totals.records_in,
@@ -232,7 +236,13 @@ pub fn detail(info: &PipelineInfo) -> Value {
         .timeline
         .buckets()
         .map(|b| {
-            let avg = |sum: u64| if b.busy_batches > 0 { ms(sum / b.busy_batches) } else { 0.0 };
+            let avg = |sum: u64| {
+                if b.busy_batches > 0 {
+                    ms(sum / b.busy_batches)
+                } else {
+                    0.0
+                }
+            };
             json!([
                 b.start_ms,
                 b.batches,
@@ -248,13 +258,14 @@ pub fn detail(info: &PipelineInfo) -> Value {
             ])
         })
         .collect();
-    let window_start = view
-        .timeline
-        .buckets()
-        .next()
-        .map_or(0, |b| b.start_ms);
-    let shown: Vec<&BatchMetrics> = view.recent.iter().filter(|b| b.time_ms >= window_start).collect();
-    let series = |f: fn(&BatchMetrics) -> f64| bins(&shown.iter().map(|b| f(b)).collect::<Vec<_>>());
+    let window_start = view.timeline.buckets().next().map_or(0, |b| b.start_ms);
+    let shown: Vec<&BatchMetrics> = view
+        .recent
+        .iter()
+        .filter(|b| b.time_ms >= window_start)
+        .collect();
+    let series =
+        |f: fn(&BatchMetrics) -> f64| bins(&shown.iter().map(|b| f(b)).collect::<Vec<_>>());
     let histograms = json!({
         "batches": shown.len(),
         "input_rate": series(|b| b.input_rate),
@@ -262,7 +273,13 @@ pub fn detail(info: &PipelineInfo) -> Value {
         "processing_ms": series(|b| b.processing_time.as_secs_f64() * 1000.0),
         "total_ms": series(|b| b.total_delay.as_secs_f64() * 1000.0),
     });
-    let batches: Vec<Value> = view.recent.iter().rev().take(BATCH_ROWS).map(batch_json).collect();
+    let batches: Vec<Value> = view
+        .recent
+        .iter()
+        .rev()
+        .take(BATCH_ROWS)
+        .map(batch_json)
+        .collect();
     let (load, delivery_load) = view.timeline.load(now, RECENT_MS);
     let totals = view.totals.clone();
     let last = view.last.as_ref().map(batch_json);
@@ -370,13 +387,19 @@ mod tests {
     #[test]
     fn bins_split_the_smallest_to_the_largest_value_in_ten() {
         let b = bins(&[10.0, 11.0, 15.0, 19.99, 20.0]);
-        assert_eq!((b["min"].as_f64(), b["max"].as_f64()), (Some(10.0), Some(20.0)));
+        assert_eq!(
+            (b["min"].as_f64(), b["max"].as_f64()),
+            (Some(10.0), Some(20.0))
+        );
         let counts: Vec<u64> = serde_json::from_value(b["counts"].clone()).unwrap();
         assert_eq!(counts, [1, 1, 0, 0, 0, 1, 0, 0, 0, 2]);
         let same = bins(&[3.0, 3.0]);
         assert_eq!(same["counts"][0], 2);
         let empty = bins(&[]);
-        assert_eq!((empty["min"].as_f64(), empty["counts"][0].as_u64()), (Some(0.0), Some(0)));
+        assert_eq!(
+            (empty["min"].as_f64(), empty["counts"][0].as_u64()),
+            (Some(0.0), Some(0))
+        );
     }
 }
 
@@ -389,7 +412,10 @@ mod list_tests {
 
     fn info(tenant: &str, name: &str, records: u64) -> PipelineInfo {
         let metrics = PipelineMetrics::new(Shape {
-            labels: Labels { tenant: Some(tenant.into()), pipeline: name.into() },
+            labels: Labels {
+                tenant: Some(tenant.into()),
+                pipeline: name.into(),
+            },
             interval: Duration::from_secs(1),
             stages: vec![],
             sources: vec![],
@@ -397,7 +423,8 @@ mod list_tests {
             queue_capacity: 4,
         });
         let now = now_ms();
-        let mut reporter = crate::telemetry::Reporter::new(metrics.labels.clone(), metrics.interval);
+        let mut reporter =
+            crate::telemetry::Reporter::new(metrics.labels.clone(), metrics.interval);
         let batch = crate::telemetry::BatchMetrics {
             id: 0,
             time_ms: now - 2000,
@@ -411,9 +438,17 @@ mod list_tests {
             delivery: Duration::ZERO,
             stages: vec![],
         };
-        crate::telemetry::events::BatchDone { metrics: &metrics, reporter: &mut reporter, batch: &batch }.emit();
+        crate::telemetry::events::BatchDone {
+            metrics: &metrics,
+            reporter: &mut reporter,
+            batch: &batch,
+        }
+        .emit();
         PipelineInfo {
-            key: crate::supervisor::PipelineKey { tenant: Some(tenant.into()), name: name.into() },
+            key: crate::supervisor::PipelineKey {
+                tenant: Some(tenant.into()),
+                name: name.into(),
+            },
             state: RunState::Running,
             stages: vec![],
             metrics,
@@ -424,21 +459,51 @@ mod list_tests {
     #[test]
     fn the_list_is_filtered_sorted_and_paged_on_the_server() {
         let all: Vec<PipelineInfo> = (0..120)
-            .map(|i| info(if i % 2 == 0 { "even" } else { "odd" }, &format!("p{i:03}"), i))
+            .map(|i| {
+                info(
+                    if i % 2 == 0 { "even" } else { "odd" },
+                    &format!("p{i:03}"),
+                    i,
+                )
+            })
             .collect();
         let page = list(&all, &ListQuery::default());
-        assert_eq!((page["total"].as_u64(), page["matching"].as_u64()), (Some(120), Some(120)));
-        assert_eq!(page["pipelines"].as_array().unwrap().len(), 50, "50 rows by default");
+        assert_eq!(
+            (page["total"].as_u64(), page["matching"].as_u64()),
+            (Some(120), Some(120))
+        );
+        assert_eq!(
+            page["pipelines"].as_array().unwrap().len(),
+            50,
+            "50 rows by default"
+        );
         assert_eq!(page["pipelines"][0]["name"], "p000");
-        let q = ListQuery { q: Some("ODD/P11".into()), sort: Some("rate".into()), ..ListQuery::default() };
+        let q = ListQuery {
+            q: Some("ODD/P11".into()),
+            sort: Some("rate".into()),
+            ..ListQuery::default()
+        };
         let odd = list(&all, &q);
         // odd/p111, p113, p115, p117, p119: the busiest first.
-        let names: Vec<&str> = odd["pipelines"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> = odd["pipelines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
         assert_eq!(names, ["p119", "p117", "p115", "p113", "p111"]);
-        let q = ListQuery { sort: Some("delay".into()), offset: Some(100), limit: Some(500), ..ListQuery::default() };
+        let q = ListQuery {
+            sort: Some("delay".into()),
+            offset: Some(100),
+            limit: Some(500),
+            ..ListQuery::default()
+        };
         let last = list(&all, &q);
         assert_eq!(last["limit"], 200);
         assert_eq!(last["pipelines"].as_array().unwrap().len(), 20);
-        assert_eq!(last["pipelines"][19]["name"], "p000", "the shortest delay last");
+        assert_eq!(
+            last["pipelines"][19]["name"], "p000",
+            "the shortest delay last"
+        );
     }
 }

@@ -65,7 +65,10 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 pub fn assets<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
-        .route("/ui/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
+        .route(
+            "/ui/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
+        )
         .route(
             "/ui/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", APP) }),
@@ -155,22 +158,27 @@ pub fn run_router(supervisor: Arc<Supervisor>, token: &str) -> Router {
         supervisor,
         token: token.into(),
     };
-    let data = Router::new()
-        .route(
-            "/ui/api/pipelines",
-            get(|State(l): State<Local>, Query(q): Query<ListQuery>| async move {
-                list(&l.supervisor, &Scope::All, &q)
-            }),
-        )
-        .route(
-            "/ui/api/pipelines/{name}",
-            get(
-                |State(l): State<Local>, Path(name): Path<String>, Query(q): Query<DetailQuery>| async move {
-                    detail(&l.supervisor, &Scope::All, &name, &q)
-                },
-            ),
-        )
-        .layer(middleware::from_fn_with_state(local.clone(), guard));
+    let data =
+        Router::new()
+            .route(
+                "/ui/api/pipelines",
+                get(
+                    |State(l): State<Local>, Query(q): Query<ListQuery>| async move {
+                        list(&l.supervisor, &Scope::All, &q)
+                    },
+                ),
+            )
+            .route(
+                "/ui/api/pipelines/{name}",
+                get(
+                    |State(l): State<Local>,
+                     Path(name): Path<String>,
+                     Query(q): Query<DetailQuery>| async move {
+                        detail(&l.supervisor, &Scope::All, &name, &q)
+                    },
+                ),
+            )
+            .layer(middleware::from_fn_with_state(local.clone(), guard));
     Router::new()
         .route(
             "/metrics",
@@ -181,7 +189,11 @@ pub fn run_router(supervisor: Arc<Supervisor>, token: &str) -> Router {
         .fallback(|request: Request| async move {
             ApiError::new(
                 StatusCode::NOT_FOUND,
-                format!("no such endpoint: {} {}", request.method(), request.uri().path()),
+                format!(
+                    "no such endpoint: {} {}",
+                    request.method(),
+                    request.uri().path()
+                ),
             )
         })
         .with_state(local)

@@ -151,7 +151,9 @@ fn at_least_once_writes_before_the_checkpoint_and_acknowledges_after() {
     let mut delivery = setup.delivery(false, false, false);
     let (ack_tx, ack_rx) = watch::channel(None);
     delivery.acknowledge_to(vec![ack_tx]);
-    delivery.deliver(&batch(0, 3, "pos-0"), &mut Vec::new()).unwrap();
+    delivery
+        .deliver(&batch(0, 3, "pos-0"), &mut Vec::new())
+        .unwrap();
     assert_eq!(
         setup.take_log(),
         [
@@ -165,7 +167,9 @@ fn at_least_once_writes_before_the_checkpoint_and_acknowledges_after() {
     assert_eq!(ack_rx.borrow().as_deref(), Some("pos-0"));
     // An empty batch with a new position is checkpointed and acknowledged,
     // with nothing written.
-    delivery.deliver(&batch(1, 0, "pos-1"), &mut Vec::new()).unwrap();
+    delivery
+        .deliver(&batch(1, 0, "pos-1"), &mut Vec::new())
+        .unwrap();
     assert!(setup.take_log().is_empty());
     assert_eq!(setup.store.checkpoint().unwrap().unwrap().number, 2);
     assert_eq!(ack_rx.borrow().as_deref(), Some("pos-1"));
@@ -184,10 +188,16 @@ fn a_failed_write_takes_no_checkpoint_and_acknowledges_nothing() {
     delivery.acknowledge_to(vec![ack_tx]);
     let stage = StageState::new(setup.store.clone(), "count");
     let mut writes = vec![(stage.clone(), [(b"k".to_vec(), Some(b"1".to_vec()))].into())];
-    let err = delivery.deliver(&batch(0, 2, "pos-0"), &mut writes).unwrap_err();
+    let err = delivery
+        .deliver(&batch(0, 2, "pos-0"), &mut writes)
+        .unwrap_err();
     assert!(err.to_string().contains("refused"), "{err}");
     assert_eq!(setup.store.checkpoint().unwrap(), None);
-    assert_eq!(stage.get(b"k").unwrap(), None, "the state write is not committed");
+    assert_eq!(
+        stage.get(b"k").unwrap(),
+        None,
+        "the state write is not committed"
+    );
     assert_eq!(*ack_rx.borrow(), None);
 }
 
@@ -195,7 +205,9 @@ fn a_failed_write_takes_no_checkpoint_and_acknowledges_nothing() {
 fn exactly_once_stages_under_the_next_checkpoint_and_publishes_once_it_is_durable() {
     let setup = Setup::new();
     let mut delivery = setup.delivery(true, true, false);
-    delivery.deliver(&batch(0, 2, "pos-0"), &mut Vec::new()).unwrap();
+    delivery
+        .deliver(&batch(0, 2, "pos-0"), &mut Vec::new())
+        .unwrap();
     assert_eq!(
         setup.take_log(),
         [
@@ -215,7 +227,9 @@ fn exactly_once_stages_under_the_next_checkpoint_and_publishes_once_it_is_durabl
 fn a_confirmed_commit_drops_the_kept_output_at_the_end() {
     let setup = Setup::new();
     let mut delivery = setup.delivery(true, true, false);
-    delivery.deliver(&batch(0, 2, "pos-0"), &mut Vec::new()).unwrap();
+    delivery
+        .deliver(&batch(0, 2, "pos-0"), &mut Vec::new())
+        .unwrap();
     delivery.finish().unwrap();
     setup.take_log();
     let _again = setup.delivery(true, true, false);

@@ -224,7 +224,10 @@ mod tests {
             name: "n".into(),
         };
         let err = login.options("test").unwrap_err();
-        assert!(err.contains("`SLUICE_TEST_NATS_PASSWORD_NEVER_SET` is not set"), "{err}");
+        assert!(
+            err.contains("`SLUICE_TEST_NATS_PASSWORD_NEVER_SET` is not set"),
+            "{err}"
+        );
         login.username = None;
         login.password_env = None;
         login.token_env = Some("SLUICE_TEST_NATS_TOKEN_NEVER_SET".into());

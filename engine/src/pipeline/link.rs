@@ -391,14 +391,21 @@ mod job_tests {
         tx.try_send(Item(1, true)).unwrap();
         assert_eq!(items.load(Ordering::SeqCst), 1);
         assert!(!tx.has_room(), "a heavy item waits");
-        assert_eq!(tx.try_send(Item(2, true)), Err(TrySend::Full(Item(2, true))));
+        assert_eq!(
+            tx.try_send(Item(2, true)),
+            Err(TrySend::Full(Item(2, true)))
+        );
         tx.try_send(Item(3, false)).unwrap();
         assert_eq!(rx.try_recv(), TryRecv::Item(Item(1, true)));
         assert_eq!(rooms.load(Ordering::SeqCst), 1);
         assert!(tx.has_room());
         assert_eq!(rx.try_recv(), TryRecv::Item(Item(3, false)));
         drop(tx);
-        assert_eq!(items.load(Ordering::SeqCst), 3, "the sender's going wakes too");
+        assert_eq!(
+            items.load(Ordering::SeqCst),
+            3,
+            "the sender's going wakes too"
+        );
         assert_eq!(rx.try_recv(), TryRecv::Closed);
     }
 }

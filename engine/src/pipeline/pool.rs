@@ -333,7 +333,9 @@ mod tests {
         let pool = WorkerPool::new("test-pool", 1, 1);
         let (a, b) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         // Tenant A has ten busy jobs, tenant B one.
-        let jobs_a: Vec<_> = (0..10).map(|_| counting(&pool, "a", 20, a.clone())).collect();
+        let jobs_a: Vec<_> = (0..10)
+            .map(|_| counting(&pool, "a", 20, a.clone()))
+            .collect();
         let job_b = counting(&pool, "b", 20, b.clone());
         for job in &jobs_a {
             job.wake();

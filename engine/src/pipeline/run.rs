@@ -320,8 +320,14 @@ fn spawn_sinks(
             };
             for mut flight in rx {
                 last_id = flight.batch.id;
-                deliver(&mut delivery, &mut flight, interval, &metrics, &mut reporter)
-                    .map_err(failed)?;
+                deliver(
+                    &mut delivery,
+                    &mut flight,
+                    interval,
+                    &metrics,
+                    &mut reporter,
+                )
+                .map_err(failed)?;
             }
             reporter.flush(last_id);
             delivery.finish().map_err(failed)

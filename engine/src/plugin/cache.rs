@@ -91,7 +91,11 @@ impl CompileCache {
             }
         }
         let compiled = engine.precompile_component(bytes)?;
-        evict(dir, self.limit.saturating_sub(compiled.len() as u64), MAX_AGE);
+        evict(
+            dir,
+            self.limit.saturating_sub(compiled.len() as u64),
+            MAX_AGE,
+        );
         if let Err(e) = store(dir, &path, &compiled) {
             tracing::debug!("cannot cache the compiled plugin in {}: {e}", dir.display());
         }
@@ -142,7 +146,10 @@ fn evict(dir: &Path, limit: u64, max_age: std::time::Duration) {
 fn remove(path: &Path) {
     match std::fs::remove_file(path) {
         Ok(()) => tracing::debug!("compiled plugin cache: removed {}", path.display()),
-        Err(e) => tracing::debug!("compiled plugin cache: cannot remove {}: {e}", path.display()),
+        Err(e) => tracing::debug!(
+            "compiled plugin cache: cannot remove {}: {e}",
+            path.display()
+        ),
     }
 }
 

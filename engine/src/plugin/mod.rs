@@ -27,7 +27,6 @@ pub use inspect::{Inspection, inspect};
 pub use instance::{CallError, CallInfo, Grants, Instance, Limits, Output, StateView};
 pub use tester::{TestReport, test_plugin};
 
-
 use bindings::{Stage, StagePre};
 use instance::InstanceState;
 

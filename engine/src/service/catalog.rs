@@ -8,8 +8,8 @@
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, TableDefinition};
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use super::tenant::Quotas;
 
@@ -143,7 +143,9 @@ impl Catalog {
             match value {
                 Some(value) => {
                     let bytes = serde_json::to_vec(value).map_err(|e| self.error(e))?;
-                    table.insert(key, bytes.as_slice()).map_err(|e| self.error(e))?;
+                    table
+                        .insert(key, bytes.as_slice())
+                        .map_err(|e| self.error(e))?;
                 }
                 None => {
                     table.remove(key).map_err(|e| self.error(e))?;
@@ -186,7 +188,11 @@ impl Catalog {
     }
 
     /// Stores (or, with `None`, removes) a tenant.
-    pub fn set_tenant(&self, name: &str, record: Option<&TenantRecord>) -> Result<(), CatalogError> {
+    pub fn set_tenant(
+        &self,
+        name: &str,
+        record: Option<&TenantRecord>,
+    ) -> Result<(), CatalogError> {
         self.put(TENANTS, name, record)
     }
 
@@ -216,7 +222,11 @@ impl Catalog {
     }
 
     /// A tenant's pipeline.
-    pub fn pipeline(&self, tenant: &str, name: &str) -> Result<Option<PipelineRecord>, CatalogError> {
+    pub fn pipeline(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Option<PipelineRecord>, CatalogError> {
         self.get(PIPELINES, &format!("{tenant}/{name}"))
     }
 
@@ -270,7 +280,12 @@ mod tests {
         }
         let c = Catalog::open(dir.path()).unwrap();
         assert_eq!(c.tenant("acme").unwrap().unwrap().token_sha256, "ab");
-        let names: Vec<String> = c.pipelines("acme").unwrap().into_iter().map(|(n, _)| n).collect();
+        let names: Vec<String> = c
+            .pipelines("acme")
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         assert_eq!(names, ["p"], "`acme-2/q` is not acme's");
         c.set_pipeline("acme", "p", None).unwrap();
         assert!(c.pipeline("acme", "p").unwrap().is_none());

@@ -27,15 +27,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use crate::plugin::{MAX_PLUGIN_BYTES, PluginHost, Slots};
 use crate::pipeline::{Pools, WorkerPool};
+use crate::plugin::{MAX_PLUGIN_BYTES, PluginHost, Slots};
 use crate::quota::{ByteMeter, RateMeter};
 use crate::source::IngestPoints;
 use crate::supervisor::{Executor, Supervisor};
 use crate::units::ByteSize;
 
-pub use catalog::{Desired, PipelineRecord, PluginRecord, PluginVersion, TenantRecord};
 use catalog::Catalog;
+pub use catalog::{Desired, PipelineRecord, PluginRecord, PluginVersion, TenantRecord};
 use tenant::{Quotas, folder_bytes, new_token, token_hash};
 
 /// How to run the service.
@@ -154,12 +154,8 @@ impl Service {
             PluginHost::with_slots(Slots::OnDemand)
                 .map_err(|e| ServiceError::Internal(e.to_string()))?,
         );
-        let supervisor = Supervisor::with_executor(
-            host.clone(),
-            runtime,
-            Executor::Pools(pools.clone()),
-            None,
-        );
+        let supervisor =
+            Supervisor::with_executor(host.clone(), runtime, Executor::Pools(pools.clone()), None);
         let service = Arc::new(Service {
             data: data.clone(),
             catalog,
@@ -304,12 +300,15 @@ impl Service {
         quotas.validate().map_err(ServiceError::BadRequest)?;
         let _change = self.changes.lock().unwrap();
         if self.catalog.tenant(name)?.is_some() {
-            return Err(ServiceError::Conflict(format!("tenant `{name}` exists already")));
+            return Err(ServiceError::Conflict(format!(
+                "tenant `{name}` exists already"
+            )));
         }
         let token = new_token().map_err(internal("cannot make a token"))?;
         let dir = self.tenant_dir(name);
         for sub in ["files", "plugins", "state", "dead-letter"] {
-            make_private_dir(&dir.join(sub)).map_err(internal("cannot make the tenant's folders"))?;
+            make_private_dir(&dir.join(sub))
+                .map_err(internal("cannot make the tenant's folders"))?;
         }
         let record = TenantRecord {
             token_sha256: token_hash(&token),
@@ -335,7 +334,11 @@ impl Service {
             .collect()
     }
 
-    fn tenant_json(&self, name: &str, record: &TenantRecord) -> Result<serde_json::Value, ServiceError> {
+    fn tenant_json(
+        &self,
+        name: &str,
+        record: &TenantRecord,
+    ) -> Result<serde_json::Value, ServiceError> {
         let usage = self.usage(name)?;
         Ok(serde_json::json!({
             "name": name,
@@ -506,7 +509,10 @@ impl Service {
                 .iter()
                 .find(|v| v.digest == digest)
                 .ok_or_else(|| format!("plugin `{name}` has no version {digest}"))?,
-            None => record.versions.last().ok_or_else(|| format!("no plugin `{name}`"))?,
+            None => record
+                .versions
+                .last()
+                .ok_or_else(|| format!("no plugin `{name}`"))?,
         };
         Ok((self.blob(tenant, &version.digest), version.digest.clone()))
     }

@@ -171,7 +171,12 @@ impl Service {
     ) -> Result<(), ServiceError> {
         let (spec, _) = self.resolve(tenant, name, &record.text, &record.pins)?;
         self.start_spec(tenant, name, &spec);
-        match self.start_errors.lock().unwrap().get(&(tenant.into(), name.into())) {
+        match self
+            .start_errors
+            .lock()
+            .unwrap()
+            .get(&(tenant.into(), name.into()))
+        {
             Some(e) => Err(ServiceError::Internal(e.clone())),
             None => Ok(()),
         }
@@ -299,13 +304,15 @@ impl Service {
             let t = i.metrics.totals();
             let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
             let delays = |q: f64| {
-                i.metrics.delay_quantile(q).map(|[scheduling, total, latency]| {
-                    serde_json::json!({
-                        "scheduling_ms": ms(scheduling),
-                        "total_ms": ms(total),
-                        "latency_ms": ms(latency),
+                i.metrics
+                    .delay_quantile(q)
+                    .map(|[scheduling, total, latency]| {
+                        serde_json::json!({
+                            "scheduling_ms": ms(scheduling),
+                            "total_ms": ms(total),
+                            "latency_ms": ms(latency),
+                        })
                     })
-                })
             };
             serde_json::json!({
                 "batches": t.batches,
@@ -353,8 +360,8 @@ impl Service {
         let (path, digest) = self
             .find_plugin(tenant, name, digest)
             .map_err(ServiceError::NotFound)?;
-        let bytes = crate::plugin::read_plugin(&path)
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let bytes =
+            crate::plugin::read_plugin(&path).map_err(|e| ServiceError::Internal(e.to_string()))?;
         let label = crate::reload::deploy(
             &self.host,
             &entry,
@@ -369,7 +376,12 @@ impl Service {
     }
 
     /// The stage's previous version, live at the next batch.
-    pub fn rollback(&self, tenant: &str, pipeline: &str, stage: &str) -> Result<String, ServiceError> {
+    pub fn rollback(
+        &self,
+        tenant: &str,
+        pipeline: &str,
+        stage: &str,
+    ) -> Result<String, ServiceError> {
         let mut record = self.record(tenant, pipeline)?;
         let entry = self
             .supervisor
@@ -448,7 +460,11 @@ impl Service {
         let mut files: Vec<(String, PathBuf)> = Vec::new();
         for stage in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let stage_name = stage.file_name().to_string_lossy().into_owned();
-            for file in std::fs::read_dir(stage.path()).into_iter().flatten().flatten() {
+            for file in std::fs::read_dir(stage.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 let name = file.file_name().to_string_lossy().into_owned();
                 if name.ends_with(".jsonl") && !name.starts_with('.') {
                     files.push((stage_name.clone(), file.path()));

@@ -143,7 +143,7 @@ impl Sink for DirectorySink {
             failpoint::reached(Point::Renaming)
         })
         .map(|_| ())
-            .map_err(|e| self.error(format!("cannot write {name}: {e}")))
+        .map_err(|e| self.error(format!("cannot write {name}: {e}")))
     }
 
     fn commit(&mut self, batch: BatchMeta<'_>) -> Result<(), SinkError> {

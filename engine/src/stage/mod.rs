@@ -210,7 +210,10 @@ impl Stage {
         let current = Version::new(&settings, plugin, Some(instance));
         settings.telemetry.set_version(current.label.clone());
         if let Some(instance) = &current.instance {
-            settings.telemetry.memory.set(instance.memory_bytes() as i64);
+            settings
+                .telemetry
+                .memory
+                .set(instance.memory_bytes() as i64);
         }
         Ok(Stage {
             current,

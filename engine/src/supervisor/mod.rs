@@ -272,8 +272,12 @@ impl Supervisor {
             Runnable::Chain(_) => None,
         };
         let finish: Box<dyn FnOnce(Outcome) + Send> = {
-            let (state, slot, on_end, key) =
-                (state.clone(), slot.clone(), self.on_end.clone(), key.clone());
+            let (state, slot, on_end, key) = (
+                state.clone(),
+                slot.clone(),
+                self.on_end.clone(),
+                key.clone(),
+            );
             let metrics = metrics.clone();
             Box::new(move |outcome: Outcome| {
                 if let Err(error) = &outcome {
@@ -302,9 +306,10 @@ impl Supervisor {
                     .spawn(move || {
                         // A bug that panics ends this pipeline only, as a
                         // failure.
-                        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
-                            || pipeline.run(&runtime, stop_rx),
-                        ));
+                        let outcome =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                pipeline.run(&runtime, stop_rx)
+                            }));
                         finish(match outcome {
                             Ok(result) => result.map_err(|e| e.to_string()),
                             Err(_) => Err(format!(

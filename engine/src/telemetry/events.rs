@@ -163,16 +163,19 @@ impl PluginCall<'_> {
             Err(CallError::Trap(_)) => CallOutcome::Trap,
             Err(CallError::Timeout(_)) => CallOutcome::Timeout,
             Err(CallError::OutOfMemory(_)) => CallOutcome::OutOfMemory,
-            Err(
-                CallError::Failed(_) | CallError::BadOutput(_) | CallError::InvalidConfig(_),
-            ) => CallOutcome::Failed,
+            Err(CallError::Failed(_) | CallError::BadOutput(_) | CallError::InvalidConfig(_)) => {
+                CallOutcome::Failed
+            }
         }
     }
 
     /// Counts the call by outcome; a failure is logged and noted.
     pub fn emit(self) {
         let outcome = Self::outcome_of(self.outcome);
-        let index = CallOutcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
+        let index = CallOutcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(0);
         self.stage.calls[index].add(1);
         match self.memory {
             Some(bytes) => self.stage.memory.set(bytes as i64),
@@ -191,7 +194,12 @@ impl PluginCall<'_> {
             plugin = %self.plugin, batch = self.batch, attempt = self.attempt,
             "the plugin {error}{retry}"
         );
-        note(s, NoteKind::PluginError, Some(self.batch), format!("plugin {} {error}{retry}", self.plugin));
+        note(
+            s,
+            NoteKind::PluginError,
+            Some(self.batch),
+            format!("plugin {} {error}{retry}", self.plugin),
+        );
     }
 }
 
@@ -270,7 +278,12 @@ impl VersionRejected<'_> {
             tenant = s.labels.tenant.as_deref(), pipeline = %s.labels.pipeline, stage = %s.name,
             "new version rejected ({}): {}; not reloaded, the running version carries on", self.cause, self.reason
         );
-        note(s, NoteKind::Rejected, None, format!("rejected ({}): {}", self.cause, self.reason));
+        note(
+            s,
+            NoteKind::Rejected,
+            None,
+            format!("rejected ({}): {}", self.cause, self.reason),
+        );
     }
 }
 
@@ -296,7 +309,15 @@ impl VersionLive<'_> {
             tenant = s.labels.tenant.as_deref(), pipeline = %s.labels.pipeline, stage = %s.name,
             "version {} live ({}), replacing {}", self.live, self.cause, self.replaced
         );
-        note(s, NoteKind::Live, None, format!("{} live ({}), replacing {}", self.live, self.cause, self.replaced));
+        note(
+            s,
+            NoteKind::Live,
+            None,
+            format!(
+                "{} live ({}), replacing {}",
+                self.live, self.cause, self.replaced
+            ),
+        );
     }
 }
 
@@ -351,7 +372,12 @@ impl Trusted<'_> {
             tenant = s.labels.tenant.as_deref(), pipeline = %s.labels.pipeline, stage = %s.name,
             "version {} passed probation", self.label
         );
-        note(s, NoteKind::Trusted, None, format!("{} passed probation", self.label));
+        note(
+            s,
+            NoteKind::Trusted,
+            None,
+            format!("{} passed probation", self.label),
+        );
     }
 }
 
@@ -483,17 +509,39 @@ mod tests {
         let problems = m.journal.problems();
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].batch, Some(7));
-        assert!(problems[0].text.contains("trapped: unreachable"), "{}", problems[0].text);
+        assert!(
+            problems[0].text.contains("trapped: unreachable"),
+            "{}",
+            problems[0].text
+        );
     }
 
     #[test]
     fn reload_outcomes_count_apart_and_set_the_live_version() {
         let m = metrics();
         let stage = &m.stages[0];
-        VersionLive { stage, live: "b", cause: "deploy", replaced: "a" }.emit();
+        VersionLive {
+            stage,
+            live: "b",
+            cause: "deploy",
+            replaced: "a",
+        }
+        .emit();
         assert_eq!(&*stage.version(), "b");
-        RolledBack { stage, bad: "b", good: "a", batch: 3, why: "it trapped" }.emit();
-        VersionRejected { stage, cause: "deploy", reason: "not a component" }.emit();
+        RolledBack {
+            stage,
+            bad: "b",
+            good: "a",
+            batch: 3,
+            why: "it trapped",
+        }
+        .emit();
+        VersionRejected {
+            stage,
+            cause: "deploy",
+            reason: "not a component",
+        }
+        .emit();
         let counts: Vec<u64> = ReloadOutcome::ALL
             .iter()
             .enumerate()

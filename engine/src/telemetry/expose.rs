@@ -63,7 +63,13 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-fn sample(out: &mut String, name: &str, base: &Labels, extra: &[(&str, &str)], value: impl std::fmt::Display) {
+fn sample(
+    out: &mut String,
+    name: &str,
+    base: &Labels,
+    extra: &[(&str, &str)],
+    value: impl std::fmt::Display,
+) {
     out.push_str(name);
     labels(out, base, extra);
     let _ = writeln!(out, " {value}");
@@ -84,10 +90,22 @@ fn histogram(out: &mut String, name: &str, base: &Labels, h: &HistogramSnapshot)
     for (i, bound) in BOUNDS.iter().enumerate() {
         cumulative += h.counts[i];
         let le = num(*bound);
-        sample(out, &format!("{name}_bucket"), base, &[("le", &le)], cumulative);
+        sample(
+            out,
+            &format!("{name}_bucket"),
+            base,
+            &[("le", &le)],
+            cumulative,
+        );
     }
     cumulative += h.counts[BOUNDS.len()];
-    sample(out, &format!("{name}_bucket"), base, &[("le", "+Inf")], cumulative);
+    sample(
+        out,
+        &format!("{name}_bucket"),
+        base,
+        &[("le", "+Inf")],
+        cumulative,
+    );
     sample(out, &format!("{name}_sum"), base, &[], num(h.sum));
     sample(out, &format!("{name}_count"), base, &[], cumulative);
 }
@@ -97,114 +115,298 @@ type PerPipeline = fn(&mut String, &str, &Exposed<'_>);
 /// Every per-pipeline family: name, type, help, and how to write its
 /// samples for one pipeline.
 const FAMILIES: &[(&str, &str, &str, PerPipeline)] = &[
-    ("sluice_pipeline_up", "gauge", "1 while the pipeline runs, 0 once it has stopped or failed.", |o, n, p| {
-        sample(o, n, &p.metrics.labels, &[], u8::from(p.up))
-    }),
-    ("sluice_batch_interval_seconds", "gauge", "The pipeline's batch interval.", |o, n, p| {
-        sample(o, n, &p.metrics.labels, &[], num(p.metrics.interval.as_secs_f64()))
-    }),
-    ("sluice_batches_total", "counter", "Batches processed, with records or not.", |o, n, p| {
-        sample(o, n, &p.metrics.labels, &[], p.metrics.batches.get())
-    }),
-    ("sluice_batch_processing_seconds", "histogram", "Processing time of batches with records: from the first stage taking the batch until every sink took its output.", |o, n, p| {
-        histogram(o, n, &p.metrics.labels, &p.metrics.processing.snapshot())
-    }),
-    ("sluice_batch_scheduling_delay_seconds", "histogram", "Scheduling delay of batches with records: from the end of the batch's interval to the start of its processing.", |o, n, p| {
-        histogram(o, n, &p.metrics.labels, &p.metrics.scheduling.snapshot())
-    }),
-    ("sluice_batch_total_delay_seconds", "histogram", "Total delay of batches with records: scheduling delay plus processing time.", |o, n, p| {
-        histogram(o, n, &p.metrics.labels, &p.metrics.total_delay.snapshot())
-    }),
-    ("sluice_record_latency_seconds", "histogram", "Per batch with records, from the receipt of its oldest record to the end of its processing (the batch's slowest record).", |o, n, p| {
-        histogram(o, n, &p.metrics.labels, &p.metrics.latency.snapshot())
-    }),
-    ("sluice_source_records_total", "counter", "Records a source handed to the pipeline.", |o, n, p| {
-        for s in &p.metrics.sources {
-            sample(o, n, &p.metrics.labels, &[("source", &s.name)], s.records.get());
-        }
-    }),
-    ("sluice_kafka_consumer_lag", "gauge", "Messages between the group's committed offset and the end of a partition the source reads, as of the consumer's last statistics (every second).", |o, n, p| {
-        for s in &p.metrics.sources {
-            for ((topic, partition), lag) in s.lag() {
-                let partition = partition.to_string();
-                sample(o, n, &p.metrics.labels, &[("source", &s.name), ("topic", &topic), ("partition", &partition)], lag);
+    (
+        "sluice_pipeline_up",
+        "gauge",
+        "1 while the pipeline runs, 0 once it has stopped or failed.",
+        |o, n, p| sample(o, n, &p.metrics.labels, &[], u8::from(p.up)),
+    ),
+    (
+        "sluice_batch_interval_seconds",
+        "gauge",
+        "The pipeline's batch interval.",
+        |o, n, p| {
+            sample(
+                o,
+                n,
+                &p.metrics.labels,
+                &[],
+                num(p.metrics.interval.as_secs_f64()),
+            )
+        },
+    ),
+    (
+        "sluice_batches_total",
+        "counter",
+        "Batches processed, with records or not.",
+        |o, n, p| sample(o, n, &p.metrics.labels, &[], p.metrics.batches.get()),
+    ),
+    (
+        "sluice_batch_processing_seconds",
+        "histogram",
+        "Processing time of batches with records: from the first stage taking the batch until every sink took its output.",
+        |o, n, p| histogram(o, n, &p.metrics.labels, &p.metrics.processing.snapshot()),
+    ),
+    (
+        "sluice_batch_scheduling_delay_seconds",
+        "histogram",
+        "Scheduling delay of batches with records: from the end of the batch's interval to the start of its processing.",
+        |o, n, p| histogram(o, n, &p.metrics.labels, &p.metrics.scheduling.snapshot()),
+    ),
+    (
+        "sluice_batch_total_delay_seconds",
+        "histogram",
+        "Total delay of batches with records: scheduling delay plus processing time.",
+        |o, n, p| histogram(o, n, &p.metrics.labels, &p.metrics.total_delay.snapshot()),
+    ),
+    (
+        "sluice_record_latency_seconds",
+        "histogram",
+        "Per batch with records, from the receipt of its oldest record to the end of its processing (the batch's slowest record).",
+        |o, n, p| histogram(o, n, &p.metrics.labels, &p.metrics.latency.snapshot()),
+    ),
+    (
+        "sluice_source_records_total",
+        "counter",
+        "Records a source handed to the pipeline.",
+        |o, n, p| {
+            for s in &p.metrics.sources {
+                sample(
+                    o,
+                    n,
+                    &p.metrics.labels,
+                    &[("source", &s.name)],
+                    s.records.get(),
+                );
             }
-        }
-    }),
-    ("sluice_queue_depth", "gauge", "Chunks of records waiting in the ingest queue as the last batch was cut; near sluice_queue_capacity the sources are held back (backpressure).", |o, n, p| {
-        sample(o, n, &p.metrics.labels, &[], p.metrics.queue_depth.get())
-    }),
-    ("sluice_queue_capacity", "gauge", "Chunks the ingest queue holds before the sources wait.", |o, n, p| {
-        sample(o, n, &p.metrics.labels, &[], p.metrics.queue_capacity)
-    }),
-    ("sluice_records_in_total", "counter", "Records into a stage.", |o, n, p| {
-        for s in &p.metrics.stages {
-            sample(o, n, &p.metrics.labels, &[("stage", &s.name)], s.records_in.get());
-        }
-    }),
-    ("sluice_records_out_total", "counter", "Records out of a stage.", |o, n, p| {
-        for s in &p.metrics.stages {
-            sample(o, n, &p.metrics.labels, &[("stage", &s.name)], s.records_out.get());
-        }
-    }),
-    ("sluice_dead_letters_total", "counter", "Records a stage wrote to its dead-letter folder.", |o, n, p| {
-        for s in &p.metrics.stages {
-            sample(o, n, &p.metrics.labels, &[("stage", &s.name)], s.dead_letters.get());
-        }
-    }),
-    ("sluice_plugin_calls_total", "counter", "Calls into a stage's plugin (instantiation included), by outcome: ok, trap, timeout, out_of_memory, failed.", |o, n, p| {
-        for s in &p.metrics.stages {
-            for (i, outcome) in CallOutcome::ALL.iter().enumerate() {
-                sample(o, n, &p.metrics.labels, &[("stage", &s.name), ("outcome", outcome.as_str())], s.calls[i].get());
+        },
+    ),
+    (
+        "sluice_kafka_consumer_lag",
+        "gauge",
+        "Messages between the group's committed offset and the end of a partition the source reads, as of the consumer's last statistics (every second).",
+        |o, n, p| {
+            for s in &p.metrics.sources {
+                for ((topic, partition), lag) in s.lag() {
+                    let partition = partition.to_string();
+                    sample(
+                        o,
+                        n,
+                        &p.metrics.labels,
+                        &[
+                            ("source", &s.name),
+                            ("topic", &topic),
+                            ("partition", &partition),
+                        ],
+                        lag,
+                    );
+                }
             }
-        }
-    }),
-    ("sluice_plugin_reloads_total", "counter", "New plugin versions of a stage, by outcome: live, rejected, rolled_back.", |o, n, p| {
-        for s in &p.metrics.stages {
-            for (i, outcome) in ReloadOutcome::ALL.iter().enumerate() {
-                sample(o, n, &p.metrics.labels, &[("stage", &s.name), ("outcome", outcome.as_str())], s.reloads[i].get());
+        },
+    ),
+    (
+        "sluice_queue_depth",
+        "gauge",
+        "Chunks of records waiting in the ingest queue as the last batch was cut; near sluice_queue_capacity the sources are held back (backpressure).",
+        |o, n, p| sample(o, n, &p.metrics.labels, &[], p.metrics.queue_depth.get()),
+    ),
+    (
+        "sluice_queue_capacity",
+        "gauge",
+        "Chunks the ingest queue holds before the sources wait.",
+        |o, n, p| sample(o, n, &p.metrics.labels, &[], p.metrics.queue_capacity),
+    ),
+    (
+        "sluice_records_in_total",
+        "counter",
+        "Records into a stage.",
+        |o, n, p| {
+            for s in &p.metrics.stages {
+                sample(
+                    o,
+                    n,
+                    &p.metrics.labels,
+                    &[("stage", &s.name)],
+                    s.records_in.get(),
+                );
             }
-        }
-    }),
-    ("sluice_plugin_info", "gauge", "1 for each stage's live plugin version.", |o, n, p| {
-        for s in &p.metrics.stages {
-            let version = s.version();
-            sample(o, n, &p.metrics.labels, &[("stage", &s.name), ("version", &version)], 1);
-        }
-    }),
-    ("sluice_plugin_memory_bytes", "gauge", "Linear memory of a stage's live instance (0 while it holds none).", |o, n, p| {
-        for s in &p.metrics.stages {
-            sample(o, n, &p.metrics.labels, &[("stage", &s.name)], s.memory.get());
-        }
-    }),
-    ("sluice_stage_busy_seconds_total", "counter", "Time a stage spent in its plugin.", |o, n, p| {
-        for s in &p.metrics.stages {
-            sample(o, n, &p.metrics.labels, &[("stage", &s.name)], num(s.busy_ns.get() as f64 / 1e9));
-        }
-    }),
-    ("sluice_stage_backpressure_seconds_total", "counter", "Time a stage held a processed batch because the next stage (or the sinks) had no room for it.", |o, n, p| {
-        for s in &p.metrics.stages {
-            sample(o, n, &p.metrics.labels, &[("stage", &s.name)], num(s.blocked_ns.get() as f64 / 1e9));
-        }
-    }),
-    ("sluice_sink_records_total", "counter", "Records a sink took.", |o, n, p| {
-        for s in &p.metrics.sinks {
-            sample(o, n, &p.metrics.labels, &[("sink", &s.name)], s.records.get());
-        }
-    }),
-    ("sluice_checkpoints_total", "counter", "Checkpoints (stage state and source positions) written.", |o, n, p| {
-        sample(o, n, &p.metrics.labels, &[], p.metrics.checkpoints.get())
-    }),
-    ("sluice_last_checkpoint_timestamp_seconds", "gauge", "When the last checkpoint of this run was written (Unix time; absent before the first).", |o, n, p| {
-        if let Some(c) = p.metrics.last_checkpoint() {
-            sample(o, n, &p.metrics.labels, &[], num(c.time_ms as f64 / 1000.0));
-        }
-    }),
-    ("sluice_state_bytes", "gauge", "Size of the pipeline's state file (absent without one).", |o, n, p| {
-        if let Some(bytes) = p.metrics.state_bytes() {
-            sample(o, n, &p.metrics.labels, &[], bytes);
-        }
-    }),
+        },
+    ),
+    (
+        "sluice_records_out_total",
+        "counter",
+        "Records out of a stage.",
+        |o, n, p| {
+            for s in &p.metrics.stages {
+                sample(
+                    o,
+                    n,
+                    &p.metrics.labels,
+                    &[("stage", &s.name)],
+                    s.records_out.get(),
+                );
+            }
+        },
+    ),
+    (
+        "sluice_dead_letters_total",
+        "counter",
+        "Records a stage wrote to its dead-letter folder.",
+        |o, n, p| {
+            for s in &p.metrics.stages {
+                sample(
+                    o,
+                    n,
+                    &p.metrics.labels,
+                    &[("stage", &s.name)],
+                    s.dead_letters.get(),
+                );
+            }
+        },
+    ),
+    (
+        "sluice_plugin_calls_total",
+        "counter",
+        "Calls into a stage's plugin (instantiation included), by outcome: ok, trap, timeout, out_of_memory, failed.",
+        |o, n, p| {
+            for s in &p.metrics.stages {
+                for (i, outcome) in CallOutcome::ALL.iter().enumerate() {
+                    sample(
+                        o,
+                        n,
+                        &p.metrics.labels,
+                        &[("stage", &s.name), ("outcome", outcome.as_str())],
+                        s.calls[i].get(),
+                    );
+                }
+            }
+        },
+    ),
+    (
+        "sluice_plugin_reloads_total",
+        "counter",
+        "New plugin versions of a stage, by outcome: live, rejected, rolled_back.",
+        |o, n, p| {
+            for s in &p.metrics.stages {
+                for (i, outcome) in ReloadOutcome::ALL.iter().enumerate() {
+                    sample(
+                        o,
+                        n,
+                        &p.metrics.labels,
+                        &[("stage", &s.name), ("outcome", outcome.as_str())],
+                        s.reloads[i].get(),
+                    );
+                }
+            }
+        },
+    ),
+    (
+        "sluice_plugin_info",
+        "gauge",
+        "1 for each stage's live plugin version.",
+        |o, n, p| {
+            for s in &p.metrics.stages {
+                let version = s.version();
+                sample(
+                    o,
+                    n,
+                    &p.metrics.labels,
+                    &[("stage", &s.name), ("version", &version)],
+                    1,
+                );
+            }
+        },
+    ),
+    (
+        "sluice_plugin_memory_bytes",
+        "gauge",
+        "Linear memory of a stage's live instance (0 while it holds none).",
+        |o, n, p| {
+            for s in &p.metrics.stages {
+                sample(
+                    o,
+                    n,
+                    &p.metrics.labels,
+                    &[("stage", &s.name)],
+                    s.memory.get(),
+                );
+            }
+        },
+    ),
+    (
+        "sluice_stage_busy_seconds_total",
+        "counter",
+        "Time a stage spent in its plugin.",
+        |o, n, p| {
+            for s in &p.metrics.stages {
+                sample(
+                    o,
+                    n,
+                    &p.metrics.labels,
+                    &[("stage", &s.name)],
+                    num(s.busy_ns.get() as f64 / 1e9),
+                );
+            }
+        },
+    ),
+    (
+        "sluice_stage_backpressure_seconds_total",
+        "counter",
+        "Time a stage held a processed batch because the next stage (or the sinks) had no room for it.",
+        |o, n, p| {
+            for s in &p.metrics.stages {
+                sample(
+                    o,
+                    n,
+                    &p.metrics.labels,
+                    &[("stage", &s.name)],
+                    num(s.blocked_ns.get() as f64 / 1e9),
+                );
+            }
+        },
+    ),
+    (
+        "sluice_sink_records_total",
+        "counter",
+        "Records a sink took.",
+        |o, n, p| {
+            for s in &p.metrics.sinks {
+                sample(
+                    o,
+                    n,
+                    &p.metrics.labels,
+                    &[("sink", &s.name)],
+                    s.records.get(),
+                );
+            }
+        },
+    ),
+    (
+        "sluice_checkpoints_total",
+        "counter",
+        "Checkpoints (stage state and source positions) written.",
+        |o, n, p| sample(o, n, &p.metrics.labels, &[], p.metrics.checkpoints.get()),
+    ),
+    (
+        "sluice_last_checkpoint_timestamp_seconds",
+        "gauge",
+        "When the last checkpoint of this run was written (Unix time; absent before the first).",
+        |o, n, p| {
+            if let Some(c) = p.metrics.last_checkpoint() {
+                sample(o, n, &p.metrics.labels, &[], num(c.time_ms as f64 / 1000.0));
+            }
+        },
+    ),
+    (
+        "sluice_state_bytes",
+        "gauge",
+        "Size of the pipeline's state file (absent without one).",
+        |o, n, p| {
+            if let Some(bytes) = p.metrics.state_bytes() {
+                sample(o, n, &p.metrics.labels, &[], bytes);
+            }
+        },
+    ),
 ];
 
 /// The exposition of `pipelines`, with the process's own figures (CPU,
@@ -261,25 +463,49 @@ mod tests {
             sinks: vec!["null-0".into()],
             queue_capacity: 16,
         };
-        let (a, b) = (PipelineMetrics::new(shape("a")), PipelineMetrics::new(shape("b")));
+        let (a, b) = (
+            PipelineMetrics::new(shape("a")),
+            PipelineMetrics::new(shape("b")),
+        );
         a.stages[0].records_in.add(3);
         a.processing.observe(Duration::from_millis(20));
         let text = render(
             &[
-                Exposed { metrics: &a, up: true },
-                Exposed { metrics: &b, up: false },
+                Exposed {
+                    metrics: &a,
+                    up: true,
+                },
+                Exposed {
+                    metrics: &b,
+                    up: false,
+                },
             ],
             false,
         );
-        assert_eq!(text.matches("# TYPE sluice_records_in_total counter").count(), 1);
-        assert!(text.contains("sluice_records_in_total{pipeline=\"a\",stage=\"count\"} 3\n"), "{text}");
+        assert_eq!(
+            text.matches("# TYPE sluice_records_in_total counter")
+                .count(),
+            1
+        );
+        assert!(
+            text.contains("sluice_records_in_total{pipeline=\"a\",stage=\"count\"} 3\n"),
+            "{text}"
+        );
         assert!(text.contains("sluice_records_in_total{pipeline=\"b\",stage=\"count\"} 0\n"));
         assert!(text.contains("sluice_batch_interval_seconds{pipeline=\"a\"} 0.25\n"));
         assert!(text.contains("sluice_pipeline_up{pipeline=\"b\"} 0\n"));
         // Cumulative buckets: 20 ms is above 10 ms and within 25 ms.
-        assert!(text.contains("sluice_batch_processing_seconds_bucket{pipeline=\"a\",le=\"0.01\"} 0\n"));
-        assert!(text.contains("sluice_batch_processing_seconds_bucket{pipeline=\"a\",le=\"0.025\"} 1\n"));
-        assert!(text.contains("sluice_batch_processing_seconds_bucket{pipeline=\"a\",le=\"+Inf\"} 1\n"));
+        assert!(
+            text.contains("sluice_batch_processing_seconds_bucket{pipeline=\"a\",le=\"0.01\"} 0\n")
+        );
+        assert!(
+            text.contains(
+                "sluice_batch_processing_seconds_bucket{pipeline=\"a\",le=\"0.025\"} 1\n"
+            )
+        );
+        assert!(
+            text.contains("sluice_batch_processing_seconds_bucket{pipeline=\"a\",le=\"+Inf\"} 1\n")
+        );
         assert!(text.contains("sluice_batch_processing_seconds_count{pipeline=\"a\"} 1\n"));
         // No checkpoint yet: that family has no samples and no header.
         assert!(!text.contains("sluice_last_checkpoint_timestamp_seconds"));

@@ -267,7 +267,12 @@ mod tests {
         })
     }
 
-    fn batch(id: u64, time_ms: u64, records: usize, stages: &[(usize, usize, usize)]) -> BatchMetrics {
+    fn batch(
+        id: u64,
+        time_ms: u64,
+        records: usize,
+        stages: &[(usize, usize, usize)],
+    ) -> BatchMetrics {
         BatchMetrics {
             id,
             time_ms,
@@ -327,7 +332,10 @@ mod tests {
         assert_eq!((buckets[0].batches, buckets[1].batches), (100, 5));
         assert_eq!(buckets[0].records_in, 4 * 50);
         // Busy time lands on the right stage.
-        assert_eq!(buckets[0].busy[1], 300 * (0..100u64).filter(|id| id % 4 == 2).count() as u64);
+        assert_eq!(
+            buckets[0].busy[1],
+            300 * (0..100u64).filter(|id| id % 4 == 2).count() as u64
+        );
     }
 
     #[test]
@@ -339,6 +347,9 @@ mod tests {
         let view = m.view();
         assert_eq!(view.recent.len(), RECENT);
         assert_eq!(view.recent.front().map(|b| b.id), Some(50));
-        assert_eq!(view.timeline.buckets().count(), crate::telemetry::timeline::BUCKETS);
+        assert_eq!(
+            view.timeline.buckets().count(),
+            crate::telemetry::timeline::BUCKETS
+        );
     }
 }

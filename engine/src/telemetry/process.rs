@@ -77,14 +77,42 @@ pub fn write(out: &mut String) {
     );
     let Some(stat) = read() else { return };
     let families: [(&str, &str, &str, String); 5] = [
-        ("process_cpu_seconds_total", "counter", "User and system CPU time spent, seconds.", format!("{}", stat.cpu_seconds)),
-        ("process_resident_memory_bytes", "gauge", "Resident memory size, bytes.", stat.resident_bytes.to_string()),
-        ("process_virtual_memory_bytes", "gauge", "Virtual memory size, bytes.", stat.virtual_bytes.to_string()),
-        ("process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch, seconds.", format!("{}", stat.start_time)),
-        ("process_threads", "gauge", "Threads in the process.", stat.threads.to_string()),
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "User and system CPU time spent, seconds.",
+            format!("{}", stat.cpu_seconds),
+        ),
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size, bytes.",
+            stat.resident_bytes.to_string(),
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size, bytes.",
+            stat.virtual_bytes.to_string(),
+        ),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since the Unix epoch, seconds.",
+            format!("{}", stat.start_time),
+        ),
+        (
+            "process_threads",
+            "gauge",
+            "Threads in the process.",
+            stat.threads.to_string(),
+        ),
     ];
     for (name, kind, help, value) in families {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
     }
     if let Some(fds) = open_fds() {
         let _ = writeln!(

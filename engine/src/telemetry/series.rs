@@ -213,7 +213,12 @@ pub struct StageSeries {
 pub type StageTelemetry = Arc<StageSeries>;
 
 impl StageSeries {
-    pub(super) fn new(labels: Arc<Labels>, index: usize, name: &str, journal: Arc<Journal>) -> Self {
+    pub(super) fn new(
+        labels: Arc<Labels>,
+        index: usize,
+        name: &str,
+        journal: Arc<Journal>,
+    ) -> Self {
         StageSeries {
             labels,
             name: name.into(),

@@ -48,7 +48,10 @@ pub struct Bucket {
 
 impl Bucket {
     fn reset(&mut self, start_ms: u64, stages: usize) {
-        let (mut busy, mut blocked) = (std::mem::take(&mut self.busy), std::mem::take(&mut self.blocked));
+        let (mut busy, mut blocked) = (
+            std::mem::take(&mut self.busy),
+            std::mem::take(&mut self.blocked),
+        );
         busy.clear();
         busy.resize(stages, 0);
         blocked.clear();

@@ -36,8 +36,14 @@ fn plugins_that_are_devices_or_huge_are_refused_at_once() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{plugin}: {stderr}");
         assert!(stderr.contains(why), "{plugin}: {stderr}");
-        assert!(stderr.contains("p.toml:8:10:"), "{plugin}: located: {stderr}");
-        assert!(started.elapsed() < Duration::from_secs(20), "{plugin} was read");
+        assert!(
+            stderr.contains("p.toml:8:10:"),
+            "{plugin}: located: {stderr}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{plugin} was read"
+        );
         let run = s
             .sluice(&["run", "p.toml", "--control", "off"])
             .output()
@@ -145,7 +151,10 @@ fn a_state_file_in_use_names_the_process_that_holds_it() {
     let check = s.sluice(&["check", "p.toml"]).output().unwrap();
     assert!(check.status.success());
     let note = String::from_utf8_lossy(&check.stderr);
-    assert!(note.contains(&format!("in use by process {}", first.id())), "{note}");
+    assert!(
+        note.contains(&format!("in use by process {}", first.id())),
+        "{note}"
+    );
     terminate(&first);
     assert!(wait_deadline(&mut first, Duration::from_secs(30)).success());
 }
@@ -166,7 +175,11 @@ fn a_short_time_limit_does_not_cut_a_slow_init() {
         ),
     );
     let out = s.sluice(&["check", "p.toml"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     s.write("in/a.txt", "fine\n");
     s.write(
         "p.toml",

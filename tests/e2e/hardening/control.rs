@@ -40,7 +40,9 @@ fn start(s: &Scratch, port: u16) -> Child {
         .spawn()
         .unwrap();
     let token_file = s.path(&format!("runtime/control-127.0.0.1-{port}.token"));
-    eventually(Duration::from_secs(20), "the token file", || token_file.exists());
+    eventually(Duration::from_secs(20), "the token file", || {
+        token_file.exists()
+    });
     eventually(Duration::from_secs(20), "the endpoint", || {
         TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
@@ -76,7 +78,10 @@ fn only_the_runs_token_from_outside_a_browser_reaches_the_endpoint() {
     let port = free_port();
     let child = start(&s, port);
     let token_file = s.path(&format!("runtime/control-127.0.0.1-{port}.token"));
-    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_string();
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_string();
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(&token_file).unwrap().permissions(),
     );
@@ -92,7 +97,10 @@ fn only_the_runs_token_from_outside_a_browser_reaches_the_endpoint() {
     );
     assert_eq!(get_status(port, &format!("{host}{auth}")), 200);
     assert_eq!(
-        get_status(port, &format!("{host}{auth}Origin: http://evil.example\r\n")),
+        get_status(
+            port,
+            &format!("{host}{auth}Origin: http://evil.example\r\n")
+        ),
         403,
         "a web page"
     );
@@ -120,11 +128,20 @@ fn only_the_runs_token_from_outside_a_browser_reaches_the_endpoint() {
 
     // The commands find the token themselves.
     let out = s
-        .sluice(&["status", "--json", "--control", &format!("127.0.0.1:{port}")])
+        .sluice(&[
+            "status",
+            "--json",
+            "--control",
+            &format!("127.0.0.1:{port}"),
+        ])
         .env("SLUICE_RUNTIME_DIR", s.path("runtime"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("uppercase.wasm@"));
     // Without it, they say where they looked.
     let out = s
@@ -147,12 +164,10 @@ fn stalled_clients_neither_block_the_endpoint_nor_pin_memory() {
     let s = Scratch::new();
     let port = free_port();
     let mut child = start(&s, port);
-    let token = std::fs::read_to_string(s.path(&format!(
-        "runtime/control-127.0.0.1-{port}.token"
-    )))
-    .unwrap()
-    .trim()
-    .to_string();
+    let token = std::fs::read_to_string(s.path(&format!("runtime/control-127.0.0.1-{port}.token")))
+        .unwrap()
+        .trim()
+        .to_string();
     let rss_before = current_rss(child.id());
     // Sixteen uploads that announce 60 MiB and send 1 KiB.
     let mut withheld = Vec::new();
@@ -185,7 +200,11 @@ fn stalled_clients_neither_block_the_endpoint_nor_pin_memory() {
         .env("SLUICE_RUNTIME_DIR", s.path("runtime"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "status took {:?} behind stalled clients",
@@ -199,5 +218,10 @@ fn stalled_clients_neither_block_the_endpoint_nor_pin_memory() {
 fn current_rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
 }

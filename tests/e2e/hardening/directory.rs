@@ -76,7 +76,10 @@ fn an_idle_folder_costs_almost_no_cpu() {
     std::thread::sleep(Duration::from_secs(4));
     let used = cpu_ticks(child.id()) - before;
     // 400 ticks would be one core: allow 5 % of one.
-    assert!(used < 20, "an idle directory pipeline used {used} ticks in 4 s");
+    assert!(
+        used < 20,
+        "an idle directory pipeline used {used} ticks in 4 s"
+    );
     // It still notices a new file at once.
     s.write("in/a.txt", "one\ntwo\n");
     eventually(Duration::from_secs(10), "the file's lines", || {
@@ -110,7 +113,10 @@ fn changing_a_file_already_read_costs_no_cpu() {
     let before = cpu_ticks(child.id());
     std::thread::sleep(Duration::from_secs(3));
     let used = cpu_ticks(child.id()) - before;
-    assert!(used < 20, "the source used {used} ticks in 3 s after a read file changed");
+    assert!(
+        used < 20,
+        "the source used {used} ticks in 3 s after a read file changed"
+    );
     stop(child);
     assert_eq!(output_lines(&s.path("out")), ["one"], "files are read once");
 }
@@ -212,7 +218,11 @@ fn links_out_of_the_folder_are_skipped_unless_allowed() {
     assert_eq!(unsafe { libc_mkfifo(fifo.as_ptr(), 0o600) }, 0);
     let mut cmd = s.sluice(&["run", "p.toml", "--control", "off"]);
     cmd.env("SLUICE_TEST_SECRET", "do-not-leak");
-    let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     eventually(Duration::from_secs(10), "the files inside", || {
         output_lines(&s.path("out")).len() == 2
     });
@@ -220,7 +230,10 @@ fn links_out_of_the_folder_are_skipped_unless_allowed() {
     let log = stop(child);
     let lines = output_lines(&s.path("out"));
     assert_eq!(lines, ["inside", "inside"], "{log}");
-    assert!(log.contains("skipped secret-link.txt: it links to"), "{log}");
+    assert!(
+        log.contains("skipped secret-link.txt: it links to"),
+        "{log}"
+    );
     assert!(log.contains("skipped environ: it links to"), "{log}");
     assert!(!lines.iter().any(|l| l.contains("do-not-leak")));
 

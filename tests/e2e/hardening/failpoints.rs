@@ -52,7 +52,11 @@ fn a_crash_before_the_rename_leaves_no_visible_file_of_that_batch() {
     s.write("in/b.txt", "b1\nb2\n");
     let status = wait_deadline(&mut child, Duration::from_secs(20));
     assert!(!status.success(), "the crash point was not reached");
-    assert_eq!(visible(&s.path("out")).len(), 1, "the second batch's file showed before its rename");
+    assert_eq!(
+        visible(&s.path("out")).len(),
+        1,
+        "the second batch's file showed before its rename"
+    );
     let hidden = std::fs::read_dir(s.path("out"))
         .unwrap()
         .flatten()

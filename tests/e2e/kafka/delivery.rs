@@ -407,7 +407,11 @@ fn offsets_are_acknowledged_only_after_the_batch_is_written() {
         .spawn()
         .unwrap();
     let status = wait_deadline(&mut crashed, Duration::from_secs(60));
-    assert!(!status.success(), "the crash point was not reached: {}", read(&s.path("log-1")));
+    assert!(
+        !status.success(),
+        "the crash point was not reached: {}",
+        read(&s.path("log-1"))
+    );
     let after_crash = output(&s).len();
     assert!(
         after_crash > 0 && after_crash < 3000,

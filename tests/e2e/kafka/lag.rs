@@ -23,7 +23,7 @@ fn consumer_lag_is_exported_per_partition_and_drains_to_zero() {
     let brokers = shared_broker();
     let topic = unique("lagged");
     create_topic(&brokers, &topic, 2);
-    let text = sample_text(2000, 11);
+    let text = sample_text(20_000, 11);
     produce(&brokers, &topic, &line_messages(&text, 2));
     let s = Scratch::new();
     s.write(
@@ -33,13 +33,16 @@ fn consumer_lag_is_exported_per_partition_and_drains_to_zero() {
 name = "lagging"
 batch_interval = "100ms"
 max_batch_records = 100
+# One chunk of queue: the source must wait for the slow stage, so the
+# partitions stay behind while it works.
+queue_capacity = 1
 
 {}
 
 [[stages]]
 name = "slow"
 plugin = '{}'
-config = {{ mode = "slow", spin = "2000000" }}
+config = {{ mode = "slow", spin = "200000" }}
 
 [[sinks]]
 type = "null"
@@ -53,12 +56,17 @@ type = "null"
         let lag = lag(&run);
         lag.len() == 2 && lag.values().sum::<f64>() > 0.0
     });
-    eventually(Duration::from_secs(120), "every message read and committed", || {
-        let m = run.metrics().1;
-        let read = crate::observe::value(&m, "sluice_source_records_total", &[("source", "kafka-0")]);
-        let lag = lag(&run);
-        read == 2000.0 && lag.len() == 2 && lag.values().all(|l| *l == 0.0)
-    });
+    eventually(
+        Duration::from_secs(120),
+        "every message read and committed",
+        || {
+            let m = run.metrics().1;
+            let read =
+                crate::observe::value(&m, "sluice_source_records_total", &[("source", "kafka-0")]);
+            let lag = lag(&run);
+            read == 20_000.0 && lag.len() == 2 && lag.values().all(|l| *l == 0.0)
+        },
+    );
     let (text, _) = run.metrics();
     assert!(text.contains(&format!("topic=\"{topic}\"")), "{text}");
     assert!(run.process.stop(Duration::from_secs(30)).success());

@@ -18,7 +18,9 @@ fn chromium() -> PathBuf {
         .map(PathBuf::from)
         .find(|p| p.exists())
         .unwrap_or_else(|| {
-            panic!("no Chromium: install Debian's `chromium` and `chromium-driver` (tests/run.sh does)")
+            panic!(
+                "no Chromium: install Debian's `chromium` and `chromium-driver` (tests/run.sh does)"
+            )
         })
 }
 
@@ -45,7 +47,9 @@ pub struct Browser {
 impl Browser {
     /// A headless Chromium, `width` × `height` CSS pixels.
     pub fn start(width: u32, height: u32) -> Browser {
-        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let turn = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let port = free_port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -61,7 +65,10 @@ impl Browser {
             assert!(Instant::now() < deadline, "chromedriver did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        let profile = tempfile::Builder::new().prefix("sluice-chromium-").tempdir().unwrap();
+        let profile = tempfile::Builder::new()
+            .prefix("sluice-chromium-")
+            .tempdir()
+            .unwrap();
         let mut browser = Browser {
             _turn: turn,
             driver,
@@ -98,8 +105,20 @@ impl Browser {
     }
 
     fn call(&self, method: &str, path: &str, body: Value) -> Value {
-        let body = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
-        let r = http::request_within(&self.address, method, path, None, &body, "application/json", Duration::from_secs(120));
+        let body = if body.is_null() {
+            Vec::new()
+        } else {
+            body.to_string().into_bytes()
+        };
+        let r = http::request_within(
+            &self.address,
+            method,
+            path,
+            None,
+            &body,
+            "application/json",
+            Duration::from_secs(120),
+        );
         let value = r.json();
         assert_eq!(r.status, 200, "WebDriver {method} {path}: {value}");
         value["value"].clone()
@@ -116,7 +135,11 @@ impl Browser {
 
     /// Runs `script` (a function body: `return …`) in the page.
     pub fn eval(&self, script: &str) -> Value {
-        self.session_call("POST", "/execute/sync", json!({ "script": script, "args": [] }))
+        self.session_call(
+            "POST",
+            "/execute/sync",
+            json!({ "script": script, "args": [] }),
+        )
     }
 
     /// Waits until `script` returns something truthy, and returns it.
@@ -152,7 +175,13 @@ impl Browser {
             .as_array()
             .map(|a| {
                 a.iter()
-                    .map(|e| format!("{} {}", e["level"].as_str().unwrap_or("?"), e["message"].as_str().unwrap_or("")))
+                    .map(|e| {
+                        format!(
+                            "{} {}",
+                            e["level"].as_str().unwrap_or("?"),
+                            e["message"].as_str().unwrap_or("")
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default()
@@ -169,7 +198,9 @@ impl Drop for Browser {
     fn drop(&mut self) {
         if !self.session.is_empty() {
             let path = format!("/session/{}", self.session);
-            let _ = std::panic::catch_unwind(|| http::request(&self.address, "DELETE", &path, None, b"", ""));
+            let _ = std::panic::catch_unwind(|| {
+                http::request(&self.address, "DELETE", &path, None, b"", "")
+            });
         }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
@@ -192,9 +223,9 @@ fn base64(text: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(clean.len() / 4 * 3);
     for quad in clean.chunks(4) {
         let pad = quad.iter().filter(|&&c| c == b'=').count();
-        let n = quad
-            .iter()
-            .fold(0u32, |acc, &c| (acc << 6) | if c == b'=' { 0 } else { digit(c) });
+        let n = quad.iter().fold(0u32, |acc, &c| {
+            (acc << 6) | if c == b'=' { 0 } else { digit(c) }
+        });
         let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
         out.extend_from_slice(&bytes[..3 - pad]);
     }

@@ -42,7 +42,15 @@ pub fn request(
     body: &[u8],
     content_type: &str,
 ) -> Response {
-    request_within(address, method, path, token, body, content_type, Duration::from_secs(30))
+    request_within(
+        address,
+        method,
+        path,
+        token,
+        body,
+        content_type,
+        Duration::from_secs(30),
+    )
 }
 
 /// [`request`], waiting up to `limit` for the answer.
@@ -55,8 +63,8 @@ pub fn request_within(
     content_type: &str,
     limit: Duration,
 ) -> Response {
-    let mut stream = TcpStream::connect(address)
-        .unwrap_or_else(|e| panic!("cannot connect to {address}: {e}"));
+    let mut stream =
+        TcpStream::connect(address).unwrap_or_else(|e| panic!("cannot connect to {address}: {e}"));
     stream.set_read_timeout(Some(limit)).unwrap();
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n",

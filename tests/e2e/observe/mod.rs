@@ -45,7 +45,9 @@ pub fn parse_metrics(text: &str) -> Vec<Sample> {
         let (series, value) = line.rsplit_once(' ').expect("a sample has a value");
         let value: f64 = match value {
             "+Inf" => f64::INFINITY,
-            v => v.parse().unwrap_or_else(|_| panic!("bad value in {line:?}")),
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
         };
         let (name, labels) = match series.split_once('{') {
             None => (series.to_string(), BTreeMap::new()),
@@ -68,7 +70,11 @@ fn parse_labels(text: &str) -> BTreeMap<String, String> {
         if key.is_empty() {
             return labels;
         }
-        assert_eq!(chars.next(), Some('"'), "a label value is quoted in {text:?}");
+        assert_eq!(
+            chars.next(),
+            Some('"'),
+            "a label value is quoted in {text:?}"
+        );
         let mut value = String::new();
         while let Some(c) = chars.next() {
             match c {
@@ -93,7 +99,12 @@ fn parse_labels(text: &str) -> BTreeMap<String, String> {
 pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     let found: Vec<&Sample> = samples
         .iter()
-        .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+        .filter(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
         .collect();
     assert_eq!(found.len(), 1, "{name} {labels:?}: {found:?}");
     found[0].value
@@ -110,7 +121,12 @@ pub fn promtool_check(text: &str) {
         .unwrap_or_else(|e| {
             panic!("cannot run promtool ({e}): install Debian's `prometheus` package (tests/run.sh does)")
         });
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
@@ -161,9 +177,16 @@ impl Process {
                 return line.to_string();
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("sluice exited ({status}) before logging {marker:?}:\n{}", self.log());
+                panic!(
+                    "sluice exited ({status}) before logging {marker:?}:\n{}",
+                    self.log()
+                );
             }
-            assert!(Instant::now() < deadline, "no {marker:?} in the log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "no {marker:?} in the log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -252,7 +275,9 @@ pub fn filter_input(n: usize, tag: &str) -> (String, usize, usize) {
             text.push_str(&format!("not json {tag} {i}\n"));
             dead += 1;
         } else if i % 3 == 0 {
-            text.push_str(&format!("{{\"keep\":\"yes\",\"tag\":\"{tag}\",\"i\":{i}}}\n"));
+            text.push_str(&format!(
+                "{{\"keep\":\"yes\",\"tag\":\"{tag}\",\"i\":{i}}}\n"
+            ));
             kept += 1;
         } else {
             text.push_str(&format!("{{\"keep\":\"no\",\"i\":{i}}}\n"));

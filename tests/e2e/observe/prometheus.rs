@@ -18,7 +18,10 @@ fn readme_block(marker: &str) -> String {
         .split(&format!("<!-- {marker} -->"))
         .nth(1)
         .unwrap_or_else(|| panic!("no `<!-- {marker} -->` in README.md"));
-    let body = after.split("```yaml\n").nth(1).expect("a yaml block after the marker");
+    let body = after
+        .split("```yaml\n")
+        .nth(1)
+        .expect("a yaml block after the marker");
     body.split("\n```").next().unwrap().to_string() + "\n"
 }
 
@@ -86,25 +89,76 @@ fn prometheus_scrapes_run_and_serve_with_the_readme_config() {
     let s = Scratch::new();
     // sluice run --metrics: no token.
     s.mkdir("input");
-    s.write("p.toml", &filter_pipeline("scraped", &plugin("json_filter").display().to_string(), "100ms"));
+    s.write(
+        "p.toml",
+        &filter_pipeline(
+            "scraped",
+            &plugin("json_filter").display().to_string(),
+            "100ms",
+        ),
+    );
     let run = Run::start(&s, "p.toml", &[]);
     let (text, kept, _) = filter_input(90, "r");
     drop_file(&s.path("input"), "r.txt", &text);
     // sluice serve: the admin token, from a file.
     let admin = "prometheus-scrape-admin-token-42";
-    let mut cmd = s.sluice(&["serve", "--data", "data", "--listen", "127.0.0.1:0", "--workers", "1"]);
+    let mut cmd = s.sluice(&[
+        "serve",
+        "--data",
+        "data",
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+    ]);
     cmd.env("SLUICE_ADMIN_TOKEN", admin);
     let mut serve = Process::start(cmd);
     let line = serve.wait_line("sluice serve on http://", Duration::from_secs(60));
-    let serve_address = line.split("http://").nth(1).unwrap().split(' ').next().unwrap().to_string();
-    let created = http::request(&serve_address, "POST", "/v1/tenants", Some(admin), b"{\"name\":\"acme\"}", "application/json");
+    let serve_address = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let created = http::request(
+        &serve_address,
+        "POST",
+        "/v1/tenants",
+        Some(admin),
+        b"{\"name\":\"acme\"}",
+        "application/json",
+    );
     let tenant = created.json()["token"].as_str().unwrap().to_string();
     let wasm = std::fs::read(plugin("json_filter")).unwrap();
-    assert_eq!(http::request(&serve_address, "PUT", "/v1/plugins/json-filter", Some(&tenant), &wasm, "").status, 201);
+    assert_eq!(
+        http::request(
+            &serve_address,
+            "PUT",
+            "/v1/plugins/json-filter",
+            Some(&tenant),
+            &wasm,
+            ""
+        )
+        .status,
+        201
+    );
     let files = s.path("data/tenants/acme/files");
     std::fs::create_dir_all(files.join("input")).unwrap();
     let file = filter_pipeline("hosted", "json-filter", "100ms");
-    assert_eq!(http::request(&serve_address, "PUT", "/v1/pipelines/hosted", Some(&tenant), file.as_bytes(), "").status, 201);
+    assert_eq!(
+        http::request(
+            &serve_address,
+            "PUT",
+            "/v1/pipelines/hosted",
+            Some(&tenant),
+            file.as_bytes(),
+            ""
+        )
+        .status,
+        201
+    );
     let (text, kept_hosted, _) = filter_input(60, "h");
     drop_file(&files.join("input"), "h.txt", &text);
 
@@ -115,12 +169,22 @@ fn prometheus_scrapes_run_and_serve_with_the_readme_config() {
         .replace("evaluation_interval: 15s", "evaluation_interval: 1s")
         .replace("127.0.0.1:9464", &run.address)
         .replace("127.0.0.1:7070", &serve_address)
-        .replace("/etc/prometheus/sluice-admin-token", token_file.to_str().unwrap());
-    assert!(config.contains(&run.address) && config.contains(&serve_address), "{config}");
+        .replace(
+            "/etc/prometheus/sluice-admin-token",
+            token_file.to_str().unwrap(),
+        );
+    assert!(
+        config.contains(&run.address) && config.contains(&serve_address),
+        "{config}"
+    );
     s.write("prometheus.yml", &config);
     s.write("sluice-alerts.yml", &readme_block("sluice-alerts.yml"));
     promtool(&["check", "config", "prometheus.yml"], s.dir.path());
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let prometheus_address = format!("127.0.0.1:{port}");
     let mut cmd = Command::new("prometheus");
     cmd.current_dir(s.dir.path()).args([
@@ -137,22 +201,36 @@ fn prometheus_scrapes_run_and_serve_with_the_readme_config() {
             && http::get(&prometheus_address, "/-/ready", None).status == 200
     });
     let query = |q: &str| -> Vec<serde_json::Value> {
-        let path = format!("/api/v1/query?query={}", q.replace(' ', "%20").replace('{', "%7B").replace('}', "%7D").replace('"', "%22"));
+        let path = format!(
+            "/api/v1/query?query={}",
+            q.replace(' ', "%20")
+                .replace('{', "%7B")
+                .replace('}', "%7D")
+                .replace('"', "%22")
+        );
         let r = http::get(&prometheus_address, &path, None);
         if r.status != 200 {
             return Vec::new();
         }
-        r.json()["data"]["result"].as_array().cloned().unwrap_or_default()
+        r.json()["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     };
     let scalar = |v: &serde_json::Value| v["value"][1].as_str().unwrap().parse::<f64>().unwrap();
-    eventually(Duration::from_secs(60), "Prometheus to scrape both targets' final counts", || {
-        let run_kept = query("sluice_sink_records_total{job=\"sluice\"}");
-        let hosted_kept = query("sluice_sink_records_total{job=\"sluice-serve\",tenant=\"acme\"}");
-        run_kept.len() == 1
-            && hosted_kept.len() == 1
-            && scalar(&run_kept[0]) == kept as f64
-            && scalar(&hosted_kept[0]) == kept_hosted as f64
-    });
+    eventually(
+        Duration::from_secs(60),
+        "Prometheus to scrape both targets' final counts",
+        || {
+            let run_kept = query("sluice_sink_records_total{job=\"sluice\"}");
+            let hosted_kept =
+                query("sluice_sink_records_total{job=\"sluice-serve\",tenant=\"acme\"}");
+            run_kept.len() == 1
+                && hosted_kept.len() == 1
+                && scalar(&run_kept[0]) == kept as f64
+                && scalar(&hosted_kept[0]) == kept_hosted as f64
+        },
+    );
     let up = query("up");
     assert_eq!(up.len(), 2, "{up:?}");
     assert!(up.iter().all(|u| scalar(u) == 1.0), "{up:?}");

@@ -19,7 +19,15 @@ struct Service {
 impl Service {
     fn start(s: &Scratch) -> Service {
         let data = s.path("data");
-        let mut cmd = s.sluice(&["serve", "--data", "data", "--listen", "127.0.0.1:0", "--workers", "2"]);
+        let mut cmd = s.sluice(&[
+            "serve",
+            "--data",
+            "data",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+        ]);
         cmd.env("SLUICE_ADMIN_TOKEN", ADMIN);
         let mut process = Process::start(cmd);
         let line = process.wait_line("sluice serve on http://", Duration::from_secs(60));
@@ -29,7 +37,11 @@ impl Service {
             .and_then(|rest| rest.split(' ').next())
             .unwrap()
             .to_string();
-        Service { process, address, data }
+        Service {
+            process,
+            address,
+            data,
+        }
     }
 
     /// A tenant running `filter_pipeline` as `pipeline`; returns its token.
@@ -45,7 +57,14 @@ impl Service {
         assert_eq!(created.status, 201, "{}", created.text());
         let token = created.json()["token"].as_str().unwrap().to_string();
         let wasm = std::fs::read(plugin("json_filter")).unwrap();
-        let pushed = http::request(&self.address, "PUT", "/v1/plugins/json-filter", Some(&token), &wasm, "application/wasm");
+        let pushed = http::request(
+            &self.address,
+            "PUT",
+            "/v1/plugins/json-filter",
+            Some(&token),
+            &wasm,
+            "application/wasm",
+        );
         assert_eq!(pushed.status, 201, "{}", pushed.text());
         std::fs::create_dir_all(self.files(name).join("input")).unwrap();
         let file = filter_pipeline(pipeline, "json-filter", "100ms");
@@ -81,27 +100,47 @@ fn a_tenant_sees_only_its_own_pipelines_and_series() {
     let (input_b, kept_b, dead_b) = filter_input(70, "b");
     drop_file(&service.files("alpha").join("input"), "a.txt", &input_a);
     drop_file(&service.files("beta").join("input"), "b.txt", &input_b);
-    eventually(Duration::from_secs(60), "both tenants' records counted", || {
-        let m = parse_metrics(&service.metrics(Some(ADMIN)).1);
-        m.iter().filter(|s| s.name == "sluice_sink_records_total").count() == 2
-            && value(&m, "sluice_sink_records_total", &[("tenant", "alpha")]) == kept_a as f64
-            && value(&m, "sluice_sink_records_total", &[("tenant", "beta")]) == kept_b as f64
-    });
+    eventually(
+        Duration::from_secs(60),
+        "both tenants' records counted",
+        || {
+            let m = parse_metrics(&service.metrics(Some(ADMIN)).1);
+            m.iter()
+                .filter(|s| s.name == "sluice_sink_records_total")
+                .count()
+                == 2
+                && value(&m, "sluice_sink_records_total", &[("tenant", "alpha")]) == kept_a as f64
+                && value(&m, "sluice_sink_records_total", &[("tenant", "beta")]) == kept_b as f64
+        },
+    );
 
     // No token, or a wrong one: 401.
     assert_eq!(service.metrics(None).0, 401);
     assert_eq!(service.metrics(Some("not-a-token")).0, 401);
-    assert_eq!(http::get(&service.address, "/ui/api/pipelines", None).status, 401);
+    assert_eq!(
+        http::get(&service.address, "/ui/api/pipelines", None).status,
+        401
+    );
 
     // The admin: every tenant, and the process.
     let (status, admin) = service.metrics(Some(ADMIN));
     assert_eq!(status, 200);
     promtool_check(&admin);
     let m = parse_metrics(&admin);
-    for (tenant, pipeline, sent, kept, dead) in [("alpha", "orders", 120, kept_a, dead_a), ("beta", "clicks", 70, kept_b, dead_b)] {
+    for (tenant, pipeline, sent, kept, dead) in [
+        ("alpha", "orders", 120, kept_a, dead_a),
+        ("beta", "clicks", 70, kept_b, dead_b),
+    ] {
         let who = [("tenant", tenant), ("pipeline", pipeline)];
         assert_eq!(value(&m, "sluice_source_records_total", &who), sent as f64);
-        assert_eq!(value(&m, "sluice_records_in_total", &[who[0], who[1], ("stage", "filter")]), sent as f64);
+        assert_eq!(
+            value(
+                &m,
+                "sluice_records_in_total",
+                &[who[0], who[1], ("stage", "filter")]
+            ),
+            sent as f64
+        );
         assert_eq!(value(&m, "sluice_records_out_total", &who), kept as f64);
         assert_eq!(value(&m, "sluice_dead_letters_total", &who), dead as f64);
         assert_eq!(value(&m, "sluice_sink_records_total", &who), kept as f64);
@@ -114,8 +153,15 @@ fn a_tenant_sees_only_its_own_pipelines_and_series() {
     promtool_check(&alpha);
     let m = parse_metrics(&alpha);
     assert!(!m.is_empty());
-    assert!(m.iter().all(|s| s.labels.get("tenant").map(String::as_str) == Some("alpha")), "{alpha}");
-    assert!(!alpha.contains("beta") && !alpha.contains("clicks") && !alpha.contains("process_"), "{alpha}");
+    assert!(
+        m.iter()
+            .all(|s| s.labels.get("tenant").map(String::as_str) == Some("alpha")),
+        "{alpha}"
+    );
+    assert!(
+        !alpha.contains("beta") && !alpha.contains("clicks") && !alpha.contains("process_"),
+        "{alpha}"
+    );
     assert_eq!(value(&m, "sluice_source_records_total", &[]), 120.0);
     assert_eq!(value(&m, "sluice_dead_letters_total", &[]), dead_a as f64);
 
@@ -126,24 +172,38 @@ fn a_tenant_sees_only_its_own_pipelines_and_series() {
     assert_eq!(list["pipelines"][0]["records_in"], 120);
     let admin_list = http::get(&service.address, "/ui/api/pipelines", Some(ADMIN)).json();
     assert_eq!(admin_list["total"], 2);
-    for path in ["/ui/api/pipelines/clicks", "/ui/api/pipelines/clicks?tenant=beta", "/ui/api/pipelines/orders?tenant=beta"] {
+    for path in [
+        "/ui/api/pipelines/clicks",
+        "/ui/api/pipelines/clicks?tenant=beta",
+        "/ui/api/pipelines/orders?tenant=beta",
+    ] {
         let r = http::get(&service.address, path, Some(&token_a));
         assert_eq!(r.status, 404, "{path}: {}", r.text());
     }
     let own = http::get(&service.address, "/ui/api/pipelines/orders", Some(&token_a));
     assert_eq!(own.status, 200);
     assert_eq!(own.json()["totals"]["records_in"], 120);
-    let other = http::get(&service.address, "/ui/api/pipelines/clicks?tenant=beta", Some(ADMIN));
+    let other = http::get(
+        &service.address,
+        "/ui/api/pipelines/clicks?tenant=beta",
+        Some(ADMIN),
+    );
     assert_eq!(other.status, 200);
     assert_eq!(other.json()["tenant"], "beta");
     // The admin must say whose pipeline it means.
-    assert_eq!(http::get(&service.address, "/ui/api/pipelines/clicks", Some(ADMIN)).status, 404);
+    assert_eq!(
+        http::get(&service.address, "/ui/api/pipelines/clicks", Some(ADMIN)).status,
+        404
+    );
 
     // The page: alpha's token lists alpha's pipeline only.
     let browser = Browser::start(1200, 900);
     browser.goto(&format!("http://{}/ui/#token={token_a}", service.address));
-    browser.wait_for("alpha's pipeline", Duration::from_secs(20),
-        "return document.querySelector('#pipelines tr[data-pipeline=\"orders\"]') !== null");
+    browser.wait_for(
+        "alpha's pipeline",
+        Duration::from_secs(20),
+        "return document.querySelector('#pipelines tr[data-pipeline=\"orders\"]') !== null",
+    );
     let rows = browser.eval(
         "return [...document.querySelectorAll('#pipelines tbody tr[data-pipeline]')].map(r => r.dataset.tenant + '/' + r.dataset.pipeline)",
     );
@@ -153,13 +213,20 @@ fn a_tenant_sees_only_its_own_pipelines_and_series() {
     browser.eval(&format!(
         "document.getElementById('token').value = '{token_b}'; document.querySelector('#signin button').click(); return true"
     ));
-    browser.wait_for("beta's pipeline", Duration::from_secs(20),
-        "return document.querySelector('#pipelines tr[data-pipeline=\"clicks\"]') !== null");
+    browser.wait_for(
+        "beta's pipeline",
+        Duration::from_secs(20),
+        "return document.querySelector('#pipelines tr[data-pipeline=\"clicks\"]') !== null",
+    );
     let rows = browser.eval(
         "return [...document.querySelectorAll('#pipelines tbody tr[data-pipeline]')].map(r => r.dataset.tenant + '/' + r.dataset.pipeline)",
     );
     assert_eq!(rows, serde_json::json!(["beta/clicks"]));
-    let severe: Vec<String> = browser.console().into_iter().filter(|l| l.starts_with("SEVERE")).collect();
+    let severe: Vec<String> = browser
+        .console()
+        .into_iter()
+        .filter(|l| l.starts_with("SEVERE"))
+        .collect();
     assert!(severe.is_empty(), "{severe:?}");
     drop(browser);
     assert!(service.process.stop(Duration::from_secs(30)).success());
@@ -169,26 +236,50 @@ fn a_tenant_sees_only_its_own_pipelines_and_series() {
 fn the_routes_answer_as_documented_past_the_api_rate_too() {
     let s = Scratch::new();
     let service = Service::start(&s);
-    let created = http::request(&service.address, "POST", "/v1/tenants", Some(ADMIN), b"{\"name\":\"gamma\"}", "application/json");
+    let created = http::request(
+        &service.address,
+        "POST",
+        "/v1/tenants",
+        Some(ADMIN),
+        b"{\"name\":\"gamma\"}",
+        "application/json",
+    );
     let token = created.json()["token"].as_str().unwrap().to_string();
     // The page and its assets need no token.
     let redirect = http::get(&service.address, "/ui", None);
     assert_eq!(redirect.status, 308);
     assert_eq!(redirect.header("location"), Some("/ui/"));
-    for (path, kind) in [("/ui/", "text/html"), ("/ui/app.js", "text/javascript"), ("/ui/style.css", "text/css")] {
+    for (path, kind) in [
+        ("/ui/", "text/html"),
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/style.css", "text/css"),
+    ] {
         let r = http::get(&service.address, path, None);
         assert_eq!(r.status, 200, "{path}");
-        assert!(r.header("content-type").unwrap().starts_with(kind), "{path}");
-        assert!(r.header("content-security-policy").unwrap().contains("default-src 'none'"));
+        assert!(
+            r.header("content-type").unwrap().starts_with(kind),
+            "{path}"
+        );
+        assert!(
+            r.header("content-security-policy")
+                .unwrap()
+                .contains("default-src 'none'")
+        );
     }
-    assert_eq!(http::get(&service.address, "/ui/api/pipelines/x", None).status, 401);
+    assert_eq!(
+        http::get(&service.address, "/ui/api/pipelines/x", None).status,
+        401
+    );
     // A tenant without pipelines gets an empty page, not an error.
     let (status, empty) = service.metrics(Some(&token));
     assert_eq!((status, empty.as_str()), (200, ""));
     // Past the API rate (200 calls a second), these answer 429 with
     // Retry-After like the rest of the API.
     for path in ["/metrics", "/ui/api/pipelines", "/ui/api/pipelines/x"] {
-        assert!(burst_until_limited(&service.address, path, &token), "{path}: 800 calls in a burst were never limited");
+        assert!(
+            burst_until_limited(&service.address, path, &token),
+            "{path}: 800 calls in a burst were never limited"
+        );
     }
     assert!(service.process.stop(Duration::from_secs(30)).success());
 }
@@ -221,4 +312,3 @@ fn burst_until_limited(address: &str, path: &str, token: &str) -> bool {
     });
     limited.into_inner()
 }
-

@@ -32,11 +32,29 @@ fn sluice(server: &Server, token: &str, args: &[&str]) -> (bool, Value, String) 
 fn the_commands_drive_a_service_end_to_end() {
     let server = Server::start_logging(&["--idle-release", "1s"], Some("info,sluice=debug"));
     let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(server.data().join("admin-token")).unwrap().permissions(),
+        &std::fs::metadata(server.data().join("admin-token"))
+            .unwrap()
+            .permissions(),
     );
-    assert_eq!(mode & 0o777, 0o600, "the admin token is the operator's alone");
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the admin token is the operator's alone"
+    );
     let admin = server.admin.clone();
-    let (ok, made, err) = sluice(&server, &admin, &["tenant", "create", "acme", "--quota", "pipelines=3", "--quota", "memory=1GiB"]);
+    let (ok, made, err) = sluice(
+        &server,
+        &admin,
+        &[
+            "tenant",
+            "create",
+            "acme",
+            "--quota",
+            "pipelines=3",
+            "--quota",
+            "memory=1GiB",
+        ],
+    );
     assert!(ok, "{err}");
     let token = made["token"].as_str().unwrap().to_string();
     let (ok, list, err) = sluice(&server, &admin, &["tenant", "list"]);
@@ -46,7 +64,11 @@ fn the_commands_drive_a_service_end_to_end() {
     let (ok, _, err) = sluice(&server, &admin, &["tenant", "quota", "acme", "stages=9"]);
     assert!(ok, "{err}");
     // A tenant's commands.
-    for (file, name) in [("word_split", "split"), ("word_count", "count"), ("uppercase", "upper")] {
+    for (file, name) in [
+        ("word_split", "split"),
+        ("word_count", "count"),
+        ("uppercase", "upper"),
+    ] {
         let path = plugin(file).display().to_string();
         let (ok, pushed, err) = sluice(&server, &token, &["plugin", "push", &path, "--name", name]);
         assert!(ok, "{err}");
@@ -66,21 +88,33 @@ fn the_commands_drive_a_service_end_to_end() {
     assert!(ok, "{err}");
     assert_eq!(taken["accepted"], 1);
     let out = server.files("acme").join("out");
-    eventually(Duration::from_secs(30), "the counts", || counted(&out) == count_words(text));
-    // A stage idle for --idle-release drops its instance.
-    eventually(Duration::from_secs(30), "the instance to be released", || {
-        server.log().contains("instance released")
+    eventually(Duration::from_secs(30), "the counts", || {
+        counted(&out) == count_words(text)
     });
+    // A stage idle for --idle-release drops its instance.
+    eventually(
+        Duration::from_secs(30),
+        "the instance to be released",
+        || server.log().contains("instance released"),
+    );
     // Deploy, status and rollback through the service.
     let upper = plugin("uppercase").display().to_string();
     let (ok, deployed, err) = sluice(&server, &token, &["deploy", "wc", "split", "upper"]);
     assert!(ok, "{err}");
-    assert!(deployed["version"].as_str().unwrap().starts_with("upper.wasm@"));
+    assert!(
+        deployed["version"]
+            .as_str()
+            .unwrap()
+            .starts_with("upper.wasm@")
+    );
     let _ = upper;
     server.ingest(&token, "wc", "x\n");
     eventually(Duration::from_secs(30), "the new version live", || {
         let (_, status, _) = sluice(&server, &token, &["status"]);
-        status[0]["stages"][0]["version"].as_str().unwrap_or("").starts_with("upper.wasm")
+        status[0]["stages"][0]["version"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("upper.wasm")
     });
     let (ok, _, err) = sluice(&server, &token, &["rollback", "wc", "split"]);
     assert!(ok, "{err}");

@@ -34,12 +34,28 @@ fn a_hostile_tenant_neither_slows_nor_breaks_another() {
     assert_eq!(server.apply(&good, "wc", &wordcount("wc", "")).status, 201);
 
     let pipelines = [
-        ("loop", "{ mode = \"loop\", when = \"*\" }", "time_limit = \"500ms\""),
-        ("grow", "{ mode = \"grow\", when = \"*\" }", "memory_limit = \"16MiB\""),
+        (
+            "loop",
+            "{ mode = \"loop\", when = \"*\" }",
+            "time_limit = \"500ms\"",
+        ),
+        (
+            "grow",
+            "{ mode = \"grow\", when = \"*\" }",
+            "memory_limit = \"16MiB\"",
+        ),
         ("trap", "{ mode = \"trap\", when = \"*\" }", ""),
         ("chatty", "{ mode = \"chatty\", when = \"*\" }", ""),
-        ("loop2", "{ mode = \"loop\", when = \"*\" }", "time_limit = \"500ms\""),
-        ("grow2", "{ mode = \"grow\", when = \"*\" }", "memory_limit = \"16MiB\""),
+        (
+            "loop2",
+            "{ mode = \"loop\", when = \"*\" }",
+            "time_limit = \"500ms\"",
+        ),
+        (
+            "grow2",
+            "{ mode = \"grow\", when = \"*\" }",
+            "memory_limit = \"16MiB\"",
+        ),
     ];
     for (name, config, limits) in pipelines {
         let answer = server.apply(&evil, name, &hostile_pipeline(name, config, limits));
@@ -53,7 +69,14 @@ fn a_hostile_tenant_neither_slows_nor_breaks_another() {
         let (stop, port, token) = (stop.clone(), server.port, evil.clone());
         threads.push(std::thread::spawn(move || {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = raw(port, "POST", &format!("/v1/pipelines/{name}/ingest"), Some(&token), Some("text/plain"), b"boom\n");
+                let _ = raw(
+                    port,
+                    "POST",
+                    &format!("/v1/pipelines/{name}/ingest"),
+                    Some(&token),
+                    Some("text/plain"),
+                    b"boom\n",
+                );
                 std::thread::sleep(Duration::from_millis(50));
             }
         }));
@@ -81,7 +104,9 @@ fn a_hostile_tenant_neither_slows_nor_breaks_another() {
         partial.push_str(&text);
         let want = count_words(&partial);
         server.ingest(&good, "wc", &text);
-        eventually(Duration::from_secs(60), "the good tenant's counts", || counted(&out) == want);
+        eventually(Duration::from_secs(60), "the good tenant's counts", || {
+            counted(&out) == want
+        });
         slowest = slowest.max(started.elapsed());
         sent = partial;
     }
@@ -92,18 +117,60 @@ fn a_hostile_tenant_neither_slows_nor_breaks_another() {
     drop(silent);
     assert_eq!(counted(&out), count_words(&sent));
     // Bounded: never the hostile plugins' time limits stacked up.
-    assert!(slowest < Duration::from_secs(20), "a round took {slowest:?}");
-    assert_eq!(server.call(None, "GET", "/v1/health", None, &[]).status, 200);
+    assert!(
+        slowest < Duration::from_secs(20),
+        "a round took {slowest:?}"
+    );
+    assert_eq!(
+        server.call(None, "GET", "/v1/health", None, &[]).status,
+        200
+    );
     // The hostile pipelines were contained: dead letters name what they did.
-    let dead = server.call(Some(&evil), "GET", "/v1/pipelines/loop/dead-letters", None, &[]);
+    let dead = server.call(
+        Some(&evil),
+        "GET",
+        "/v1/pipelines/loop/dead-letters",
+        None,
+        &[],
+    );
     assert_eq!(dead.status, 200);
-    let reasons: Vec<&str> = dead.body.as_array().unwrap().iter().filter_map(|r| r["error"].as_str()).collect();
-    assert!(reasons.iter().any(|r| r.contains("time limit")), "{reasons:?}");
-    let dead = server.call(Some(&evil), "GET", "/v1/pipelines/grow/dead-letters", None, &[]);
-    let reasons: Vec<&str> = dead.body.as_array().unwrap().iter().filter_map(|r| r["error"].as_str()).collect();
-    assert!(reasons.iter().any(|r| r.contains("memory limit")), "{reasons:?}");
+    let reasons: Vec<&str> = dead
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["error"].as_str())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("time limit")),
+        "{reasons:?}"
+    );
+    let dead = server.call(
+        Some(&evil),
+        "GET",
+        "/v1/pipelines/grow/dead-letters",
+        None,
+        &[],
+    );
+    let reasons: Vec<&str> = dead
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["error"].as_str())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("memory limit")),
+        "{reasons:?}"
+    );
     // The good tenant's dead letters are its own: none.
-    let dead = server.call(Some(&good), "GET", "/v1/pipelines/wc/dead-letters", None, &[]);
+    let dead = server.call(
+        Some(&good),
+        "GET",
+        "/v1/pipelines/wc/dead-letters",
+        None,
+        &[],
+    );
     assert_eq!(dead.body, json!([]));
     let _ = std::io::stdout().flush();
 }

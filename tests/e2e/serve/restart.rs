@@ -25,7 +25,13 @@ fn latest(dir: &std::path::Path) -> BTreeMap<String, u64> {
 
 fn status(server: &Server, token: &str, name: &str) -> serde_json::Value {
     server
-        .call(Some(token), "GET", &format!("/v1/pipelines/{name}"), None, &[])
+        .call(
+            Some(token),
+            "GET",
+            &format!("/v1/pipelines/{name}"),
+            None,
+            &[],
+        )
         .body
 }
 
@@ -33,7 +39,11 @@ fn status(server: &Server, token: &str, name: &str) -> serde_json::Value {
 fn kill_9_mid_stream_brings_every_pipeline_back_with_exact_counts() {
     let mut server = Server::start(&[]);
     let t = server.tenant("acme", json!({}));
-    for (name, krate) in [("split", "word_split"), ("count", "word_count"), ("running", "running_count")] {
+    for (name, krate) in [
+        ("split", "word_split"),
+        ("count", "word_count"),
+        ("running", "running_count"),
+    ] {
         assert_eq!(server.push(&t, name, krate).status, 201);
     }
     let files = server.files("acme");
@@ -51,11 +61,19 @@ fn kill_9_mid_stream_brings_every_pipeline_back_with_exact_counts() {
         [[stages]]\nname = \"split\"\nplugin = \"split\"\n[[stages]]\nname = \"count\"\nplugin = \"running\"\n\
         [[sinks]]\ntype = \"directory\"\npath = \"out-totals\"\n";
     // One stopped on purpose: it must stay stopped.
-    let idle = exact.replace("\"exact\"", "\"idle\"").replace("in-exact", "in-idle").replace("out-exact", "out-idle");
+    let idle = exact
+        .replace("\"exact\"", "\"idle\"")
+        .replace("in-exact", "in-idle")
+        .replace("out-exact", "out-idle");
     assert_eq!(server.apply(&t, "exact", exact).status, 201);
     assert_eq!(server.apply(&t, "totals", totals).status, 201);
     assert_eq!(server.apply(&t, "idle", &idle).status, 201);
-    assert_eq!(server.call(Some(&t), "POST", "/v1/pipelines/idle/stop", None, &[]).body["state"], "stopped");
+    assert_eq!(
+        server
+            .call(Some(&t), "POST", "/v1/pipelines/idle/stop", None, &[])
+            .body["state"],
+        "stopped"
+    );
 
     let mut all = String::new();
     for round in 0..6u64 {
@@ -79,10 +97,21 @@ fn kill_9_mid_stream_brings_every_pipeline_back_with_exact_counts() {
         latest(&files.join("out-totals")) == expected
     });
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(counted(&files.join("out-exact")), expected, "nothing repeated");
+    assert_eq!(
+        counted(&files.join("out-exact")),
+        expected,
+        "nothing repeated"
+    );
     assert_eq!(status(&server, &t, "exact")["state"], "running");
-    assert_eq!(status(&server, &t, "idle")["state"], "stopped", "a stopped pipeline stays stopped");
-    assert!(counted(&files.join("out-idle")).is_empty(), "the stopped one wrote nothing");
+    assert_eq!(
+        status(&server, &t, "idle")["state"],
+        "stopped",
+        "a stopped pipeline stays stopped"
+    );
+    assert!(
+        counted(&files.join("out-idle")).is_empty(),
+        "the stopped one wrote nothing"
+    );
 
     // A clean restart too; then the stopped one starts from where it was.
     server.restart();
@@ -90,8 +119,10 @@ fn kill_9_mid_stream_brings_every_pipeline_back_with_exact_counts() {
     let answer = server.call(Some(&t), "POST", "/v1/pipelines/idle/start", None, &[]);
     assert_eq!(answer.body["state"], "running", "{answer:?}");
     std::fs::write(files.join("in-idle/x.txt"), "late word\n").unwrap();
-    eventually(Duration::from_secs(30), "the started pipeline's output", || {
-        counted(&files.join("out-idle")) == count_words("late word\n")
-    });
+    eventually(
+        Duration::from_secs(30),
+        "the started pipeline's output",
+        || counted(&files.join("out-idle")) == count_words("late word\n"),
+    );
     assert!(server.stop().success(), "{}", server.log());
 }

@@ -43,6 +43,9 @@ pub struct Answer {
     pub status: u16,
     pub headers: String,
     pub body: Value,
+    /// The body as text: read only through `Debug`, in failure messages
+    /// about answers that are not JSON.
+    #[allow(dead_code)]
     pub text: String,
 }
 
@@ -101,11 +104,7 @@ impl Server {
         if let Some(filter) = &self.log_filter {
             command.env("RUST_LOG", filter);
         }
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let child = command.stdout(Stdio::null()).stderr(log).spawn().unwrap();
         self.child = Some(child);
         let port = self.port;
         if self.extra.iter().any(|a| a == "--tls-cert") {
@@ -246,12 +245,22 @@ pub fn template(path: &str) -> String {
     let named: Vec<String> = match parts.as_slice() {
         ["v1", "tenants", _] => vec!["v1".into(), "tenants".into(), "{tenant}".into()],
         ["v1", "tenants", _, "token"] => {
-            vec!["v1".into(), "tenants".into(), "{tenant}".into(), "token".into()]
+            vec![
+                "v1".into(),
+                "tenants".into(),
+                "{tenant}".into(),
+                "token".into(),
+            ]
         }
         ["v1", "plugins", _] => vec!["v1".into(), "plugins".into(), "{name}".into()],
         ["v1", "pipelines", _] => vec!["v1".into(), "pipelines".into(), "{name}".into()],
         ["ui", "api", "pipelines", _] => {
-            vec!["ui".into(), "api".into(), "pipelines".into(), "{name}".into()]
+            vec![
+                "ui".into(),
+                "api".into(),
+                "pipelines".into(),
+                "{name}".into(),
+            ]
         }
         ["v1", "pipelines", _, "stages", _, action] => vec![
             "v1".into(),
@@ -282,7 +291,9 @@ pub fn raw(
     body: &[u8],
 ) -> Option<Answer> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(120))).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .ok()?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n");
     if let Some(token) = token {
         head.push_str(&format!("Authorization: Bearer {token}\r\n"));
@@ -312,7 +323,10 @@ pub fn raw(
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (headers, body) = text.split_once("\r\n\r\n")?;
     let status = headers.split_whitespace().nth(1)?.parse().ok()?;
-    let body = if headers.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if headers
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_string()

@@ -16,7 +16,12 @@ fn with_plugins(server: &Server, token: &str) {
     for (name, krate) in [("split", "word_split"), ("count", "word_count")] {
         let answer = server.push(token, name, krate);
         assert_eq!(answer.status, 201, "{answer:?}");
-        assert!(answer.body["digest"].as_str().unwrap().starts_with("sha256:"));
+        assert!(
+            answer.body["digest"]
+                .as_str()
+                .unwrap()
+                .starts_with("sha256:")
+        );
     }
 }
 
@@ -43,7 +48,10 @@ fn two_tenants_count_their_own_words_and_see_only_their_own() {
     with_plugins(&server, &acme);
     with_plugins(&server, &globex);
     let (acme_files, acme_sent) = (sample_text(200, 1), sample_text(100, 2));
-    let (globex_files, globex_sent) = ("only globex words here\n".repeat(30), "globex ingest\n".repeat(20));
+    let (globex_files, globex_sent) = (
+        "only globex words here\n".repeat(30),
+        "globex ingest\n".repeat(20),
+    );
     count_for(&server, &acme, "acme", &acme_files, &acme_sent);
     count_for(&server, &globex, "globex", &globex_files, &globex_sent);
     let acme_out = server.files("acme").join("out");
@@ -64,7 +72,13 @@ fn two_tenants_count_their_own_words_and_see_only_their_own() {
     for token in [&acme, &globex] {
         let list = server.call(Some(token), "GET", "/v1/pipelines", None, &[]);
         assert_eq!(list.status, 200);
-        let names: Vec<&str> = list.body.as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> = list
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
         assert_eq!(names, ["wc"]);
         let plugins = server.call(Some(token), "GET", "/v1/plugins", None, &[]);
         assert_eq!(plugins.body.as_array().unwrap().len(), 2);
@@ -101,16 +115,46 @@ fn every_cross_tenant_request_is_refused_and_changes_nothing() {
     });
     let before = counted(&acme_out);
 
-    let no_pipeline = |a: &Answer| a.status == 404 && a.body["error"].as_str().unwrap().contains("no pipeline `wc`");
+    let no_pipeline = |a: &Answer| {
+        a.status == 404
+            && a.body["error"]
+                .as_str()
+                .unwrap()
+                .contains("no pipeline `wc`")
+    };
     let table: Vec<(&str, &str, &str, Option<&str>, &[u8])> = vec![
         ("read", "GET", "/v1/pipelines/wc", None, b""),
         ("stop", "POST", "/v1/pipelines/wc/stop", None, b""),
         ("start", "POST", "/v1/pipelines/wc/start", None, b""),
         ("delete", "DELETE", "/v1/pipelines/wc", None, b""),
-        ("ingest", "POST", "/v1/pipelines/wc/ingest", Some("text/plain"), b"injected\n"),
-        ("dead letters", "GET", "/v1/pipelines/wc/dead-letters", None, b""),
-        ("deploy", "POST", "/v1/pipelines/wc/stages/split/deploy", Some("application/json"), br#"{"plugin": "split"}"#),
-        ("rollback", "POST", "/v1/pipelines/wc/stages/split/rollback", None, b""),
+        (
+            "ingest",
+            "POST",
+            "/v1/pipelines/wc/ingest",
+            Some("text/plain"),
+            b"injected\n",
+        ),
+        (
+            "dead letters",
+            "GET",
+            "/v1/pipelines/wc/dead-letters",
+            None,
+            b"",
+        ),
+        (
+            "deploy",
+            "POST",
+            "/v1/pipelines/wc/stages/split/deploy",
+            Some("application/json"),
+            br#"{"plugin": "split"}"#,
+        ),
+        (
+            "rollback",
+            "POST",
+            "/v1/pipelines/wc/stages/split/rollback",
+            None,
+            b"",
+        ),
         ("plugin", "GET", "/v1/plugins/split", None, b""),
     ];
     for (what, method, path, ct, body) in table {
@@ -122,14 +166,20 @@ fn every_cross_tenant_request_is_refused_and_changes_nothing() {
     }
     // Pipeline files that reach for acme's plugins or files.
     let attempts = [
-        ("acme's plugin by name", wordcount("grab", ""), "no plugin `split`"),
+        (
+            "acme's plugin by name",
+            wordcount("grab", ""),
+            "no plugin `split`",
+        ),
         (
             "acme's plugin by digest",
             wordcount("grab", "").replace(
                 "plugin = \"split\"",
                 &format!(
                     "plugin = \"split@{}\"",
-                    server.call(Some(&acme), "GET", "/v1/plugins/split", None, &[]).body["digest"]
+                    server
+                        .call(Some(&acme), "GET", "/v1/plugins/split", None, &[])
+                        .body["digest"]
                         .as_str()
                         .unwrap()
                 ),
@@ -147,10 +197,29 @@ fn every_cross_tenant_request_is_refused_and_changes_nothing() {
     // With plugins of its own, paths are what is refused.
     with_plugins(&server, &mallory);
     let attempts = [
-        ("`..` to acme's files", wordcount("grab", "").replace("path = \"in\"", "path = \"../../acme/files/in\""), "leaves your files root"),
-        ("an absolute path", wordcount("grab", "").replace("path = \"in\"", &format!("path = \"{}\"", server.files("acme").join("in").display())), "is an absolute path"),
-        ("a sink into acme's files", wordcount("grab", "").replace("path = \"out\"", "path = \"../../acme/files/out\""), "leaves your files root"),
-        ("a state folder", format!("state_dir = \"x\"\n{}", wordcount("grab", "")), "the service keeps pipeline state itself"),
+        (
+            "`..` to acme's files",
+            wordcount("grab", "").replace("path = \"in\"", "path = \"../../acme/files/in\""),
+            "leaves your files root",
+        ),
+        (
+            "an absolute path",
+            wordcount("grab", "").replace(
+                "path = \"in\"",
+                &format!("path = \"{}\"", server.files("acme").join("in").display()),
+            ),
+            "is an absolute path",
+        ),
+        (
+            "a sink into acme's files",
+            wordcount("grab", "").replace("path = \"out\"", "path = \"../../acme/files/out\""),
+            "leaves your files root",
+        ),
+        (
+            "a state folder",
+            format!("state_dir = \"x\"\n{}", wordcount("grab", "")),
+            "the service keeps pipeline state itself",
+        ),
     ];
     for (what, text, why) in attempts {
         let answer = server.apply(&mallory, "grab", &text);
@@ -161,10 +230,20 @@ fn every_cross_tenant_request_is_refused_and_changes_nothing() {
     }
     // A link in mallory's own root that points at acme's files.
     std::fs::create_dir_all(server.files("mallory")).unwrap();
-    std::os::unix::fs::symlink(server.files("acme").join("in"), server.files("mallory").join("in")).unwrap();
+    std::os::unix::fs::symlink(
+        server.files("acme").join("in"),
+        server.files("mallory").join("in"),
+    )
+    .unwrap();
     let answer = server.apply(&mallory, "grab", &wordcount("grab", ""));
     assert_eq!(answer.status, 400, "{answer:?}");
-    assert!(answer.body["error"].as_str().unwrap().contains("links out of your files root"), "{answer:?}");
+    assert!(
+        answer.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("links out of your files root"),
+        "{answer:?}"
+    );
     // Nothing of mallory's was made, and acme's pipeline is as it was.
     let list = server.call(Some(&mallory), "GET", "/v1/pipelines", None, &[]);
     assert_eq!(list.body, json!([]));
@@ -190,11 +269,22 @@ fn tokens_are_checked_and_each_side_keeps_to_its_calls() {
     // A tenant at the admin's calls, the admin at a tenant's.
     let answer = get(Some(&acme), "/v1/tenants");
     assert_eq!(answer.status, 403, "{answer:?}");
-    assert!(answer.body["error"].as_str().unwrap().contains("only the admin"));
+    assert!(
+        answer.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("only the admin")
+    );
     let answer = get(Some(&server.admin), "/v1/pipelines");
     assert_eq!(answer.status, 403, "{answer:?}");
     // A new token replaces the old one at once.
-    let rotated = server.call(Some(&server.admin), "POST", "/v1/tenants/acme/token", None, &[]);
+    let rotated = server.call(
+        Some(&server.admin),
+        "POST",
+        "/v1/tenants/acme/token",
+        None,
+        &[],
+    );
     assert_eq!(rotated.status, 200);
     let new = rotated.body["token"].as_str().unwrap().to_string();
     assert_eq!(get(Some(&acme), "/v1/pipelines").status, 401);
@@ -208,5 +298,8 @@ fn tokens_are_checked_and_each_side_keeps_to_its_calls() {
     // The token hash is all the catalogue keeps.
     let catalog = std::fs::read(server.data().join("catalog.redb")).unwrap();
     let needle = new.as_bytes();
-    assert!(!catalog.windows(needle.len()).any(|w| w == needle), "the token is stored in clear");
+    assert!(
+        !catalog.windows(needle.len()).any(|w| w == needle),
+        "the token is stored in clear"
+    );
 }

@@ -10,22 +10,85 @@ use crate::support::*;
 #[test]
 fn the_api_over_tls_with_the_cli_client() {
     let keys = Scratch::new();
-    let (ca, cert, key) = (keys.path("ca.pem"), keys.path("cert.pem"), keys.path("key.pem"));
+    let (ca, cert, key) = (
+        keys.path("ca.pem"),
+        keys.path("cert.pem"),
+        keys.path("key.pem"),
+    );
     let openssl = |args: &[&str]| {
         let out = Command::new("openssl")
             .args(args)
             .current_dir(keys.dir.path())
             .output()
             .expect("running openssl (tests/run.sh installs it)");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
     // A certificate authority of the test's own, and a server certificate
     // it signs for localhost.
-    openssl(&[&["req", "-x509"][..], &ec, &["-days", "2", "-subj", "/CN=sluice test CA", "-keyout", "ca.key", "-out", "ca.pem"]].concat());
-    openssl(&[&["req"][..], &ec, &["-subj", "/CN=localhost", "-keyout", "key.pem", "-out", "server.csr"]].concat());
-    keys.write("ext.cnf", "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n");
-    openssl(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "cert.pem"]);
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-days",
+                "2",
+                "-subj",
+                "/CN=sluice test CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "server.csr",
+            ],
+        ]
+        .concat(),
+    );
+    keys.write(
+        "ext.cnf",
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    );
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "cert.pem",
+    ]);
     let server = Server::start(&[
         "--tls-cert",
         cert.to_str().unwrap(),
@@ -48,7 +111,12 @@ fn the_api_over_tls_with_the_cli_client() {
     assert!(stderr.contains("cannot reach the service"), "{stderr}");
     // With it, the call goes through.
     let made = cli(&["--ca-cert", ca.to_str().unwrap()]);
-    assert!(made.status.success(), "{}\n{}", String::from_utf8_lossy(&made.stderr), server.log());
+    assert!(
+        made.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&made.stderr),
+        server.log()
+    );
     let answer: serde_json::Value = serde_json::from_slice(&made.stdout).unwrap();
     assert_eq!(answer["name"], "acme");
     assert!(answer["token"].as_str().unwrap().starts_with("sl_"));

@@ -96,7 +96,10 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/ui/api/pipelines/{name}", get(observe::detail))
         .layer(middleware::from_fn_with_state(api.clone(), authenticate));
     Router::new()
-        .route("/v1/health", get(|| async { axum::Json(serde_json::json!({ "ok": true })) }))
+        .route(
+            "/v1/health",
+            get(|| async { axum::Json(serde_json::json!({ "ok": true })) }),
+        )
         .route(
             "/v1/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
@@ -106,7 +109,11 @@ pub fn router(service: Arc<Service>) -> Router {
         .fallback(|request: Request| async move {
             ApiError::new(
                 StatusCode::NOT_FOUND,
-                format!("no such endpoint: {} {}", request.method(), request.uri().path()),
+                format!(
+                    "no such endpoint: {} {}",
+                    request.method(),
+                    request.uri().path()
+                ),
             )
         })
         .with_state(api)
@@ -182,7 +189,12 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the request failed: {e}")))?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the request failed: {e}"),
+            )
+        })?
         .map_err(ApiError::from)
 }
 
@@ -195,6 +207,10 @@ async fn json_body(api: &Api, body: axum::body::Body) -> Result<serde_json::Valu
     if bytes.is_empty() {
         return Ok(serde_json::Value::Object(Default::default()));
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("the body is not JSON: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not JSON: {e}"),
+        )
+    })
 }

@@ -47,7 +47,11 @@ pub async fn apply(
     let created = blocking(move || service.apply(&t, &n, &text)).await?;
     let service = api.service.clone();
     let status = blocking(move || service.status(&tenant, &name)).await?;
-    let code = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let code = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((code, axum::Json(status)).into_response())
 }
 
@@ -82,7 +86,10 @@ pub async fn stop(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    then_status(api, &caller, name, |service, tenant, name| service.stop(tenant, name)).await
+    then_status(api, &caller, name, |service, tenant, name| {
+        service.stop(tenant, name)
+    })
+    .await
 }
 
 /// `POST /v1/pipelines/{name}/start`: from its checkpoint.
@@ -91,7 +98,10 @@ pub async fn start(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    then_status(api, &caller, name, |service, tenant, name| service.start(tenant, name)).await
+    then_status(api, &caller, name, |service, tenant, name| {
+        service.start(tenant, name)
+    })
+    .await
 }
 
 /// Does `action` to the caller's pipeline `name`, then answers with its
@@ -135,8 +145,10 @@ pub async fn deploy(
     let _compile = meters.compiles.acquire().await;
     let service = api.service.clone();
     let label = blocking(move || service.deploy(&tenant, &name, &stage, &plugin)).await?;
-    Ok(axum::Json(serde_json::json!({ "version": label, "live": "at the next batch" }))
-        .into_response())
+    Ok(
+        axum::Json(serde_json::json!({ "version": label, "live": "at the next batch" }))
+            .into_response(),
+    )
 }
 
 /// `POST …/stages/{stage}/rollback`: the previous version, at the next
@@ -149,8 +161,10 @@ pub async fn rollback(
     let tenant = tenant_of(&caller)?.to_string();
     let service = api.service.clone();
     let label = blocking(move || service.rollback(&tenant, &name, &stage)).await?;
-    Ok(axum::Json(serde_json::json!({ "version": label, "live": "at the next batch" }))
-        .into_response())
+    Ok(
+        axum::Json(serde_json::json!({ "version": label, "live": "at the next batch" }))
+            .into_response(),
+    )
 }
 
 /// `POST /v1/pipelines/{name}/ingest` with records (lines, JSON lines, or
@@ -179,7 +193,11 @@ pub async fn ingest(
         &bytes,
     )
     .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
-    let rate = api.service.quotas(&tenant).map_err(ApiError::from)?.ingest_rate;
+    let rate = api
+        .service
+        .quotas(&tenant)
+        .map_err(ApiError::from)?
+        .ingest_rate;
     if let Err(wait) = api
         .service
         .meters(&tenant)
@@ -192,10 +210,8 @@ pub async fn ingest(
         ));
     }
     let service = api.service.clone();
-    let outcome = blocking(move || {
-        service.ingest(&tenant, &name, content_type.as_deref(), &bytes)
-    })
-    .await?;
+    let outcome =
+        blocking(move || service.ingest(&tenant, &name, content_type.as_deref(), &bytes)).await?;
     Ok(crate::source::http::answer(outcome))
 }
 

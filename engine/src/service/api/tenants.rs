@@ -118,7 +118,11 @@ pub async fn push_plugin(
     let service = api.service.clone();
     let shown = name.clone();
     let (version, new) = blocking(move || service.push_plugin(&tenant, &name, &bytes)).await?;
-    let status = if new { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((
         status,
         axum::Json(serde_json::json!({

@@ -33,8 +33,8 @@ use tokio::time::Instant;
 
 use super::{CHUNK_BYTES, CHUNK_RECORDS, Emitter, LineSplitter, Source, SourceError, SourceTask};
 use crate::batch::Records;
-use crate::units::HumanDuration;
 use crate::confine::{Refusal, open_inside};
+use crate::units::HumanDuration;
 use progress::Progress;
 
 /// Watches a folder and reads each new file's lines.
@@ -215,8 +215,7 @@ impl DirectorySource {
                     // Files read before and since deleted are forgotten, so
                     // the position stays the size of the folder, not of its
                     // history.
-                    let present: HashSet<&OsStr> =
-                        listed.iter().map(OsString::as_os_str).collect();
+                    let present: HashSet<&OsStr> = listed.iter().map(OsString::as_os_str).collect();
                     progress.forget_missing(&present);
                     read.retain(|n| present.contains(n.as_os_str()));
                     candidates.retain(|n, _| present.contains(n.as_os_str()));
@@ -387,7 +386,10 @@ fn note_event(
         Some(c) if complete => c.complete = true,
         Some(c) => c.complete = false,
         None if complete => {
-            if let Some(meta) = std::fs::metadata(target.unwrap()).ok().filter(|m| m.is_file()) {
+            if let Some(meta) = std::fs::metadata(target.unwrap())
+                .ok()
+                .filter(|m| m.is_file())
+            {
                 candidates.insert(
                     name.to_os_string(),
                     Candidate {

@@ -72,8 +72,8 @@ pub fn parse(format: BodyFormat, body: &[u8]) -> Result<Records, String> {
                 if line.trim().is_empty() {
                     continue;
                 }
-                let record: JsonRecord = serde_json::from_str(line)
-                    .map_err(|e| format!("line {}: {e}", n + 1))?;
+                let record: JsonRecord =
+                    serde_json::from_str(line).map_err(|e| format!("line {}: {e}", n + 1))?;
                 push(&mut records, record).map_err(|e| format!("line {}: {e}", n + 1))?;
             }
             Ok(records)
@@ -129,7 +129,10 @@ mod tests {
         assert_eq!(r.len(), 2);
         assert_eq!(r.get(0).key(), Some(&b"k"[..]));
         assert_eq!(r.get(0).timestamp(), 7);
-        assert_eq!(r.get(0).headers().collect::<Vec<_>>(), [(&b"h"[..], &b"1"[..])]);
+        assert_eq!(
+            r.get(0).headers().collect::<Vec<_>>(),
+            [(&b"h"[..], &b"1"[..])]
+        );
         assert_eq!(r.get(1).value(), b"w");
 
         let r = parse(
@@ -139,12 +142,19 @@ mod tests {
         .unwrap();
         assert_eq!(r.len(), 2);
         assert_eq!(r.get(0).value(), b"GET /");
-        assert_eq!(r.get(0).headers().collect::<Vec<_>>(), [(&b"host"[..], &b"web1"[..])]);
+        assert_eq!(
+            r.get(0).headers().collect::<Vec<_>>(),
+            [(&b"host"[..], &b"web1"[..])]
+        );
     }
 
     #[test]
     fn a_bad_element_refuses_the_whole_body_and_is_named() {
-        let err = parse(BodyFormat::JsonLines, b"{\"value\": \"ok\"}\n{\"valeu\": 1}\n").unwrap_err();
+        let err = parse(
+            BodyFormat::JsonLines,
+            b"{\"value\": \"ok\"}\n{\"valeu\": 1}\n",
+        )
+        .unwrap_err();
         assert!(err.starts_with("line 2:"), "{err}");
         let err = parse(BodyFormat::JsonArray, br#"[{"body": "x"}, {"key": "k"}]"#).unwrap_err();
         assert_eq!(err, "element 1: has no `value` (or Flume `body`)");

@@ -24,7 +24,11 @@ struct Listening {
 }
 
 /// Serves `POST /` on `address` until the source is asked to stop.
-pub async fn serve_ingest(address: &str, ingest: Ingest, emitter: &Emitter) -> Result<(), SourceError> {
+pub async fn serve_ingest(
+    address: &str,
+    ingest: Ingest,
+    emitter: &Emitter,
+) -> Result<(), SourceError> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|e| SourceError {
