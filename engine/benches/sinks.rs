@@ -240,20 +240,21 @@ fn s3_native(
 fn http_receiver(runtime: &tokio::runtime::Runtime) -> (String, Arc<AtomicU64>) {
     let received = Arc::new(AtomicU64::new(0));
     let counter = received.clone();
-    let app = axum::Router::new().route(
-        "/ingest",
-        axum::routing::post(move |body: bytes::Bytes| {
-            let counter = counter.clone();
-            async move {
-                let n = memchr::memchr_iter(b'\n', &body).count() as u64;
-                counter.fetch_add(n, Ordering::Relaxed);
-                "ok"
-            }
-        }),
-    )
-    // The native contender's POSTs carry 100,000 lines (~6 MB), over
-    // axum's 2 MB default.
-    .layer(axum::extract::DefaultBodyLimit::disable());
+    let app = axum::Router::new()
+        .route(
+            "/ingest",
+            axum::routing::post(move |body: bytes::Bytes| {
+                let counter = counter.clone();
+                async move {
+                    let n = memchr::memchr_iter(b'\n', &body).count() as u64;
+                    counter.fetch_add(n, Ordering::Relaxed);
+                    "ok"
+                }
+            }),
+        )
+        // The native contender's POSTs carry 100,000 lines (~6 MB), over
+        // axum's 2 MB default.
+        .layer(axum::extract::DefaultBodyLimit::disable());
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();

@@ -18,6 +18,14 @@
 //! - **native Rust**: one thread in this process reads the 4-partition topic
 //!   with the same client library and counts words in a hash map.
 //!
+//! Word count is cheap per line: on a 2-core machine with the broker on it,
+//! the broker's delivery limits before the stages do. So a second table
+//! runs a CPU-bound pipeline, `kafka → misbehave (mode = "slow") → null`,
+//! whose stage spins `SLUICE_BENCH_SPIN` iterations (default 20,000) per
+//! record, over three more topics (1, 2, 4 partitions) of a tenth of the
+//! lines, with 1, 2 and 4 tasks and one chain: what tasks add when the
+//! stages are the bottleneck.
+//!
 //! Run: `KAFKA_BOOTSTRAP=127.0.0.1:9092 cargo bench -p sluice --bench tasks`
 
 mod support;
@@ -48,51 +56,77 @@ fn main() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis();
+    let spin: u64 = std::env::var("SLUICE_BENCH_SPIN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
     let guests = support::guests();
-    let topic = |partitions: i32| format!("bench-tasks-{run}-p{partitions}");
+    let topic = |kind: &str, partitions: i32| format!("bench-tasks-{run}-{kind}-p{partitions}");
+    let cpu_lines = (lines / 10).max(1);
     for partitions in [1, 2, 4] {
-        let loaded = Instant::now();
-        load(&brokers, &topic(partitions), partitions, lines);
-        println!(
-            "loaded {lines} lines into {} in {:.1} s",
-            topic(partitions),
-            loaded.elapsed().as_secs_f64()
-        );
+        for (kind, n) in [("wc", lines), ("cpu", cpu_lines)] {
+            let loaded = Instant::now();
+            load(&brokers, &topic(kind, partitions), partitions, n);
+            println!(
+                "loaded {n} lines into {} in {:.1} s",
+                topic(kind, partitions),
+                loaded.elapsed().as_secs_f64()
+            );
+        }
     }
-    let native = native(&brokers, &topic(4), 4, lines);
-    let mut runs = Vec::new();
-    for partitions in [1, 2, 4] {
-        let m = sluice(
-            &brokers,
-            &guests,
-            &topic(partitions),
-            partitions,
-            lines,
-            "per-partition",
-            run,
-        );
-        runs.push((format!("sluice, {partitions} task(s)"), m));
-    }
-    let chain = sluice(&brokers, &guests, &topic(4), 4, lines, "one", run);
-
-    let rate = |m: &Measured| lines as f64 / m.secs;
-    let cpu_us = |m: &Measured| m.cpu * 1e6 / lines as f64;
-    let one_task = rate(&runs[0].1);
-    println!(
-        "kafka → word-split → word-count → null, {lines} lines of {WORDS_PER_LINE} words, one process"
+    let word_count = format!(
+        "[[stages]]\nname = \"split\"\nplugin = '{}'\n\n[[stages]]\nname = \"count\"\nplugin = '{}'\n",
+        guests.join("word_split.wasm").display(),
+        guests.join("word_count.wasm").display()
     );
-    for (name, m) in runs.iter().map(|(n, m)| (n.as_str(), m)).chain([
-        ("sluice, one chain (4 partitions)", &chain),
-        ("native Rust, 1 thread", &native),
-    ]) {
-        println!(
-            "  {name:<34} {:>10.0} lines/s ({:.3} s), {:.2}× one task, CPU {:.2} µs/line",
-            rate(m),
-            m.secs,
-            rate(m) / one_task,
-            cpu_us(m)
-        );
-    }
+    let cpu_bound = format!(
+        "[[stages]]\nname = \"work\"\nplugin = '{}'\nconfig = {{ mode = \"slow\", spin = \"{spin}\" }}\n",
+        guests.join("misbehave.wasm").display()
+    );
+    let native = native(&brokers, &topic("wc", 4), 4, lines);
+    let table = |kind: &str, stages: &str, n: u64| {
+        let mut runs = Vec::new();
+        for partitions in [1, 2, 4] {
+            let t = topic(kind, partitions);
+            let m = sluice(&brokers, stages, &t, partitions, n, "per-partition");
+            runs.push((format!("sluice, {partitions} task(s)"), m));
+        }
+        let chain = sluice(&brokers, stages, &topic(kind, 4), 4, n, "one");
+        runs.push(("sluice, one chain (4 partitions)".to_string(), chain));
+        runs
+    };
+    let print = |title: String, runs: &[(String, Measured)], n: u64| {
+        let rate = |m: &Measured| n as f64 / m.secs;
+        let one_task = rate(&runs[0].1);
+        println!("{title}");
+        for (name, m) in runs {
+            println!(
+                "  {name:<34} {:>10.0} lines/s ({:.3} s), {:.2}× one task, CPU {:.2} µs/line, {:.2} cores busy",
+                rate(m),
+                m.secs,
+                rate(m) / one_task,
+                m.cpu * 1e6 / n as f64,
+                m.cpu / m.secs
+            );
+        }
+    };
+    let mut runs = table("wc", &word_count, lines);
+    runs.push(("native Rust, 1 thread".to_string(), native));
+    print(
+        format!(
+            "kafka → word-split → word-count → null, {lines} lines of {WORDS_PER_LINE} words, one process"
+        ),
+        &runs,
+        lines,
+    );
+    let runs = table("cpu", &cpu_bound, cpu_lines);
+    print(
+        format!(
+            "kafka → misbehave (spin {spin} per record) → null, {cpu_lines} lines, one process"
+        ),
+        &runs,
+        cpu_lines,
+    );
 }
 
 /// Creates `topic` with `partitions` and fills it with `lines` generated
@@ -200,15 +234,14 @@ fn native(brokers: &str, topic: &str, partitions: i32, lines: u64) -> Measured {
 /// first assignment until the group's committed offsets cover every line.
 fn sluice(
     brokers: &str,
-    guests: &std::path::Path,
+    stages: &str,
     topic: &str,
     partitions: i32,
     lines: u64,
     tasks: &str,
-    run: u128,
 ) -> Measured {
-    let group = format!("bench-tasks-{run}-{tasks}-{partitions}");
-    let dir = std::env::temp_dir().join(format!("sluice-tasks-bench-{run}-{tasks}-{partitions}"));
+    let group = format!("{topic}-{tasks}");
+    let dir = std::env::temp_dir().join(format!("sluice-{topic}-{tasks}"));
     std::fs::create_dir_all(&dir).unwrap();
     let pipeline = dir.join("pipeline.toml");
     std::fs::write(
@@ -226,19 +259,10 @@ topics = ["{topic}"]
 group = "{group}"
 start = "earliest"
 
-[[stages]]
-name = "split"
-plugin = '{}'
-
-[[stages]]
-name = "count"
-plugin = '{}'
-
+{stages}
 [[sinks]]
 type = "null"
-"#,
-            guests.join("word_split.wasm").display(),
-            guests.join("word_count.wasm").display()
+"#
         ),
     )
     .unwrap();
@@ -252,7 +276,9 @@ type = "null"
     let log = std::thread::spawn(move || {
         let mut log = String::new();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("partitions assigned") {
+            // Not the status line "no tasks (no partitions assigned)",
+            // which comes seconds before the group's first assignment.
+            if line.contains("partitions assigned:") {
                 let _ = assigned_tx.send(Instant::now());
             }
             log.push_str(&line);

@@ -225,7 +225,11 @@ fn stages_with(
     for (index, (stage, plugin)) in spec.stages.iter().zip(plugins).enumerate() {
         let s = &stage.spec;
         let telemetry = match metrics {
-            Some(m) => m.stages.get(index).cloned().unwrap_or_else(|| StageSeries::detached(&spec.name, &s.name)),
+            Some(m) => m
+                .stages
+                .get(index)
+                .cloned()
+                .unwrap_or_else(|| StageSeries::detached(&spec.name, &s.name)),
             None => StageSeries::detached(&spec.name, &s.name),
         };
         let settings = StageSettings {

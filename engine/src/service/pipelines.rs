@@ -16,6 +16,10 @@ use crate::source::IngestError;
 use crate::supervisor::{PipelineKey, RunState};
 use crate::units::ByteSize;
 
+/// Longest wait of an ingest request for the `http` source of a pipeline
+/// that has just started (see [`Service::ingest_limit`]).
+pub const INGEST_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The key of a tenant's pipeline.
 pub fn key(tenant: &str, name: &str) -> PipelineKey {
     PipelineKey {
@@ -423,10 +427,28 @@ impl Service {
     /// Largest ingest body the pipeline's running `http` source takes:
     /// not found when the tenant has no such pipeline or it has no `http`
     /// source, unavailable when it is not running.
+    ///
+    /// A pipeline just started registers its source from the source's own
+    /// task, a moment after the `PUT` or `start` that launched it answered:
+    /// while the supervisor says it runs, this waits up to
+    /// [`INGEST_READY_WAIT`] for the source rather than refusing a client
+    /// that sent data right after starting it.
     pub fn ingest_limit(&self, tenant: &str, pipeline: &str) -> Result<usize, ServiceError> {
         let record = self.record(tenant, pipeline)?;
-        if let Some(point) = self.ingest.get(&format!("{tenant}/{pipeline}")) {
-            return Ok(point.max_body());
+        let point_key = format!("{tenant}/{pipeline}");
+        let waiting_since = std::time::Instant::now();
+        loop {
+            if let Some(point) = self.ingest.get(&point_key) {
+                return Ok(point.max_body());
+            }
+            let running = matches!(
+                self.supervisor.state(&key(tenant, pipeline)),
+                Some(RunState::Running)
+            );
+            if !running || waiting_since.elapsed() >= INGEST_READY_WAIT {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
         let has_http = PipelineFile::parse(&file_name(pipeline), record.text)
             .map(|f| {

@@ -16,9 +16,9 @@ use crate::config::PipelineSpec;
 use crate::pipeline::{BuildError, Pipeline, PooledRun, Pools, RunSummary};
 use crate::plugin::PluginHost;
 use crate::reload::StageEntry;
-use crate::tasks::TaskBoard;
 #[cfg(feature = "kafka")]
 use crate::tasks::Partitioned;
+use crate::tasks::TaskBoard;
 use crate::telemetry::PipelineMetrics;
 
 /// A pipeline's identity in a process: its tenant (under `sluice serve`)

@@ -8,9 +8,14 @@
 //!   The checkpoint is later after a crash between checkpoint and commit;
 //!   the group's is later when another process had the partition since
 //!   (its local state is then behind, and the log says so).
-//! - **Messages** are routed by partition to their task's feed. A task that
-//!   falls behind (its feed is full) has its partition paused until it
-//!   catches up, so one slow task holds back only its own partition.
+//! - **Messages** of a partition go to its own librdkafka queue (split from
+//!   the consumer's as its task starts), read by the task's feeder thread
+//!   into the task's feed. A task that falls behind holds its feeder, and
+//!   librdkafka stops fetching that partition once its queue is full
+//!   (`queued.max.messages.kbytes`), so one slow task holds back only its
+//!   own partition, and nothing is paused or fetched twice. The member's
+//!   own loop only serves the consumer's events: rebalances, statistics,
+//!   errors.
 //! - **Revoked** partitions' tasks stop gracefully inside the rebalance
 //!   callback (the batch in flight is finished and checkpointed) and, under
 //!   at-least-once, their acknowledged offsets are committed before the
@@ -23,32 +28,31 @@
 //! Not here: what a task is (`task`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::board::{Phase, TaskBoard, summary};
-use super::task::{Feed, Offer, Prepared, Running, TaskContext, prepare};
+use super::task::{Feed, Feeder, Prepared, Running, TaskContext, prepare};
 use crate::batch::Records;
 use crate::kafka::LogContext;
 use crate::pipeline::{BuildError, RunError};
 use crate::source::kafka::push_message;
 use crate::source::{CHUNK_BYTES, CHUNK_RECORDS, SourceError};
 
-/// Longest wait for a message before the loop looks at its tasks.
+/// Longest wait for an event before the loop looks at its tasks, and for
+/// a message before a feeder looks at its stop flag.
 const POLL_WAIT: Duration = Duration::from_millis(50);
-
-/// Most messages read in one go before the loop looks at its tasks.
-const BURST: usize = 16 * 1024;
 
 /// Longest wait for the group's committed offset of a starting task.
 const COMMITTED_WAIT: Duration = Duration::from_secs(10);
@@ -80,6 +84,8 @@ pub struct Shared {
     /// Whether the input's offsets go with each task's transaction (then
     /// the group's are not committed here).
     offsets_in_transactions: bool,
+    /// The consumer group's id.
+    group: String,
 }
 
 /// The consumer's context: log lines, statistics and rebalances.
@@ -302,6 +308,7 @@ impl Member {
                 slots: Mutex::new(BTreeMap::new()),
                 high: Mutex::new(HashMap::new()),
                 offsets_in_transactions,
+                group: config.get("group.id").unwrap_or_default().to_string(),
             }),
             config,
             topics,
@@ -319,10 +326,11 @@ impl Member {
                 message,
             },
         };
-        let consumer: BaseConsumer<MemberContext> = self
-            .config
-            .create_with_context(MemberContext(self.shared.clone()))
-            .map_err(|e| fail(format!("cannot create the consumer: {e}")))?;
+        let consumer: Arc<BaseConsumer<MemberContext>> = Arc::new(
+            self.config
+                .create_with_context(MemberContext(self.shared.clone()))
+                .map_err(|e| fail(format!("cannot create the consumer: {e}")))?,
+        );
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)
@@ -342,7 +350,6 @@ impl Member {
                 outcome = Err(e);
                 break;
             }
-            self.offer_pending(&consumer);
             if last_housekeeping.elapsed() >= HOUSEKEEPING {
                 last_housekeeping = Instant::now();
                 self.commit_acked(&consumer);
@@ -365,12 +372,16 @@ impl Member {
             tracing::info!("{who}: tasks stopped: {}", stopped.join(", "));
         }
         tracing::info!("{who}: leaving the group");
-        crate::source::kafka::close_consumer(consumer, &who);
+        // The feeders, holding it through their queues, have ended.
+        match Arc::try_unwrap(consumer) {
+            Ok(consumer) => crate::source::kafka::close_consumer(consumer, &who),
+            Err(_) => tracing::warn!("{who}: a feeder still holds the consumer; dropping it"),
+        }
         outcome
     }
 
     /// Starts the tasks whose preparation finished, at their offsets.
-    fn start_prepared(&self, consumer: &BaseConsumer<MemberContext>) -> Result<(), RunError> {
+    fn start_prepared(&self, consumer: &Arc<BaseConsumer<MemberContext>>) -> Result<(), RunError> {
         let mut slots = lock(&self.shared.slots);
         let ready: Vec<(String, i32)> = slots
             .iter()
@@ -404,7 +415,6 @@ impl Member {
                 }
             };
             let start = self.start_offset(consumer, topic, *partition, &prepared);
-            let running = Running::start(prepared, &self.shared.cx, self.shared.tenant.as_deref());
             let mut list = TopicPartitionList::new();
             list.add_partition(topic, *partition);
             if let Some(offset) = start {
@@ -423,6 +433,37 @@ impl Member {
                     );
                 }
             }
+            // Split after the (re)assignment, before the first fetch: the
+            // split holds across later fetch starts of the partition.
+            let Some(queue) = consumer.split_partition_queue(topic, *partition) else {
+                return Err(RunError::Source {
+                    pipeline: self.shared.cx.spec.name.clone(),
+                    source: SourceError {
+                        source_name: format!("task of {topic}[{partition}]"),
+                        message: "librdkafka has no queue for the partition".into(),
+                    },
+                });
+            };
+            let shared = self.shared.clone();
+            let feeder_name = format!("sluice-feed-{}", prepared.name);
+            let running = Running::start(
+                prepared,
+                &self.shared.cx,
+                self.shared.tenant.as_deref(),
+                |tx| {
+                    let stop = Arc::new(AtomicBool::new(false));
+                    let position = Arc::new(AtomicI64::new(-1));
+                    let (s, p) = (stop.clone(), position.clone());
+                    let thread = std::thread::Builder::new()
+                        .name(feeder_name)
+                        .spawn(move || feed(&shared, &queue, &tx, &s, &p))?;
+                    Ok(Feeder {
+                        stop,
+                        position,
+                        thread,
+                    })
+                },
+            );
             if let Err(e) = consumer.resume(&list) {
                 tracing::warn!(
                     "{}: cannot resume {topic}[{partition}]: {e}",
@@ -497,7 +538,7 @@ impl Member {
     fn check_ended(&self) -> Result<(), RunError> {
         let mut slots = lock(&self.shared.slots);
         let mut ended = Vec::new();
-        for (key, slot) in slots.iter() {
+        for (key, slot) in slots.iter_mut() {
             if let Slot::Running(running) = slot {
                 if let Some(outcome) = running.ended() {
                     ended.push((key.clone(), outcome));
@@ -516,68 +557,17 @@ impl Member {
         Ok(())
     }
 
-    /// Hands waiting messages to tasks that have room again, and resumes
-    /// their partitions.
-    fn offer_pending(&self, consumer: &BaseConsumer<MemberContext>) {
-        let mut slots = lock(&self.shared.slots);
-        for ((topic, partition), slot) in slots.iter_mut() {
-            let Slot::Running(running) = slot else {
-                continue;
-            };
-            if running.pending.is_none() {
-                continue;
-            }
-            if let Offer::Taken = running.offer(None) {
-                let mut list = TopicPartitionList::new();
-                list.add_partition(topic, *partition);
-                let _ = consumer.resume(&list);
-            }
-        }
-    }
-
-    /// Reads what the consumer has (up to a burst) and routes it.
+    /// Serves the consumer's events (rebalances, statistics, errors) for
+    /// up to [`POLL_WAIT`]. Messages come through the partitions' own
+    /// queues; one that comes here belongs to no running task (read before
+    /// its task started, or after it stopped) and is left to its owner, who
+    /// reads it from the committed offset.
     fn read(&self, consumer: &BaseConsumer<MemberContext>) -> Result<(), String> {
-        let mut feeds: Vec<((String, i32), Feed)> = Vec::new();
         let mut wait = POLL_WAIT;
-        let mut read = 0;
-        while read < BURST {
-            let Some(polled) = consumer.poll(wait) else {
-                break;
-            };
+        while let Some(polled) = consumer.poll(wait) {
             wait = Duration::ZERO;
             match polled {
-                Ok(message) => {
-                    read += 1;
-                    let (topic, partition) = (message.topic(), message.partition());
-                    let at = match feeds
-                        .iter()
-                        .position(|((t, p), _)| *p == partition && t == topic)
-                    {
-                        Some(at) => at,
-                        None => {
-                            let mut records = Records::default();
-                            records.reserve_values(CHUNK_RECORDS, CHUNK_BYTES);
-                            feeds.push(((topic.to_string(), partition), Feed { records, next: 0 }));
-                            feeds.len() - 1
-                        }
-                    };
-                    let feed = &mut feeds[at].1;
-                    push_message(&mut feed.records, &message);
-                    feed.next = message.offset() + 1;
-                    if feed.records.len() >= CHUNK_RECORDS
-                        || feed.records.byte_size() >= CHUNK_BYTES
-                    {
-                        let (key, full) = feeds.swap_remove(at);
-                        self.hand(consumer, key, full);
-                    }
-                }
-                Err(KafkaError::PartitionEOF(_)) => {}
-                Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset)) => {
-                    return Err(format!(
-                        "a partition has no committed offset for group `{}` and `start` is \"committed\"",
-                        self.group()
-                    ));
-                }
+                Ok(_) | Err(KafkaError::PartitionEOF(_)) => {}
                 Err(e) => {
                     if let Some((code, reason)) = consumer.client().fatal_error() {
                         return Err(format!("fatal consumer error {code:?}: {reason}"));
@@ -586,26 +576,7 @@ impl Member {
                 }
             }
         }
-        for (key, feed) in feeds {
-            self.hand(consumer, key, feed);
-        }
         Ok(())
-    }
-
-    /// Gives `feed` to the task of `key`, pausing its partition if the task
-    /// has no room for it.
-    fn hand(&self, consumer: &BaseConsumer<MemberContext>, key: (String, i32), feed: Feed) {
-        let mut slots = lock(&self.shared.slots);
-        let Some(Slot::Running(running)) = slots.get_mut(&key) else {
-            // Read before its task was ready, or after it was stopped: its
-            // owner reads it from the committed offset.
-            return;
-        };
-        if let Offer::Full = running.offer(Some(feed)) {
-            let mut list = TopicPartitionList::new();
-            list.add_partition(&key.0, key.1);
-            let _ = consumer.pause(&list);
-        }
     }
 
     /// Commits what the tasks' sinks acknowledged (at-least-once).
@@ -639,25 +610,67 @@ impl Member {
                 continue;
             };
             let acked = running.acked.load(Ordering::Acquire);
-            let done = if acked >= 0 {
-                Some(acked)
-            } else {
-                running.position
-            };
+            let position = running.position();
+            let done = if acked >= 0 { Some(acked) } else { position };
             let lag = match (high.get(&(topic.clone(), *partition)), done) {
                 (Some(high), Some(done)) => Some((high - done).max(0)),
                 _ => None,
             };
             self.shared.board.update(topic, *partition, |t| {
-                t.position = running.position;
+                t.position = position;
                 t.lag = lag;
             });
         }
     }
+}
 
-    fn group(&self) -> String {
-        self.config.get("group.id").unwrap_or_default().to_string()
+/// A task's feeder: reads its partition's own queue into chunks and hands
+/// them to the task's feed until `stop` or the feed closes. Waiting on a
+/// full feed is the task's backpressure (see the module's notes).
+fn feed(
+    shared: &Shared,
+    queue: &PartitionQueue<MemberContext>,
+    tx: &mpsc::Sender<Feed>,
+    stop: &AtomicBool,
+    position: &AtomicI64,
+) -> Result<(), String> {
+    while !stop.load(Ordering::Acquire) {
+        let mut records = Records::default();
+        let mut next = -1;
+        let mut wait = POLL_WAIT;
+        while records.len() < CHUNK_RECORDS && records.byte_size() < CHUNK_BYTES {
+            let Some(polled) = queue.poll(wait) else {
+                break;
+            };
+            wait = Duration::ZERO;
+            match polled {
+                Ok(message) => {
+                    if records.is_empty() {
+                        records.reserve_values(CHUNK_RECORDS, CHUNK_BYTES);
+                    }
+                    push_message(&mut records, &message);
+                    next = message.offset() + 1;
+                }
+                Err(KafkaError::PartitionEOF(_)) => {}
+                Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset)) => {
+                    return Err(format!(
+                        "the partition has no committed offset for group `{}` and `start` is \
+                         \"committed\"",
+                        shared.group
+                    ));
+                }
+                Err(e) => shared.log.error(e, "consuming"),
+            }
+        }
+        if records.is_empty() {
+            continue;
+        }
+        position.store(next, Ordering::Release);
+        if tx.blocking_send(Feed { records, next }).is_err() {
+            break;
+        }
     }
+    Ok(())
 }
 
 /// The partitions of `list`, as `topic[0,1]`.

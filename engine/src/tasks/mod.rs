@@ -13,7 +13,7 @@
 //!
 //! - [`topology`]: the parts of a pipeline (a `partition_by` stage starts a
 //!   new one) and the names of tasks and topics;
-//! - `member`: the process's consumer: assignment, routing, pausing,
+//! - `member`: the process's consumer: assignment, each task's feeder,
 //!   committing;
 //! - `task`: one task: built, started, stopped;
 //! - [`board`]: what status shows of the tasks;

@@ -10,6 +10,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::thread::JoinHandle;
 
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
@@ -28,8 +29,10 @@ use crate::state::{StateError, StateStore};
 use crate::supervisor::Executor;
 use crate::telemetry::PipelineMetrics;
 
-/// Chunks waiting between the consumer and a task; a task that falls
-/// behind has its partition paused.
+/// Chunks waiting between a task's feeder and the task. A task that falls
+/// behind holds its feeder on a full feed, and librdkafka stops fetching
+/// its partition once that partition's own queue is full: nothing is
+/// paused, dropped or fetched twice, and the other tasks go on.
 pub const FEED_CHUNKS: usize = 4;
 
 /// Messages of one partition on their way to its task.
@@ -197,8 +200,14 @@ pub fn prepare(
         acked: acked.clone(),
     });
     let sinks = sinks(cx, &spec, part)?;
-    let pipeline =
-        Pipeline::assemble(&spec, stages, vec![source], sinks, store, cx.metrics.clone())?;
+    let pipeline = Pipeline::assemble(
+        &spec,
+        stages,
+        vec![source],
+        sinks,
+        store,
+        cx.metrics.clone(),
+    )?;
     Ok(Prepared {
         name: spec.name.clone(),
         pipeline,
@@ -254,21 +263,30 @@ fn sinks(
     }
 }
 
-/// A task that runs.
+/// The thread that reads a task's partition and hands it to the task
+/// (see `member`): it ends when told to stop, or when the task's feed
+/// closes, and drops the feed as it ends, which ends the task's input.
+pub struct Feeder {
+    /// Tells it to stop after the chunk in hand.
+    pub stop: Arc<AtomicBool>,
+    /// The offset after the last message it read.
+    pub position: Arc<AtomicI64>,
+    /// The thread; an error is the partition's read failing for good.
+    pub thread: JoinHandle<Result<(), String>>,
+}
+
+/// A task that runs. Dropped, it stops its feeder.
 pub struct Running {
     /// Its name.
     pub name: String,
-    feed: Option<mpsc::Sender<Feed>>,
-    /// Messages read for it that its feed had no room for (its partition
-    /// is paused meanwhile).
-    pub pending: Option<Feed>,
+    feeder: Option<Feeder>,
     /// The offset after the last message every sink has acknowledged (-1
     /// before the first).
     pub acked: Arc<AtomicI64>,
     /// The offset last committed to the group for it.
     pub committed: i64,
-    /// The next offset read for it.
-    pub position: Option<i64>,
+    /// Where its input started (`None`: the group's committed offset).
+    start: Option<i64>,
     /// Kept so the task's shutdown signal never fires: it ends when its
     /// feed closes.
     _stop: watch::Sender<bool>,
@@ -276,19 +294,15 @@ pub struct Running {
     _pooled: Option<PooledRun>,
 }
 
-/// How offering a feed to a task went.
-pub enum Offer {
-    /// It took it.
-    Taken,
-    /// Its feed is full: the messages wait in `pending`.
-    Full,
-    /// It has ended.
-    Gone,
-}
-
 impl Running {
-    /// Starts `prepared` on `cx`'s executor, as `tenant`'s.
-    pub fn start(prepared: Prepared, cx: &TaskContext, tenant: Option<&str>) -> Running {
+    /// Starts `prepared` on `cx`'s executor, as `tenant`'s, its input read
+    /// by the feeder `feeder` starts with the task's feed.
+    pub fn start(
+        prepared: Prepared,
+        cx: &TaskContext,
+        tenant: Option<&str>,
+        feeder: impl FnOnce(mpsc::Sender<Feed>) -> std::io::Result<Feeder>,
+    ) -> Running {
         let (stop, stop_rx) = watch::channel(false);
         let (done_tx, done) = std::sync::mpsc::channel();
         let Prepared {
@@ -332,62 +346,66 @@ impl Running {
                 }),
             )),
         };
+        // Without a feeder the feed is dropped here, so the task ends at
+        // once and the member reports it.
+        let feeder = feeder(feed)
+            .map_err(|e| tracing::error!("cannot start the feeder of task {name}: {e}"))
+            .ok();
         Running {
             name,
-            feed: Some(feed),
-            pending: None,
+            feeder,
             acked,
             committed: -1,
-            position: start,
+            start,
             _stop: stop,
             done,
             _pooled: pooled,
         }
     }
 
-    /// Hands `feed` (or what waits in `pending`, first) to the task.
-    pub fn offer(&mut self, feed: Option<Feed>) -> Offer {
-        let Some(tx) = &self.feed else {
-            return Offer::Gone;
-        };
-        if let Some(feed) = feed {
-            self.position = Some(feed.next);
-            match &mut self.pending {
-                Some(pending) => {
-                    pending.records.append(feed.records);
-                    pending.next = feed.next;
-                }
-                None => self.pending = Some(feed),
+    /// The offset after the last message read for the task (its start
+    /// before the first).
+    pub fn position(&self) -> Option<i64> {
+        match &self.feeder {
+            Some(f) if f.position.load(Ordering::Acquire) >= 0 => {
+                Some(f.position.load(Ordering::Acquire))
             }
-        }
-        let Some(feed) = self.pending.take() else {
-            return Offer::Taken;
-        };
-        match tx.try_send(feed) {
-            Ok(()) => Offer::Taken,
-            Err(mpsc::error::TrySendError::Full(feed)) => {
-                self.pending = Some(feed);
-                Offer::Full
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Gone,
+            _ => self.start,
         }
     }
 
-    /// How the task ended, if it has.
-    pub fn ended(&self) -> Option<Result<RunSummary, RunError>> {
+    /// How the task ended, if it has; its feeder failing ends it with the
+    /// feeder's error.
+    pub fn ended(&mut self) -> Option<Result<RunSummary, RunError>> {
+        if self.feeder.as_ref().is_some_and(|f| f.thread.is_finished()) {
+            if let Some(Err(message)) = self.feeder.take().and_then(|f| f.thread.join().ok()) {
+                return Some(Err(RunError::Source {
+                    pipeline: self.name.clone(),
+                    source: crate::source::SourceError {
+                        source_name: format!("task {}", self.name),
+                        message,
+                    },
+                }));
+            }
+        }
         self.done.try_recv().ok()
     }
 
-    /// Starts stopping the task gracefully: it processes and delivers what
-    /// it was handed (not what waits in `pending`), then ends.
+    /// Starts stopping the task gracefully: its feeder stops after the
+    /// chunk in hand, and the task processes and delivers what it was
+    /// handed, then ends.
     pub fn close(&mut self) {
-        self.feed = None;
-        self.pending = None;
+        if let Some(feeder) = &self.feeder {
+            feeder.stop.store(true, Ordering::Release);
+        }
     }
 
     /// Waits for the task to end (see [`Running::close`]); returns how it
     /// ended.
-    pub fn wait(self) -> Result<RunSummary, RunError> {
+    pub fn wait(mut self) -> Result<RunSummary, RunError> {
+        if let Some(feeder) = self.feeder.take() {
+            let _ = feeder.thread.join();
+        }
         match self.done.recv() {
             Ok(outcome) => outcome,
             Err(_) => Err(RunError::Panic {
@@ -396,5 +414,11 @@ impl Running {
                 message: "the task ended without saying how".into(),
             }),
         }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.close();
     }
 }
