@@ -248,4 +248,56 @@ mod tests {
             resolve(true, tables).unwrap_or_else(|e| panic!("{tables}: {e}"));
         }
     }
+
+    /// A tenant's `ca_file` is a file of its own: a path outside its files
+    /// root (absolute, or up with `..`) is refused, one inside resolves
+    /// there.
+    #[cfg(all(feature = "elasticsearch", feature = "http-sink"))]
+    #[test]
+    fn a_tenants_ca_file_stays_inside_its_files_root() {
+        use crate::config::PipelineFile;
+        let dir = tempfile::tempdir().unwrap();
+        let files = dir.path().join("files");
+        std::fs::create_dir_all(&files).unwrap();
+        std::fs::write(files.join("ca.pem"), "").unwrap();
+        let files = files.canonicalize().unwrap();
+        let resolve = |sink: &str| -> Result<crate::config::PipelineSpec, String> {
+            let text = format!(
+                "name = \"p\"\nbatch_interval = \"1s\"\n[[sources]]\ntype = \"http\"\n\
+                 [[sinks]]\n{sink}\n"
+            );
+            let file = PipelineFile::parse(Path::new("p.toml"), text).map_err(|e| e.to_string())?;
+            let plugins =
+                |_: &str, _: Option<&str>| Err::<(PathBuf, String), _>("none".to_string());
+            let pins = BTreeMap::new();
+            let base = TenantBase {
+                tenant: "t",
+                files: files.clone(),
+                state: dir.path().join("state"),
+                dead_letters: dir.path().join("dead"),
+                plugins: &plugins,
+                pins: &pins,
+                allow_network: true,
+                resolved: Mutex::new(BTreeMap::new()),
+            };
+            file.resolve(&base).map_err(|e| e.to_string())
+        };
+        let sinks = [
+            "type = \"elasticsearch\"\nurl = \"https://h:9200\"\nindex = \"i\"",
+            "type = \"http\"\nurl = \"https://h/in\"",
+        ];
+        for sink in sinks {
+            for outside in ["/etc/ssl/certs/ca-certificates.crt", "../../../etc/passwd"] {
+                let err = resolve(&format!("{sink}\nca_file = \"{outside}\"")).expect_err(outside);
+                assert!(err.contains("`ca_file`"), "{sink} {outside}: {err}");
+            }
+            let spec = resolve(&format!("{sink}\nca_file = \"ca.pem\"")).unwrap();
+            let ca = match &spec.sinks[0].value {
+                SinkConfig::Elasticsearch(c) => c.ca_file.clone(),
+                SinkConfig::Http(c) => c.ca_file.clone(),
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(ca, Some(files.join("ca.pem")), "{sink}");
+        }
+    }
 }

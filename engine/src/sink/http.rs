@@ -61,7 +61,8 @@ pub struct HttpSinkConfig {
     #[serde(default)]
     pub give_up_after: Option<HumanDuration>,
     /// A PEM file of certificate authorities to trust for `https`, besides
-    /// the system's.
+    /// the system's; relative to the pipeline file (under `sluice serve`, a
+    /// path inside the tenant's files root).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// A user name for basic authentication.

@@ -255,8 +255,8 @@ impl SinkConfig {
         )
     }
 
-    /// Resolves the paths the sink names (a `directory` sink's folder)
-    /// with `resolve`.
+    /// Resolves the paths the sink names (a `directory` sink's folder, a
+    /// `ca_file`) with `resolve`.
     pub fn resolve_paths(
         &mut self,
         resolve: impl Fn(&Path) -> Result<PathBuf, String>,
@@ -264,6 +264,20 @@ impl SinkConfig {
         match self {
             SinkConfig::Directory(c) => {
                 c.path = resolve(&c.path).map_err(|m| format!("directory sink `path`: {m}"))?;
+            }
+            #[cfg(feature = "elasticsearch")]
+            SinkConfig::Elasticsearch(c) => {
+                if let Some(ca) = &c.ca_file {
+                    c.ca_file = Some(
+                        resolve(ca).map_err(|m| format!("elasticsearch sink `ca_file`: {m}"))?,
+                    );
+                }
+            }
+            #[cfg(feature = "http-sink")]
+            SinkConfig::Http(c) => {
+                if let Some(ca) = &c.ca_file {
+                    c.ca_file = Some(resolve(ca).map_err(|m| format!("http sink `ca_file`: {m}"))?);
+                }
             }
             #[cfg(feature = "mqtt")]
             SinkConfig::Mqtt(c) => c.resolve_paths(resolve)?,

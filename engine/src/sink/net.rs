@@ -27,7 +27,7 @@ pub struct Connection {
     /// read again at the next start). Default: retry until it answers.
     pub give_up_after: Option<HumanDuration>,
     /// A PEM file of extra certificate authorities to trust for `https`
-    /// (besides the system's), relative to where `sluice` runs.
+    /// (besides the system's), resolved against the pipeline file.
     pub ca_file: Option<PathBuf>,
     /// A user name for HTTP basic authentication (with `password_env`).
     pub username: Option<String>,

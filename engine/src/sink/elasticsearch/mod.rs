@@ -86,7 +86,8 @@ pub struct ElasticsearchConfig {
     #[serde(default)]
     pub give_up_after: Option<HumanDuration>,
     /// A PEM file of certificate authorities to trust for `https` nodes
-    /// besides the system's, relative to where `sluice` runs.
+    /// besides the system's, relative to the pipeline file (under `sluice
+    /// serve`, a path inside the tenant's files root).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// A user name for basic authentication.
