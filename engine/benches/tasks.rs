@@ -18,6 +18,10 @@
 //! - **native Rust**: one thread in this process reads the 4-partition topic
 //!   with the same client library and counts words in a hash map.
 //!
+//! A second table runs the same with `running-count`, whose totals are
+//! state: with tasks each checkpoint also writes the changed totals to the
+//! stage's changelog topic; one chain keeps them in its local file only.
+//!
 //! Word count is cheap per line: on a 2-core machine with the broker on it,
 //! the broker's delivery limits before the stages do. So a second table
 //! runs a CPU-bound pipeline, `kafka → misbehave (mode = "slow") → null`,
@@ -115,6 +119,19 @@ fn main() {
     print(
         format!(
             "kafka → word-split → word-count → null, {lines} lines of {WORDS_PER_LINE} words, one process"
+        ),
+        &runs,
+        lines,
+    );
+    let running_count = format!(
+        "[[stages]]\nname = \"split\"\nplugin = '{}'\n\n[[stages]]\nname = \"count\"\nplugin = '{}'\n",
+        guests.join("word_split.wasm").display(),
+        guests.join("running_count.wasm").display()
+    );
+    let runs = table("wc", &running_count, lines);
+    print(
+        format!(
+            "kafka → word-split → running-count (state; with tasks also its changelog) → null, {lines} lines"
         ),
         &runs,
         lines,
@@ -240,15 +257,20 @@ fn sluice(
     lines: u64,
     tasks: &str,
 ) -> Measured {
-    let group = format!("{topic}-{tasks}");
-    let dir = std::env::temp_dir().join(format!("sluice-{topic}-{tasks}"));
+    // Each run a group, a pipeline name (so changelog topics) and a folder
+    // of its own.
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let group = format!("{topic}-{tasks}-{n}");
+    let name = format!("tasks-bench-{n}");
+    let dir = std::env::temp_dir().join(format!("sluice-{topic}-{tasks}-{n}"));
     std::fs::create_dir_all(&dir).unwrap();
     let pipeline = dir.join("pipeline.toml");
     std::fs::write(
         &pipeline,
         format!(
             r#"
-name = "tasks-bench"
+name = "{name}"
 batch_interval = "100ms"
 tasks = "{tasks}"
 
@@ -333,10 +355,7 @@ type = "null"
     );
     if tasks == "per-partition" {
         for p in 0..partitions {
-            assert!(
-                log.contains(&format!("task tasks-bench.p{p} started")),
-                "{log}"
-            );
+            assert!(log.contains(&format!("task {name}.p{p} started")), "{log}");
         }
     }
     Measured {

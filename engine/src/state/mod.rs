@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use redb::{Database, ReadableDatabase, TableDefinition};
 
@@ -29,6 +29,25 @@ use redb::{Database, ReadableDatabase, TableDefinition};
 pub type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 const CHECKPOINT: TableDefinition<&str, &[u8]> = TableDefinition::new("checkpoint");
+
+/// Each changelogged table's position in its changelog: the offset after
+/// the last record the file holds (see [`Changelog`]).
+const CHANGELOG: TableDefinition<&str, i64> = TableDefinition::new("changelog");
+
+/// Where a store's checkpointed writes also go, table by table: a Kafka
+/// changelog topic per stateful stage, for a task's state to move with its
+/// partition (`tasks`). A checkpoint sends its writes and waits for them to
+/// be acknowledged before the file commits, so the changelog is never
+/// behind the file; the file records how far into each changelog it is.
+pub trait Changelog: Send + Sync {
+    /// Whether `table` has a changelog.
+    fn logs(&self, table: &str) -> bool;
+    /// Sends `writes` of `table` (a `None` value is a deletion).
+    fn send(&self, table: &str, writes: &Writes) -> Result<(), String>;
+    /// Waits until everything sent is acknowledged; returns, for each table
+    /// sent to so far, the offset after its last record.
+    fn flush(&self) -> Result<Vec<(String, i64)>, String>;
+}
 
 /// A state store that could not be opened, read or written.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -44,6 +63,7 @@ pub struct StateError {
 pub struct StateStore {
     db: Database,
     path: PathBuf,
+    changelog: OnceLock<Arc<dyn Changelog>>,
 }
 
 impl StateStore {
@@ -94,7 +114,68 @@ impl StateStore {
                 path.display()
             );
         }
-        Ok(Arc::new(StateStore { db, path }))
+        Ok(Arc::new(StateStore {
+            db,
+            path,
+            changelog: OnceLock::new(),
+        }))
+    }
+
+    /// Sends every later checkpoint's writes to `changelog` too (once; a
+    /// second call is ignored).
+    pub fn set_changelog(&self, changelog: Arc<dyn Changelog>) {
+        let _ = self.changelog.set(changelog);
+    }
+
+    /// How far into its changelog `table` is: the offset after the last
+    /// record the file holds (`None`: never restored nor logged).
+    pub fn changelog_position(&self, table: &str) -> Result<Option<i64>, StateError> {
+        let read = self.db.begin_read().map_err(|e| self.error("reading", e))?;
+        let positions = match read.open_table(CHANGELOG) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.error("reading the changelog positions", e)),
+        };
+        let at = positions
+            .get(table)
+            .map_err(|e| self.error("reading the changelog positions", e))?;
+        Ok(at.map(|v| v.value()))
+    }
+
+    /// Applies records read from `table`'s changelog (a `None` value is a
+    /// deletion) and records that the file is now at `next` in it, in one
+    /// transaction.
+    pub fn restore(
+        &self,
+        table: &str,
+        entries: &[(Vec<u8>, Option<Vec<u8>>)],
+        next: i64,
+    ) -> Result<(), StateError> {
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(|e| self.error("restoring", e))?;
+        {
+            let definition: TableDefinition<&[u8], &[u8]> = TableDefinition::new(table);
+            let mut rows = txn
+                .open_table(definition)
+                .map_err(|e| self.error("restoring", e))?;
+            for (key, value) in entries {
+                match value {
+                    Some(value) => rows.insert(key.as_slice(), value.as_slice()).map(drop),
+                    None => rows.remove(key.as_slice()).map(drop),
+                }
+                .map_err(|e| self.error("restoring", e))?;
+            }
+            let mut positions = txn
+                .open_table(CHANGELOG)
+                .map_err(|e| self.error("restoring", e))?;
+            positions
+                .insert(table, next)
+                .map_err(|e| self.error("restoring", e))?;
+        }
+        txn.commit()
+            .map_err(|e| self.error("committing a restore", e))
     }
 
     /// The file.
@@ -166,10 +247,39 @@ impl StateStore {
         writes: &[(Arc<StageState>, Writes)],
         checkpoint: &Checkpoint,
     ) -> Result<(), StateError> {
+        // The changelog first: a crash between the two leaves the changelog
+        // ahead of the file (restored again), never behind it.
+        let mut logged = Vec::new();
+        if let Some(changelog) = self.changelog.get() {
+            let mut sent = false;
+            for (stage, writes) in writes {
+                if !writes.is_empty() && changelog.logs(&stage.table) {
+                    changelog
+                        .send(&stage.table, writes)
+                        .map_err(|e| self.error("writing the changelog", e))?;
+                    sent = true;
+                }
+            }
+            if sent {
+                logged = changelog
+                    .flush()
+                    .map_err(|e| self.error("writing the changelog", e))?;
+            }
+        }
         let txn = self
             .db
             .begin_write()
             .map_err(|e| self.error("writing", e))?;
+        if !logged.is_empty() {
+            let mut positions = txn
+                .open_table(CHANGELOG)
+                .map_err(|e| self.error("writing the changelog positions", e))?;
+            for (table, next) in &logged {
+                positions
+                    .insert(table.as_str(), *next)
+                    .map_err(|e| self.error("writing the changelog positions", e))?;
+            }
+        }
         for (stage, writes) in writes {
             let definition: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&stage.table);
             let mut table = txn
@@ -332,7 +442,9 @@ impl std::fmt::Debug for StageState {
 /// thread.
 pub struct StageState {
     store: Arc<StateStore>,
-    table: String,
+    /// Its table in the store: `stage:<name>`, `window:<name>` or
+    /// `sink:<index>`.
+    pub table: String,
     /// Writes of batches that succeeded in this stage but are not yet
     /// checkpointed: key → (batch, value).
     pending: Mutex<HashMap<Vec<u8>, (u64, Option<Vec<u8>>)>>,
@@ -416,6 +528,91 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.as_bytes().to_vec(), v.map(|v| v.as_bytes().to_vec())))
             .collect()
+    }
+
+    /// A changelog in memory: what was sent, and whether sending fails.
+    #[derive(Default)]
+    struct Log {
+        sent: Mutex<Vec<(String, Vec<u8>, Option<Vec<u8>>)>>,
+        broken: std::sync::atomic::AtomicBool,
+    }
+
+    impl Changelog for Log {
+        fn logs(&self, table: &str) -> bool {
+            table.starts_with("stage:")
+        }
+        fn send(&self, table: &str, writes: &Writes) -> Result<(), String> {
+            if self.broken.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err("broker gone".into());
+            }
+            let mut sent = self.sent.lock().unwrap();
+            for (k, v) in writes {
+                sent.push((table.to_string(), k.clone(), v.clone()));
+            }
+            Ok(())
+        }
+        fn flush(&self) -> Result<Vec<(String, i64)>, String> {
+            let n = self.sent.lock().unwrap().len() as i64;
+            Ok(vec![("stage:count".to_string(), n)])
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_reaches_the_changelog_before_the_file_and_a_restore_applies_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path(), "p").unwrap();
+        let log = Arc::new(Log::default());
+        store.set_changelog(log.clone());
+        let count = StageState::new(store.clone(), "count");
+        let window = StageState::window(store.clone(), "count");
+        let checkpoint = Checkpoint::default();
+        store
+            .commit(
+                &[
+                    (count.clone(), writes(&[("a", Some("1")), ("b", None)])),
+                    (window.clone(), writes(&[("w", Some("x"))])),
+                ],
+                &checkpoint,
+            )
+            .unwrap();
+        // Only the changelogged table was sent, deletions as tombstones.
+        assert_eq!(
+            *log.sent.lock().unwrap(),
+            vec![
+                ("stage:count".into(), b"a".to_vec(), Some(b"1".to_vec())),
+                ("stage:count".into(), b"b".to_vec(), None),
+            ]
+        );
+        assert_eq!(store.changelog_position("stage:count").unwrap(), Some(2));
+        assert_eq!(store.changelog_position("window:count").unwrap(), None);
+
+        // The changelog failing fails the checkpoint: the file keeps the
+        // last one, so nothing is acknowledged that the changelog lacks.
+        log.broken.store(true, std::sync::atomic::Ordering::Relaxed);
+        let later = Checkpoint {
+            batch: 1,
+            ..Checkpoint::default()
+        };
+        let err = store
+            .commit(&[(count.clone(), writes(&[("a", Some("2"))]))], &later)
+            .unwrap_err();
+        assert!(err.message.contains("broker gone"), "{err:?}");
+        assert_eq!(store.checkpoint().unwrap(), Some(checkpoint));
+        assert_eq!(count.get(b"a").unwrap(), Some(b"1".to_vec()));
+
+        // A restore into a new machine's file applies the records in order.
+        let other = tempfile::tempdir().unwrap();
+        let fresh = StateStore::open(other.path(), "p").unwrap();
+        let records: Vec<(Vec<u8>, Option<Vec<u8>>)> = vec![
+            (b"a".to_vec(), Some(b"1".to_vec())),
+            (b"b".to_vec(), Some(b"5".to_vec())),
+            (b"b".to_vec(), None),
+        ];
+        fresh.restore("stage:count", &records, 3).unwrap();
+        let restored = StageState::new(fresh.clone(), "count");
+        assert_eq!(restored.get(b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(restored.get(b"b").unwrap(), None);
+        assert_eq!(fresh.changelog_position("stage:count").unwrap(), Some(3));
     }
 
     #[test]

@@ -519,7 +519,7 @@ impl Member {
         };
         match committed {
             Some(committed) if committed > checkpoint => {
-                if prepared.stateful {
+                if prepared.stateful && !prepared.changelogged {
                     tracing::warn!(
                         "{}: task {}: the group has committed {topic}[{partition}] up to \
                          {committed}, past its checkpoint at {checkpoint} (another process had \

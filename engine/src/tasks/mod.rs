@@ -16,6 +16,8 @@
 //! - `member`: the process's consumer: assignment, each task's feeder,
 //!   committing;
 //! - `task`: one task: built, started, stopped;
+//! - `changelog`: a stateful task's state in Kafka, written at each
+//!   checkpoint and restored where the task starts;
 //! - [`board`]: what status shows of the tasks;
 //! - `partitioned`: the pipeline as a whole, built and run.
 //!
@@ -24,6 +26,8 @@
 //! any pipeline.
 
 pub mod board;
+#[cfg(feature = "kafka")]
+mod changelog;
 #[cfg(feature = "kafka")]
 mod member;
 #[cfg(feature = "kafka")]

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use super::board::TaskBoard;
 use super::member::Member;
-use super::task::TaskContext;
+use super::task::{ChangelogSetup, TaskContext};
 use super::topology::Topology;
 use crate::config::PipelineSpec;
 use crate::kafka::client_config;
@@ -25,6 +25,8 @@ pub struct Partitioned {
     topology: Topology,
     host: Arc<PluginHost>,
     config: rdkafka::ClientConfig,
+    /// The changelogs' client settings: the source's brokers and options.
+    changelog_config: rdkafka::ClientConfig,
     who: String,
     board: Arc<TaskBoard>,
     metrics: Arc<PipelineMetrics>,
@@ -69,6 +71,7 @@ impl Partitioned {
             topology,
             host,
             config,
+            changelog_config: client_config(&source.brokers, &[], &source.options),
             who,
             board: Arc::new(TaskBoard::default()),
             metrics: PipelineMetrics::new(crate::pipeline::shape_of(spec)),
@@ -123,6 +126,10 @@ impl Partitioned {
             runtime: runtime.clone(),
             executor,
             metrics: self.metrics.clone(),
+            changelog: ChangelogSetup {
+                config: self.changelog_config,
+                ready: std::sync::OnceLock::new(),
+            },
         });
         let member = Member::new(cx, self.config, self.who, tenant, self.board, exactly_once);
         member.run(shutdown)?;

@@ -15,6 +15,7 @@ use std::thread::JoinHandle;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 
+use super::changelog;
 use super::topology::{Output, Topology};
 use crate::batch::Records;
 use crate::config::PipelineSpec;
@@ -57,6 +58,18 @@ pub struct TaskContext {
     pub executor: Executor,
     /// The figures every task adds to.
     pub metrics: Arc<PipelineMetrics>,
+    /// Where stateful tasks' changelogs are.
+    pub changelog: ChangelogSetup,
+}
+
+/// The changelogs of a pipeline's stateful tasks (see `changelog`).
+pub struct ChangelogSetup {
+    /// Settings for their producers and restore consumers: the source's
+    /// brokers and options.
+    pub config: rdkafka::ClientConfig,
+    /// Whether the topics exist (checked or made once per process, by the
+    /// first stateful task to start).
+    pub ready: std::sync::OnceLock<Result<(), String>>,
 }
 
 /// The source of a task: the messages the consumer routes to it. It
@@ -138,6 +151,8 @@ pub struct Prepared {
     pub start: Option<i64>,
     /// Whether a stage keeps state (in the task's state file).
     pub stateful: bool,
+    /// Whether that state has changelogs (then it was restored from them).
+    pub changelogged: bool,
 }
 
 /// The pipeline's file for one task: its name, its part's stages, a
@@ -182,6 +197,10 @@ pub fn prepare(
     if cancel.load(Ordering::Acquire) {
         return Err(cancelled(&spec));
     }
+    let changelogged = match &store {
+        Some(store) => changelogs(cx, &spec, &plugins, store, part, partition, cancel)?,
+        None => false,
+    };
     let start = match &store {
         Some(store) => store
             .checkpoint()
@@ -215,7 +234,80 @@ pub fn prepare(
         acked,
         start,
         stateful,
+        changelogged,
     })
+}
+
+/// Restores the task's stateful stages from their changelogs (making the
+/// topics first, once per process) and has `store` write to them from now
+/// on; false when no stage keeps state.
+fn changelogs(
+    cx: &TaskContext,
+    spec: &PipelineSpec,
+    plugins: &[Arc<crate::plugin::Plugin>],
+    store: &Arc<StateStore>,
+    part: usize,
+    partition: i32,
+    cancel: &AtomicBool,
+) -> Result<bool, BuildError> {
+    let stateful: Vec<String> = spec
+        .stages
+        .iter()
+        .zip(plugins)
+        .filter(|(_, p)| p.uses_state)
+        .map(|(s, _)| s.spec.name.clone())
+        .collect();
+    let windowed: Vec<String> = spec
+        .stages
+        .iter()
+        .filter(|s| s.spec.window.is_some())
+        .map(|s| s.spec.name.clone())
+        .collect();
+    let topics = changelog::topics(&cx.spec.name, &stateful, &windowed);
+    if topics.is_empty() {
+        return Ok(false);
+    }
+    let failed = |message: String| BuildError::State {
+        source: StateError {
+            path: store.path().to_path_buf(),
+            message,
+        },
+        file: spec.file.clone(),
+    };
+    let input = &cx.topology.parts[part].topic;
+    let setup = &cx.changelog;
+    setup
+        .ready
+        .get_or_init(|| changelog::ensure_topics(&setup.config, &cx.runtime, input, &topics))
+        .clone()
+        .map_err(failed)?;
+    for (table, topic) in &topics {
+        if cancel.load(Ordering::Acquire) {
+            return Err(cancelled(spec));
+        }
+        let started = std::time::Instant::now();
+        let restored = changelog::restore(&setup.config, store, table, topic, partition)
+            .map_err(|m| failed(format!("restoring from {topic}[{partition}]: {m}")))?;
+        if restored.records > 0 || restored.incremental {
+            tracing::info!(
+                "task {}: restored {} record(s) of `{table}` from {topic}[{partition}], offsets \
+                 {}..{} ({}), in {:.2} s",
+                spec.name,
+                restored.records,
+                restored.from,
+                restored.to,
+                if restored.incremental {
+                    "the tail after the local state"
+                } else {
+                    "from its start: no local state"
+                },
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let writer = changelog::TaskChangelog::new(&setup.config, partition, topics).map_err(failed)?;
+    store.set_changelog(Arc::new(writer));
+    Ok(true)
 }
 
 /// The error of a task whose partition went before it started.

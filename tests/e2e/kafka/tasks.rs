@@ -92,10 +92,12 @@ fn a_task_per_partition_keeps_each_partitions_running_totals_across_a_restart() 
     let lines = unique("lines");
     create_topic(&brokers, &lines, 4);
     let s = Scratch::new();
+    // A name of its own: its changelog topics are the broker's for good.
+    let name = unique("wc");
     s.write(
         "p.toml",
         &per_partition(
-            "wc",
+            &name,
             "state",
             &kafka_source(&brokers, &lines, &unique("group"), ""),
             "running_count",
@@ -114,7 +116,7 @@ fn a_task_per_partition_keeps_each_partitions_running_totals_across_a_restart() 
         let start = std::time::Instant::now();
         loop {
             let got: Vec<_> = (0..4)
-                .map(|p| running_totals(&out, &format!("wc.p{p}")))
+                .map(|p| running_totals(&out, &format!("{name}.p{p}")))
                 .collect();
             if got == want {
                 return;
@@ -134,8 +136,8 @@ fn a_task_per_partition_keeps_each_partitions_running_totals_across_a_restart() 
     stop(&mut child, &s.path("log-1"));
     let log = read(&s.path("log-1"));
     for p in 0..4 {
-        assert!(log.contains(&format!("task wc.p{p} started")), "{log}");
-        assert!(s.path(&format!("state/wc.p{p}.redb")).exists(), "{log}");
+        assert!(log.contains(&format!("task {name}.p{p} started")), "{log}");
+        assert!(s.path(&format!("state/{name}.p{p}.redb")).exists(), "{log}");
     }
     assert!(log.contains("1200 records in"), "{log}");
 
@@ -290,4 +292,124 @@ fn sigkill_of_one_process_and_the_other_takes_over_its_partitions_losing_nothing
     stop(&mut b, &log_b);
     let log = read(&log_b);
     assert!(log.contains("partitions assigned"), "{log}");
+}
+
+/// Waits until each of the `partitions` tasks of pipeline `name` has
+/// written, to `out`, running totals equal to the words of its partition's
+/// lines of `texts`.
+fn wait_totals(out: &Path, name: &str, texts: &[&str], partitions: u32, logs: &[PathBuf]) {
+    let all = texts.concat();
+    let want: Vec<BTreeMap<String, u64>> = (0..partitions)
+        .map(|p| count_words(&lines_of(&all, p, partitions)))
+        .collect();
+    let start = std::time::Instant::now();
+    loop {
+        let got: Vec<_> = (0..partitions)
+            .map(|p| running_totals(out, &format!("{name}.p{p}")))
+            .collect();
+        if got == want {
+            return;
+        }
+        if start.elapsed() > Duration::from_secs(90) {
+            let logs: Vec<String> = logs.iter().map(|l| read(l)).collect();
+            panic!(
+                "per-partition totals differ after 90 s\nexpected {want:?}\ngot {got:?}\n{}",
+                logs.join("\n----\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn state_moves_with_its_partition_through_the_changelog() {
+    let brokers = shared_broker();
+    let lines = unique("lines");
+    create_topic(&brokers, &lines, 2);
+    let s = Scratch::new();
+    let (name, group) = (unique("wc"), unique("group"));
+    for (file, state) in [("a.toml", "state-a"), ("b.toml", "state-b")] {
+        s.write(
+            file,
+            &per_partition(
+                &name,
+                state,
+                &kafka_source(&brokers, &lines, &group, ""),
+                "running_count",
+                "[[sinks]]\ntype = \"directory\"\npath = \"out\"\n",
+            ),
+        );
+    }
+    let out = s.path("out");
+    let texts: Vec<String> = (0..3).map(|i| sample_text(300, 150 + i)).collect();
+
+    // A counts the first part; its writes go to the changelog too.
+    produce(&brokers, &lines, &line_messages(&texts[0], 2));
+    let mut a = spawn_logged(&s, "a.toml", "log-a1");
+    wait_totals(&out, &name, &[&texts[0]], 2, &[s.path("log-a1")]);
+    stop(&mut a, &s.path("log-a1"));
+    let log = read(&s.path("log-a1"));
+    assert!(
+        log.contains(&format!(
+            "created changelog topic {name}-count-changelog (2 partitions, compacted)"
+        )),
+        "{log}"
+    );
+
+    // B, on a machine of its own (no local state), goes on from there: its
+    // totals include the first part, so its state came from the changelog.
+    produce(&brokers, &lines, &line_messages(&texts[1], 2));
+    let mut b = spawn_logged(&s, "b.toml", "log-b");
+    wait_totals(&out, &name, &[&texts[0], &texts[1]], 2, &[s.path("log-b")]);
+    stop(&mut b, &s.path("log-b"));
+    let log = read(&s.path("log-b"));
+    for p in 0..2 {
+        assert!(
+            log.contains(&format!("task {name}.p{p}: restored "))
+                && log.contains("(from its start: no local state)"),
+            "{log}"
+        );
+    }
+
+    // A again: its local state is a part behind; it restores only the
+    // changelog's tail after it, and the totals stay exact.
+    produce(&brokers, &lines, &line_messages(&texts[2], 2));
+    let mut a = spawn_logged(&s, "a.toml", "log-a2");
+    let parts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    wait_totals(&out, &name, &parts, 2, &[s.path("log-a2")]);
+    stop(&mut a, &s.path("log-a2"));
+    let log = read(&s.path("log-a2"));
+    assert!(log.contains("(the tail after the local state)"), "{log}");
+    assert!(!log.contains("its state lacks offsets"), "{log}");
+}
+
+#[test]
+fn a_changelog_topic_with_another_partition_count_is_refused_by_name() {
+    let brokers = shared_broker();
+    let lines = unique("lines");
+    create_topic(&brokers, &lines, 2);
+    let name = unique("wc");
+    create_topic(&brokers, &format!("{name}-count-changelog"), 3);
+    let s = Scratch::new();
+    s.write(
+        "p.toml",
+        &per_partition(
+            &name,
+            "state",
+            &kafka_source(&brokers, &lines, &unique("group"), ""),
+            "running_count",
+            "[[sinks]]\ntype = \"null\"\n",
+        ),
+    );
+    produce(&brokers, &lines, &line_messages("a b c\n", 2));
+    let mut child = spawn_logged(&s, "p.toml", "log");
+    let status = wait_deadline(&mut child, Duration::from_secs(90));
+    let log = read(&s.path("log"));
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains(&format!(
+            "changelog topic `{name}-count-changelog` has 3 partitions but the input topic `{lines}` has 2"
+        )),
+        "{log}"
+    );
 }

@@ -1,0 +1,357 @@
+//! State that moves with its partition: each stateful stage's checkpointed
+//! writes also go to a compacted Kafka topic, its **changelog**, in the
+//! partition of the task that wrote them; a process that gains a partition
+//! restores that task's state from the changelog before the task reads a
+//! record — from where its local file left off, or from the start when it
+//! has none (a new machine).
+//!
+//! - Topics: `<pipeline>-<stage>-changelog` for a stage's own state (its
+//!   plugin uses the `state` interface) and `<pipeline>-<stage>-window-changelog`
+//!   for the records a windowed stage holds. Created with the input topic's
+//!   partition count and `cleanup.policy = compact` when missing; one that
+//!   exists with another partition count is refused, naming both.
+//! - Writing: [`TaskChangelog`], the store's [`Changelog`]. A checkpoint
+//!   sends its writes (keys as the stage wrote them; a deletion as a
+//!   tombstone) and waits for the broker's acknowledgements before the
+//!   state file commits, and the file records the offset it reached.
+//! - Restoring: [`restore`], in a task's preparation.
+//!
+//! Under at-least-once a crash between the changelog and the file's commit
+//! leaves that batch's writes in the changelog while its input is read
+//! again: what the batch added is then counted twice, as the batch's output
+//! is (the at-least-once contract; Kafka Streams behaves the same).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::runtime::Handle;
+
+use crate::state::{Changelog, StateStore, Writes};
+
+/// Longest wait for the broker's acknowledgement of a checkpoint's writes,
+/// and for metadata.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Records applied to the state file per transaction while restoring.
+const RESTORE_CHUNK: usize = 10_000;
+
+/// The changelog topic of each changelogged table of a pipeline: table
+/// (`stage:<name>`, `window:<name>`) → topic.
+pub type Topics = BTreeMap<String, String>;
+
+/// The changelog topics of `pipeline` for `stateful` stages (those whose
+/// plugin keeps state) and `windowed` ones.
+pub fn topics(pipeline: &str, stateful: &[String], windowed: &[String]) -> Topics {
+    let mut topics = Topics::new();
+    for stage in stateful {
+        topics.insert(
+            format!("stage:{stage}"),
+            format!("{pipeline}-{stage}-changelog"),
+        );
+    }
+    for stage in windowed {
+        topics.insert(
+            format!("window:{stage}"),
+            format!("{pipeline}-{stage}-window-changelog"),
+        );
+    }
+    topics
+}
+
+/// Creates the missing changelog topics of `topics` with as many
+/// partitions as `input` has, compacted; an existing one with another
+/// partition count is an error naming both.
+pub fn ensure_topics(
+    config: &ClientConfig,
+    runtime: &Handle,
+    input: &str,
+    topics: &Topics,
+) -> Result<(), String> {
+    // A consumer's client, which never asks the broker to create a topic
+    // it looks up (a producer's does, with the broker's default partition
+    // count, where the broker allows it).
+    let lookup: BaseConsumer = config
+        .clone()
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .map_err(|e| format!("cannot create a client for the changelogs: {e}"))?;
+    let partitions = partition_count(lookup.client(), input)?
+        .ok_or_else(|| format!("the input topic `{input}` does not exist"))?;
+    let admin: AdminClient<DefaultClientContext> = config
+        .create()
+        .map_err(|e| format!("cannot create an admin client for the changelogs: {e}"))?;
+    for topic in topics.values() {
+        if let Some(existing) = partition_count(lookup.client(), topic)? {
+            check_count(topic, existing, input, partitions)?;
+            continue;
+        }
+        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1))
+            .set("cleanup.policy", "compact");
+        let created = runtime
+            .block_on(admin.create_topics([&new], &AdminOptions::new()))
+            .map_err(|e| format!("cannot create changelog topic `{topic}`: {e}"))?;
+        for result in created {
+            match result {
+                Ok(_) => tracing::info!(
+                    "created changelog topic {topic} ({partitions} partitions, compacted)"
+                ),
+                // Another task or process made it meanwhile.
+                Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
+                    if let Some(existing) = partition_count(lookup.client(), topic)? {
+                        check_count(topic, existing, input, partitions)?;
+                    }
+                }
+                Err((_, code)) => {
+                    return Err(format!("cannot create changelog topic `{topic}`: {code}"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_count(topic: &str, existing: i32, input: &str, partitions: i32) -> Result<(), String> {
+    if existing == partitions {
+        return Ok(());
+    }
+    Err(format!(
+        "changelog topic `{topic}` has {existing} partitions but the input topic `{input}` has \
+         {partitions}: a task's state lives in the changelog partition of its input partition, so \
+         they must match (delete the changelog topic, or give the pipeline another name)"
+    ))
+}
+
+/// The partition count of `topic`, `None` when it does not exist.
+fn partition_count<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+) -> Result<Option<i32>, String> {
+    let metadata = client
+        .fetch_metadata(Some(topic), WAIT)
+        .map_err(|e| format!("cannot read the metadata of topic `{topic}`: {e}"))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| t.partitions().len() as i32))
+}
+
+/// What the producer's acknowledgements tell: the offset after the last
+/// record acknowledged per topic, and the first failure.
+#[derive(Default)]
+pub struct Acks {
+    next: Mutex<HashMap<String, i64>>,
+    failed: Mutex<Option<String>>,
+}
+
+impl ClientContext for Acks {}
+
+impl ProducerContext for Acks {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(message) => {
+                let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+                let at = next.entry(message.topic().to_string()).or_insert(-1);
+                *at = (*at).max(message.offset() + 1);
+            }
+            Err((e, message)) => {
+                let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+                failed.get_or_insert_with(|| format!("{}: {e}", message.topic()));
+            }
+        }
+    }
+}
+
+/// A task's changelog writer: its partition of each changelog topic.
+pub struct TaskChangelog {
+    producer: BaseProducer<Acks>,
+    partition: i32,
+    topics: Topics,
+}
+
+impl TaskChangelog {
+    /// A writer to `partition` of `topics`.
+    pub fn new(config: &ClientConfig, partition: i32, topics: Topics) -> Result<Self, String> {
+        let producer = config
+            .clone()
+            // Every record acknowledged by all in-sync replicas, in order.
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .create_with_context(Acks::default())
+            .map_err(|e| format!("cannot create the changelog producer: {e}"))?;
+        Ok(TaskChangelog {
+            producer,
+            partition,
+            topics,
+        })
+    }
+}
+
+impl Changelog for TaskChangelog {
+    fn logs(&self, table: &str) -> bool {
+        self.topics.contains_key(table)
+    }
+
+    fn send(&self, table: &str, writes: &Writes) -> Result<(), String> {
+        let Some(topic) = self.topics.get(table) else {
+            return Ok(());
+        };
+        for (key, value) in writes {
+            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
+                .partition(self.partition)
+                .key(key.as_slice());
+            if let Some(value) = value {
+                record = record.payload(value.as_slice());
+            }
+            loop {
+                match self.producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(code), back))
+                        if code == rdkafka::types::RDKafkaErrorCode::QueueFull =>
+                    {
+                        self.producer.poll(Duration::from_millis(10));
+                        record = back;
+                    }
+                    Err((e, _)) => return Err(format!("{topic}: {e}")),
+                }
+            }
+        }
+        self.producer.poll(Duration::ZERO);
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<Vec<(String, i64)>, String> {
+        self.producer
+            .flush(WAIT)
+            .map_err(|e| format!("waiting for the broker's acknowledgements: {e}"))?;
+        let acks = self.producer.context();
+        if let Some(failed) = acks.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(failed);
+        }
+        let next = acks.next.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(self
+            .topics
+            .iter()
+            .filter_map(|(table, topic)| next.get(topic).map(|n| (table.clone(), *n)))
+            .collect())
+    }
+}
+
+/// What a restore did.
+pub struct Restored {
+    /// Records applied.
+    pub records: u64,
+    /// Where it started in the changelog, and the offset after its end.
+    pub from: i64,
+    pub to: i64,
+    /// Whether it started from the local file's position (else from the
+    /// changelog's start).
+    pub incremental: bool,
+}
+
+/// Brings `table` of `store` up to date from `partition` of its changelog
+/// `topic`: from the file's recorded position when it has one, else from
+/// the changelog's start, to the end the broker reports in its fetch
+/// answers (the partition's end-of-file event; not a `ListOffsets` asked
+/// beforehand, which the test broker answers with the last batch's first
+/// offset).
+pub fn restore(
+    config: &ClientConfig,
+    store: &StateStore,
+    table: &str,
+    topic: &str,
+    partition: i32,
+) -> Result<Restored, String> {
+    let consumer: BaseConsumer = config
+        .clone()
+        .set("group.id", "sluice-changelog-restore")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        // A local position past the changelog's end (the topic was deleted
+        // and made again) starts over from its beginning.
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .map_err(|e| format!("cannot create the restore consumer: {e}"))?;
+    let local = store.changelog_position(table).map_err(|e| e.to_string())?;
+    let mut at = TopicPartitionList::new();
+    at.add_partition_offset(
+        topic,
+        partition,
+        local.map_or(Offset::Beginning, Offset::Offset),
+    )
+    .map_err(|e| e.to_string())?;
+    consumer.assign(&at).map_err(|e| e.to_string())?;
+    let mut restored = Restored {
+        records: 0,
+        from: -1,
+        to: local.unwrap_or(0),
+        incremental: local.is_some(),
+    };
+    let mut chunk: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(RESTORE_CHUNK);
+    let mut quiet_since = Instant::now();
+    loop {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                quiet_since = Instant::now();
+                if restored.from < 0 {
+                    restored.from = message.offset();
+                    if local.is_some_and(|l| message.offset() < l) {
+                        // Reset to the start: the local position was past
+                        // the end.
+                        tracing::warn!(
+                            "{topic}[{partition}] ends before the local state's position {} (was \
+                             the topic deleted and made again?): restoring from its start over \
+                             the local state",
+                            local.unwrap_or(0)
+                        );
+                        restored.incremental = false;
+                    }
+                }
+                restored.to = message.offset() + 1;
+                let Some(key) = message.key() else { continue };
+                chunk.push((key.to_vec(), message.payload().map(<[u8]>::to_vec)));
+                if chunk.len() >= RESTORE_CHUNK {
+                    store
+                        .restore(table, &chunk, restored.to)
+                        .map_err(|e| e.to_string())?;
+                    restored.records += chunk.len() as u64;
+                    chunk.clear();
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => return Err(format!("reading {topic}[{partition}]: {e}")),
+            None if quiet_since.elapsed() > WAIT => {
+                return Err(format!(
+                    "{topic}[{partition}] gave nothing for {} s after offset {}",
+                    WAIT.as_secs(),
+                    restored.to
+                ));
+            }
+            None => {}
+        }
+    }
+    if restored.from < 0 {
+        restored.from = restored.to;
+    }
+    if !chunk.is_empty() || local.is_none() {
+        restored.records += chunk.len() as u64;
+        store
+            .restore(table, &chunk, restored.to)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(restored)
+}
