@@ -108,29 +108,8 @@ fn a_task_per_partition_keeps_each_partitions_running_totals_across_a_restart() 
     // each word over all four, a task per partition counts its own.
     let first = sample_text(1200, 71);
     produce(&brokers, &lines, &line_messages(&first, 4));
-    let expected = |text: &str, p: u32| count_words(&lines_of(text, p, 4));
     let out = s.path("out");
-    let wait_exact = |texts: &[&str], logs: &[PathBuf]| {
-        let want: Vec<BTreeMap<String, u64>> =
-            (0..4).map(|p| expected(&texts.concat(), p)).collect();
-        let start = std::time::Instant::now();
-        loop {
-            let got: Vec<_> = (0..4)
-                .map(|p| running_totals(&out, &format!("{name}.p{p}")))
-                .collect();
-            if got == want {
-                return;
-            }
-            if start.elapsed() > Duration::from_secs(90) {
-                let logs: Vec<String> = logs.iter().map(|l| read(l)).collect();
-                panic!(
-                    "per-partition totals differ after 90 s\nexpected {want:?}\ngot {got:?}\n{}",
-                    logs.join("\n----\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
+    let wait_exact = |texts: &[&str], logs: &[PathBuf]| wait_totals(&out, &name, texts, 4, logs);
     let mut child = spawn_logged(&s, "p.toml", "log-1");
     wait_exact(&[&first], &[s.path("log-1")]);
     stop(&mut child, &s.path("log-1"));
