@@ -355,3 +355,33 @@ pub fn restore(
     }
     Ok(restored)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stages_state_and_its_windows_records_have_topics_of_their_own() {
+        let topics = topics("wc", &["count".into()], &["count".into(), "avg".into()]);
+        let expected: Topics = [
+            ("stage:count", "wc-count-changelog"),
+            ("window:count", "wc-count-window-changelog"),
+            ("window:avg", "wc-avg-window-changelog"),
+        ]
+        .into_iter()
+        .map(|(t, n)| (t.to_string(), n.to_string()))
+        .collect();
+        assert_eq!(topics, expected);
+        // The tables named as the store names them.
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::state::StateStore::open(dir.path(), "p").unwrap();
+        assert_eq!(
+            crate::state::StageState::window(store.clone(), "avg").table,
+            "window:avg"
+        );
+        assert_eq!(
+            crate::state::StageState::new(store, "count").table,
+            "stage:count"
+        );
+    }
+}

@@ -154,9 +154,15 @@ fn shared_wordcount(
     )
 }
 
-/// Starts A and B, processes of one pipeline on one topic of 4
-/// partitions, and waits until they hold 2 tasks each.
-fn two_processes(s: &Scratch, brokers: &str, lines: &str, counts: &str) -> (Child, Child) {
+/// Makes a topic of 4 partitions for lines and one for counts, starts a
+/// reader of the counts, then A and B, processes of one pipeline on them,
+/// and waits until they hold 2 tasks each. Returns the lines' topic.
+fn two_processes(s: &Scratch, brokers: &str) -> (String, Reader, Child, Child) {
+    let (lines, counts) = (unique("lines"), unique("counts"));
+    create_topic(brokers, &lines, 4);
+    create_topic(brokers, &counts, 1);
+    let reader = Reader::start(brokers, &counts);
+    let (lines, counts) = (lines.as_str(), counts.as_str());
     let group = unique("group");
     s.write(
         "a.toml",
@@ -182,18 +188,14 @@ fn two_processes(s: &Scratch, brokers: &str, lines: &str, counts: &str) -> (Chil
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    (a, b)
+    (lines.to_string(), reader, a, b)
 }
 
 #[test]
 fn two_processes_split_the_partitions_and_count_every_line_once() {
     let brokers = shared_broker();
-    let (lines, counts) = (unique("lines"), unique("counts"));
-    create_topic(&brokers, &lines, 4);
-    create_topic(&brokers, &counts, 1);
     let s = Scratch::new();
-    let reader = Reader::start(&brokers, &counts);
-    let (mut a, mut b) = two_processes(&s, &brokers, &lines, &counts);
+    let (lines, reader, mut a, mut b) = two_processes(&s, &brokers);
     let (log_a, log_b) = (s.path("log-a"), s.path("log-b"));
 
     let text = sample_text(2000, 81);
@@ -218,12 +220,8 @@ fn two_processes_split_the_partitions_and_count_every_line_once() {
 #[test]
 fn sigkill_of_one_process_and_the_other_takes_over_its_partitions_losing_nothing() {
     let brokers = shared_broker();
-    let (lines, counts) = (unique("lines"), unique("counts"));
-    create_topic(&brokers, &lines, 4);
-    create_topic(&brokers, &counts, 1);
     let s = Scratch::new();
-    let reader = Reader::start(&brokers, &counts);
-    let (mut a, mut b) = two_processes(&s, &brokers, &lines, &counts);
+    let (lines, reader, mut a, mut b) = two_processes(&s, &brokers);
     let (log_a, log_b) = (s.path("log-a"), s.path("log-b"));
 
     // Part one is counted in full, so its offsets are committed.
