@@ -359,8 +359,8 @@ impl PipelineFile {
     }
 
     /// What `tasks = "per-partition"` and `partition_by` need: one Kafka
-    /// source of one topic (tasks are its partitions). `partition_by` and
-    /// exactly-once delivery with tasks are refused until they are built.
+    /// source of one topic (tasks are its partitions). Exactly-once
+    /// delivery with tasks is refused until it is built.
     fn validate_tasks(&self) -> Result<(), ConfigError> {
         let c = &self.config;
         let per_partition = *c.tasks.get_ref() == Tasks::PerPartition;
@@ -381,19 +381,6 @@ impl PipelineFile {
             return Ok(());
         }
         let (tasks_line, _) = self.line_column(c.tasks.span());
-        if let Some(by) = c
-            .stages
-            .iter()
-            .find_map(|s| s.get_ref().partition_by.as_ref())
-        {
-            return Err(self.error_at(
-                by.span(),
-                format!(
-                    "`partition_by` with `tasks = \"per-partition\"` (line {tasks_line}) is not \
-                     built yet: a keyed stage sees the records of its task's partition only"
-                ),
-            ));
-        }
         if *c.delivery.get_ref() == Delivery::ExactlyOnce {
             return Err(self.error_at(
                 c.delivery.span(),

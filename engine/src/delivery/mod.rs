@@ -91,6 +91,9 @@ pub struct Delivery {
     last_id: u64,
     /// Where sink records and checkpoints are counted.
     metrics: Option<Arc<PipelineMetrics>>,
+    /// Whether the sinks are the pipeline's (counted as its sinks), not
+    /// the engine's own (a task's repartition topic).
+    sink_figures: bool,
 }
 
 impl Delivery {
@@ -135,12 +138,20 @@ impl Delivery {
             output_batches: 0,
             last_id: 0,
             metrics: None,
+            sink_figures: true,
         })
     }
 
     /// Counts what the sinks take and the checkpoints in `metrics`.
     pub fn observed(mut self, metrics: Arc<PipelineMetrics>) -> Self {
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// Leaves the sinks' writes out of the figures: they are the engine's
+    /// own (a task writing to a repartition topic), not the pipeline's.
+    pub fn without_sink_figures(mut self) -> Self {
+        self.sink_figures = false;
         self
     }
 
@@ -190,7 +201,8 @@ impl Delivery {
         if has_output {
             for (index, sink) in self.sinks.iter_mut().enumerate() {
                 sink.write(meta, &batch.records).map_err(sink_error)?;
-                if let Some(series) = self.metrics.as_ref().and_then(|m| m.sinks.get(index)) {
+                let metrics = self.metrics.as_ref().filter(|_| self.sink_figures);
+                if let Some(series) = metrics.and_then(|m| m.sinks.get(index)) {
                     SinkWrote {
                         sink: series,
                         records: batch.records.len(),

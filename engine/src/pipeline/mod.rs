@@ -222,12 +222,14 @@ fn stages_with(
     metrics: Option<&PipelineMetrics>,
 ) -> Result<Vec<Stage>, BuildError> {
     let mut stages = Vec::with_capacity(spec.stages.len());
-    for (index, (stage, plugin)) in spec.stages.iter().zip(plugins).enumerate() {
+    for (stage, plugin) in spec.stages.iter().zip(plugins) {
         let s = &stage.spec;
         let telemetry = match metrics {
+            // By name: a task runs a part of the pipeline's stages.
             Some(m) => m
                 .stages
-                .get(index)
+                .iter()
+                .find(|series| *series.name == *s.name)
                 .cloned()
                 .unwrap_or_else(|| StageSeries::detached(&spec.name, &s.name)),
             None => StageSeries::detached(&spec.name, &s.name),
@@ -419,6 +421,13 @@ impl Pipeline {
             metrics,
             exactly_once: spec.exactly_once(),
         })
+    }
+
+    /// Leaves its sinks out of the figures: they are the engine's own (a
+    /// task's repartition topic), not the pipeline's.
+    pub fn without_sink_figures(mut self) -> Self {
+        self.delivery = self.delivery.without_sink_figures();
+        self
     }
 
     /// Its stages, for hot reload and the control endpoint.

@@ -162,6 +162,7 @@ impl KafkaSinkConfig {
             config,
             topic: self.topic.clone(),
             topic_header: self.topic_header.clone(),
+            partitioner: None,
             who: who.clone(),
             transactions,
         };
@@ -175,12 +176,17 @@ impl KafkaSinkConfig {
     }
 }
 
+/// Picks each record's partition (the engine's repartition topics); without
+/// one the producer's partitioner does.
+pub type Partitioner = Box<dyn Fn(&RecordRef<'_>) -> i32 + Send + Sync>;
+
 /// The running Kafka sink.
 pub struct KafkaSink {
     producer: Option<BaseProducer<SinkContext>>,
     config: rdkafka::ClientConfig,
     topic: Option<String>,
     topic_header: Option<String>,
+    partitioner: Option<Partitioner>,
     who: String,
     /// Exactly-once delivery: each batch is a transaction.
     transactions: Option<Transactions>,
@@ -229,6 +235,12 @@ impl ProducerContext for SinkContext {
 }
 
 impl KafkaSink {
+    /// Sends each record to the partition `partitioner` picks.
+    pub fn partitioned(mut self, partitioner: Partitioner) -> Self {
+        self.partitioner = Some(partitioner);
+        self
+    }
+
     fn producer(&self) -> Result<BaseProducer<SinkContext>, String> {
         let producer: BaseProducer<SinkContext> = self
             .config
@@ -431,6 +443,9 @@ impl KafkaSink {
             }
             if let Some(key) = record.key() {
                 message = message.key(key);
+            }
+            if let Some(partitioner) = &self.partitioner {
+                message = message.partition(partitioner(&record));
             }
             loop {
                 match producer.send(message) {

@@ -38,7 +38,7 @@ pub use format::Format;
 #[cfg(feature = "http-sink")]
 pub use http::{HttpSink, HttpSinkConfig};
 #[cfg(feature = "kafka")]
-pub use kafka::{KafkaSink, KafkaSinkConfig};
+pub use kafka::{KafkaSink, KafkaSinkConfig, Partitioner};
 #[cfg(feature = "object-store")]
 pub use object_store::{ObjectStoreConfig, ObjectStoreSink};
 

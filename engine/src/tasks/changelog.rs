@@ -9,7 +9,8 @@
 //!   plugin uses the `state` interface) and `<pipeline>-<stage>-window-changelog`
 //!   for the records a windowed stage holds. Created with the input topic's
 //!   partition count and `cleanup.policy = compact` when missing; one that
-//!   exists with another partition count is refused, naming both.
+//!   exists with another partition count is refused, naming both
+//!   (`topics`).
 //! - Writing: [`TaskChangelog`], the store's [`Changelog`]. A checkpoint
 //!   sends its writes (keys as the stage wrote them; a deletion as a
 //!   tombstone) and waits for the broker's acknowledgements before the
@@ -26,14 +27,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::runtime::Handle;
 
 use crate::state::{Changelog, StateStore, Writes};
 
@@ -65,85 +64,6 @@ pub fn topics(pipeline: &str, stateful: &[String], windowed: &[String]) -> Topic
         );
     }
     topics
-}
-
-/// Creates the missing changelog topics of `topics` with as many
-/// partitions as `input` has, compacted; an existing one with another
-/// partition count is an error naming both.
-pub fn ensure_topics(
-    config: &ClientConfig,
-    runtime: &Handle,
-    input: &str,
-    topics: &Topics,
-) -> Result<(), String> {
-    // A consumer's client, which never asks the broker to create a topic
-    // it looks up (a producer's does, with the broker's default partition
-    // count, where the broker allows it).
-    let lookup: BaseConsumer = config
-        .clone()
-        .set("allow.auto.create.topics", "false")
-        .create()
-        .map_err(|e| format!("cannot create a client for the changelogs: {e}"))?;
-    let partitions = partition_count(lookup.client(), input)?
-        .ok_or_else(|| format!("the input topic `{input}` does not exist"))?;
-    let admin: AdminClient<DefaultClientContext> = config
-        .create()
-        .map_err(|e| format!("cannot create an admin client for the changelogs: {e}"))?;
-    for topic in topics.values() {
-        if let Some(existing) = partition_count(lookup.client(), topic)? {
-            check_count(topic, existing, input, partitions)?;
-            continue;
-        }
-        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1))
-            .set("cleanup.policy", "compact");
-        let created = runtime
-            .block_on(admin.create_topics([&new], &AdminOptions::new()))
-            .map_err(|e| format!("cannot create changelog topic `{topic}`: {e}"))?;
-        for result in created {
-            match result {
-                Ok(_) => tracing::info!(
-                    "created changelog topic {topic} ({partitions} partitions, compacted)"
-                ),
-                // Another task or process made it meanwhile.
-                Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
-                    if let Some(existing) = partition_count(lookup.client(), topic)? {
-                        check_count(topic, existing, input, partitions)?;
-                    }
-                }
-                Err((_, code)) => {
-                    return Err(format!("cannot create changelog topic `{topic}`: {code}"));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn check_count(topic: &str, existing: i32, input: &str, partitions: i32) -> Result<(), String> {
-    if existing == partitions {
-        return Ok(());
-    }
-    Err(format!(
-        "changelog topic `{topic}` has {existing} partitions but the input topic `{input}` has \
-         {partitions}: a task's state lives in the changelog partition of its input partition, so \
-         they must match (delete the changelog topic, or give the pipeline another name)"
-    ))
-}
-
-/// The partition count of `topic`, `None` when it does not exist.
-fn partition_count<C: ClientContext>(
-    client: &rdkafka::client::Client<C>,
-    topic: &str,
-) -> Result<Option<i32>, String> {
-    let metadata = client
-        .fetch_metadata(Some(topic), WAIT)
-        .map_err(|e| format!("cannot read the metadata of topic `{topic}`: {e}"))?;
-    Ok(metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
-        .map(|t| t.partitions().len() as i32))
 }
 
 /// What the producer's acknowledgements tell: the offset after the last

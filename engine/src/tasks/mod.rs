@@ -18,6 +18,7 @@
 //! - `task`: one task: built, started, stopped;
 //! - `changelog`: a stateful task's state in Kafka, written at each
 //!   checkpoint and restored where the task starts;
+//! - `topics`: the changelog and repartition topics, made or checked;
 //! - [`board`]: what status shows of the tasks;
 //! - `partitioned`: the pipeline as a whole, built and run.
 //!
@@ -34,6 +35,8 @@ mod member;
 mod partitioned;
 #[cfg(feature = "kafka")]
 mod task;
+#[cfg(feature = "kafka")]
+mod topics;
 #[cfg(feature = "kafka")]
 pub mod topology;
 

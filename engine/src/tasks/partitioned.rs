@@ -10,12 +10,13 @@ use tokio::sync::watch;
 use super::board::TaskBoard;
 use super::member::Member;
 use super::task::{ChangelogSetup, TaskContext};
-use super::topology::Topology;
+use super::topics::{self, Kind};
+use super::topology::{Output, Topology};
 use crate::config::PipelineSpec;
 use crate::kafka::client_config;
 use crate::pipeline::{BuildError, RunError, RunSummary, check_stages};
 use crate::plugin::PluginHost;
-use crate::source::SourceConfig;
+use crate::source::{SourceConfig, SourceError};
 use crate::supervisor::Executor;
 use crate::telemetry::PipelineMetrics;
 
@@ -119,6 +120,8 @@ impl Partitioned {
             if self.spec.exactly_once() { "exactly-once" } else { "at-least-once" },
         );
         let exactly_once = self.spec.exactly_once();
+        let partitions = self.repartition_topics(runtime)?;
+        let parts = self.topology.parts.len();
         let cx = Arc::new(TaskContext {
             spec: self.spec.clone(),
             topology: self.topology,
@@ -128,8 +131,9 @@ impl Partitioned {
             metrics: self.metrics.clone(),
             changelog: ChangelogSetup {
                 config: self.changelog_config,
-                ready: std::sync::OnceLock::new(),
+                ready: (0..parts).map(|_| std::sync::OnceLock::new()).collect(),
             },
+            partitions,
         });
         let member = Member::new(cx, self.config, self.who, tenant, self.board, exactly_once);
         member.run(shutdown)?;
@@ -142,6 +146,40 @@ impl Partitioned {
         Ok(RunSummary {
             pipeline: self.spec.name,
             totals,
+        })
+    }
+
+    /// Makes (or checks) the repartition topics, before the consumer
+    /// subscribes to them; returns their partition count, the input's
+    /// (`None` for a pipeline without `partition_by`).
+    fn repartition_topics(&self, runtime: &Handle) -> Result<Option<i32>, RunError> {
+        let topics: Vec<String> = self
+            .topology
+            .parts
+            .iter()
+            .filter_map(|p| match &p.output {
+                Output::Repartition { topic, .. } => Some(topic.clone()),
+                Output::Sinks => None,
+            })
+            .collect();
+        if topics.is_empty() {
+            return Ok(None);
+        }
+        let input = &self.topology.parts[0].topic;
+        topics::ensure(
+            &self.changelog_config,
+            runtime,
+            input,
+            Kind::Repartition,
+            &topics,
+        )
+        .map(Some)
+        .map_err(|message| RunError::Source {
+            pipeline: self.spec.name.clone(),
+            source: SourceError {
+                source_name: self.who.clone(),
+                message,
+            },
         })
     }
 }

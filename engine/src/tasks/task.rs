@@ -16,15 +16,17 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 
 use super::changelog;
-use super::topology::{Output, Topology};
+use super::topics::{self, Kind};
+use super::topology::{Output, Topology, partition_of};
 use crate::batch::Records;
 use crate::config::PipelineSpec;
 use crate::pipeline::{
     BuildError, Pipeline, PooledRun, RunError, RunSummary, build_stages_in, load_plugins,
 };
 use crate::plugin::PluginHost;
+use crate::sink::KafkaSinkConfig;
 use crate::sink::{Sink, SinkContext};
-use crate::source::{Emitter, Source, SourceTask};
+use crate::source::{Emitter, Source, SourceConfig, SourceTask};
 use crate::stage::DeadLetter;
 use crate::state::{StateError, StateStore};
 use crate::supervisor::Executor;
@@ -60,6 +62,9 @@ pub struct TaskContext {
     pub metrics: Arc<PipelineMetrics>,
     /// Where stateful tasks' changelogs are.
     pub changelog: ChangelogSetup,
+    /// The input's partition count, which every repartition topic has
+    /// (known when the pipeline has any: they are made before it starts).
+    pub partitions: Option<i32>,
 }
 
 /// The changelogs of a pipeline's stateful tasks (see `changelog`).
@@ -67,9 +72,9 @@ pub struct ChangelogSetup {
     /// Settings for their producers and restore consumers: the source's
     /// brokers and options.
     pub config: rdkafka::ClientConfig,
-    /// Whether the topics exist (checked or made once per process, by the
-    /// first stateful task to start).
-    pub ready: std::sync::OnceLock<Result<(), String>>,
+    /// Per part, whether its topics exist (checked or made once per
+    /// process, by the part's first stateful task to start).
+    pub ready: Vec<std::sync::OnceLock<Result<(), String>>>,
 }
 
 /// The source of a task: the messages the consumer routes to it. It
@@ -219,7 +224,7 @@ pub fn prepare(
         acked: acked.clone(),
     });
     let sinks = sinks(cx, &spec, part)?;
-    let pipeline = Pipeline::assemble(
+    let mut pipeline = Pipeline::assemble(
         &spec,
         stages,
         vec![source],
@@ -227,6 +232,9 @@ pub fn prepare(
         store,
         cx.metrics.clone(),
     )?;
+    if cx.topology.parts[part].output != Output::Sinks {
+        pipeline = pipeline.without_sink_figures();
+    }
     Ok(Prepared {
         name: spec.name.clone(),
         pipeline,
@@ -276,9 +284,17 @@ fn changelogs(
     };
     let input = &cx.topology.parts[part].topic;
     let setup = &cx.changelog;
-    setup
-        .ready
-        .get_or_init(|| changelog::ensure_topics(&setup.config, &cx.runtime, input, &topics))
+    setup.ready[part]
+        .get_or_init(|| {
+            topics::ensure(
+                &setup.config,
+                &cx.runtime,
+                input,
+                Kind::Changelog,
+                topics.values(),
+            )
+            .map(|_| ())
+        })
         .clone()
         .map_err(failed)?;
     for (table, topic) in &topics {
@@ -349,8 +365,29 @@ fn sinks(
                 error,
                 file: spec.file.clone(),
             }),
-        Output::Repartition { .. } => {
-            unreachable!("`partition_by` with tasks is refused by the config checks")
+        Output::Repartition { topic, by } => {
+            let Some(SourceConfig::Kafka(source)) = cx.spec.sources.first().map(|s| &s.value)
+            else {
+                unreachable!("a per-partition pipeline reads one Kafka source (config checks)");
+            };
+            let partitions = cx
+                .partitions
+                .expect("repartition topics are made before any task starts");
+            let config = KafkaSinkConfig {
+                brokers: source.brokers.clone(),
+                topic: Some(topic.clone()),
+                topic_header: None,
+                options: source.options.clone(),
+            };
+            let by = *by;
+            let sink = config
+                .build(&spec.name, 0, spec.exactly_once())
+                .map_err(|error| BuildError::Sink {
+                    error,
+                    file: spec.file.clone(),
+                })?
+                .partitioned(Box::new(move |record| partition_of(by, record, partitions)));
+            Ok(vec![Box::new(sink)])
         }
     }
 }

@@ -9,12 +9,15 @@
 //! input's partition count, so partition `n` of each part is co-partitioned
 //! with partition `n` of the input.
 //!
-//! Not here: running tasks (`member`, `task`). `partition_by` is parsed
-//! and split here, but the config checks refuse it until repartitioning is
-//! built.
+//! A record's partition of a repartition topic is what Kafka's own clients
+//! pick for a key ([`partition_of`]), so a topic keyed by words that a
+//! Java or librdkafka producer wrote is co-partitioned with Sluice's.
+//!
+//! Not here: running tasks (`member`, `task`).
 
 use std::ops::Range;
 
+use crate::batch::RecordRef;
 use crate::config::PipelineSpec;
 use crate::source::SourceConfig;
 use crate::stage::PartitionBy;
@@ -115,6 +118,44 @@ impl Topology {
     }
 }
 
+/// The partition, of `partitions`, that `record` goes to when grouped
+/// `by` its key or value: Kafka's default partitioner for keyed records
+/// (the Java client's murmur2 of the bytes, made positive, modulo the
+/// count), so every producer sends a key to the same partition. Records
+/// without a key, grouped by key, all go to the partition of the empty key.
+pub fn partition_of(by: PartitionBy, record: &RecordRef<'_>, partitions: i32) -> i32 {
+    let bytes = match by {
+        PartitionBy::Key => record.key().unwrap_or_default(),
+        PartitionBy::Value => record.value(),
+    };
+    (murmur2(bytes) & 0x7fff_ffff) as i32 % partitions.max(1)
+}
+
+/// MurmurHash2 with the seed and tail handling of Kafka's Java client
+/// (`Utils.murmur2`), which librdkafka's `murmur2` partitioner matches.
+fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let mut words = data.chunks_exact(4);
+    for word in &mut words {
+        let mut k = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
+    }
+    let tail = words.remainder();
+    if !tail.is_empty() {
+        for (i, byte) in tail.iter().enumerate() {
+            h ^= u32::from(*byte) << (8 * i);
+        }
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^ (h >> 15)
+}
+
 /// The compacted topic a stage's state is mirrored to.
 pub fn changelog_topic(pipeline: &str, stage: &str) -> String {
     format!("{pipeline}-{stage}-changelog")
@@ -131,8 +172,7 @@ mod tests {
     use crate::config::{FolderBase, PipelineFile};
     use std::path::Path;
 
-    /// `spec(stages)` with `partition_by = by` on stage `at` (the config
-    /// checks refuse it in a file until repartitioning is built).
+    /// `spec(stages)` with `partition_by = by` on stage `at`.
     fn partitioned(stages: &str, at: usize, by: PartitionBy) -> PipelineSpec {
         let mut spec = spec(stages);
         spec.stages[at].spec.partition_by = Some(by);
@@ -205,5 +245,45 @@ mod tests {
         ));
         assert_eq!(t.parts[0].stages, 0..0);
         assert_eq!(t.parts[1].stages, 0..1);
+    }
+
+    #[test]
+    fn murmur2_matches_the_java_clients_values() {
+        // The Java client's hashes, as librdkafka's own unit test lists them.
+        for (bytes, hash) in [
+            (&b"kafka"[..], 0xd067_cf64_u32),
+            (b"giberish123456789", 0x8f55_2b0c),
+            (b"1234", 0x9fc9_7b14),
+            (b"234", 0xe7c0_09ca),
+            (b"34", 0x8739_30da),
+            (b"4", 0x5a4b_5ca1),
+            (b"PreAmbleWillBeRemoved,ThePrePartThatIs", 0x7842_4f1c),
+            (b"", 0x106e_08d9),
+        ] {
+            assert_eq!(murmur2(bytes), hash, "{}", String::from_utf8_lossy(bytes));
+        }
+    }
+
+    #[test]
+    fn a_key_or_value_always_goes_to_the_same_partition() {
+        let mut records = crate::batch::Records::default();
+        records.push(Some(b"k1"), b"apple", 0, &[]);
+        records.push(Some(b"k2"), b"apple", 0, &[]);
+        records.push(None, b"pear", 0, &[]);
+        let (a, b, c) = (records.get(0), records.get(1), records.get(2));
+        for n in [1, 4, 6, 7] {
+            let by_value = partition_of(PartitionBy::Value, &a, n);
+            assert!((0..n).contains(&by_value));
+            assert_eq!(by_value, partition_of(PartitionBy::Value, &b, n));
+            // No key: the partition of the empty key.
+            assert_eq!(
+                partition_of(PartitionBy::Key, &c, n),
+                (0x106e_08d9 & 0x7fff_ffff) % n
+            );
+        }
+        assert_eq!(
+            partition_of(PartitionBy::Key, &a, 6),
+            (murmur2(b"k1") & 0x7fff_ffff) as i32 % 6
+        );
     }
 }

@@ -390,3 +390,166 @@ fn a_changelog_topic_with_another_partition_count_is_refused_by_name() {
         "{log}"
     );
 }
+
+/// Each word's highest running total in `messages` (running-count's
+/// output: key = the word, value = its total).
+fn highest_totals(messages: &[Value]) -> BTreeMap<String, u64> {
+    let mut totals = BTreeMap::new();
+    for m in messages {
+        let word = m["key"].as_str().unwrap().to_string();
+        let n: u64 = m["value"].as_str().unwrap().parse().unwrap();
+        let at = totals.entry(word).or_insert(0);
+        *at = (*at).max(n);
+    }
+    totals
+}
+
+/// Waits until the highest running totals in `reader` are `expected`,
+/// failing with the logs if they are not after 90 s.
+fn wait_highest(reader: &Reader, expected: &BTreeMap<String, u64>, logs: &[PathBuf]) {
+    let start = std::time::Instant::now();
+    loop {
+        let got = highest_totals(&reader.messages());
+        if &got == expected {
+            return;
+        }
+        if start.elapsed() > Duration::from_secs(90) {
+            let logs: Vec<String> = logs.iter().map(|l| read(l)).collect();
+            let wrong: Vec<_> = expected
+                .iter()
+                .filter(|(w, n)| got.get(*w) != Some(n))
+                .take(10)
+                .map(|(w, n)| format!("{w}: {:?}, not {n}", got.get(w)))
+                .collect();
+            panic!(
+                "running totals differ after 90 s: {wrong:?}\n{}",
+                logs.join("\n----\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// How many tasks, of every process, the logs show running.
+fn tasks_running(logs: &[PathBuf]) -> Vec<usize> {
+    logs.iter().map(|l| running_tasks(l)).collect()
+}
+
+#[test]
+fn partition_by_word_makes_running_totals_global_across_three_processes() {
+    let brokers = shared_broker();
+    let (lines, counts) = (unique("lines"), unique("counts"));
+    create_topic(&brokers, &lines, 6);
+    create_topic(&brokers, &counts, 1);
+    let reader = Reader::start(&brokers, &counts);
+    let s = Scratch::new();
+    let (name, group) = (unique("wc"), unique("group"));
+    let source = kafka_source(
+        &brokers,
+        &lines,
+        &group,
+        "options = { \"fetch.wait.max.ms\" = 50 }\n",
+    );
+    let sink =
+        format!("[[sinks]]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"{counts}\"\n");
+    let processes = ["a", "b", "c"];
+    for p in processes {
+        let file = per_partition(
+            &name,
+            &format!("state-{p}"),
+            &source,
+            "running_count",
+            &sink,
+        )
+        .replace(
+            "name = \"count\"\n",
+            "name = \"count\"\npartition_by = \"value\"\n",
+        );
+        s.write(&format!("{p}.toml"), &file);
+    }
+    let logs: Vec<PathBuf> = processes
+        .iter()
+        .map(|p| s.path(&format!("log-{p}")))
+        .collect();
+    let mut children: Vec<Child> = processes
+        .iter()
+        .map(|p| spawn_logged(&s, &format!("{p}.toml"), &format!("log-{p}")))
+        .collect();
+    // Two parts (split; count and after) of 6 tasks each, over 3 processes.
+    eventually(Duration::from_secs(90), "12 tasks over 3 processes", || {
+        let running = tasks_running(&logs);
+        running.iter().sum::<usize>() == 12 && running.iter().all(|n| *n > 0)
+    });
+
+    // Every word is on every partition of the input: only repartitioning
+    // by word brings each word's records to one counting task.
+    let first = sample_text(1500, 301);
+    produce(&brokers, &lines, &line_messages(&first, 6));
+    wait_highest(&reader, &count_words(&first), &logs);
+    let all_logs = logs
+        .iter()
+        .map(|l| read(l))
+        .collect::<Vec<_>>()
+        .join("\n----\n");
+    assert!(
+        all_logs.contains(&format!(
+            "parts [{lines} → stages [\"split\"]; {name}-count-repartition → stages [\"count\"]]"
+        )),
+        "{all_logs}"
+    );
+    assert!(
+        all_logs.contains(&format!(
+            "created repartition topic {name}-count-repartition (6 partitions"
+        )),
+        "{all_logs}"
+    );
+
+    // C stops: its tasks, and the counting tasks' state, move to A and B.
+    stop(&mut children[2], &logs[2]);
+    let second = sample_text(900, 302);
+    produce(&brokers, &lines, &line_messages(&second, 6));
+    let both = format!("{first}{second}");
+    wait_highest(&reader, &count_words(&both), &logs[..2]);
+    assert_eq!(tasks_running(&logs[..2]).iter().sum::<usize>(), 12);
+    // No word was counted twice: no total ever passed its true count.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(highest_totals(&reader.messages()), count_words(&both));
+
+    // B is killed mid-stream; A takes over and nothing is lost
+    // (at-least-once: what B had not committed may count twice).
+    let chunks: Vec<String> = (0..8).map(|i| sample_text(100, 310 + i)).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        produce(&brokers, &lines, &line_messages(chunk, 6));
+        if i == 3 {
+            children[1].kill().unwrap();
+            children[1].wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let all = format!("{both}{}", chunks.concat());
+    let expected = count_words(&all);
+    eventually(Duration::from_secs(90), "A to run all 12 tasks", || {
+        running_tasks(&logs[0]) == 12
+    });
+    let start = std::time::Instant::now();
+    loop {
+        let got = highest_totals(&reader.messages());
+        if expected
+            .iter()
+            .all(|(w, n)| got.get(w).copied().unwrap_or(0) >= *n)
+        {
+            let extra: u64 = expected.iter().map(|(w, n)| got[w] - n).sum();
+            eprintln!("after SIGKILL of one of two processes: {extra} words counted twice");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "words lost after the SIGKILL:\n{}",
+            read(&logs[0])
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop(&mut children[0], &logs[0]);
+    let log = read(&logs[0]);
+    assert!(log.contains(&format!("task {name}.count.p")), "{log}");
+}
