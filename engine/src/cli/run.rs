@@ -62,11 +62,9 @@ pub fn run(
     metrics: Option<&str>,
     watch_plugins: bool,
 ) -> anyhow::Result<ExitCode> {
-    if let Ok(point) = std::env::var("SLUICE_CRASH_AT") {
-        if let Err(e) = sluice::failpoint::arm(&point) {
-            eprintln!("error: SLUICE_CRASH_AT: {e}");
-            return Ok(ExitCode::from(2));
-        }
+    if let Err(e) = sluice::failpoint::arm_from_env() {
+        eprintln!("error: {e}");
+        return Ok(ExitCode::from(2));
     }
     let mut specs = Vec::new();
     for loaded in load_all(&files) {

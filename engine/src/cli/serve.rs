@@ -28,11 +28,9 @@ const STATE_SWEEP: Duration = Duration::from_secs(5);
 
 /// `sluice serve`.
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    if let Ok(point) = std::env::var("SLUICE_CRASH_AT") {
-        if let Err(e) = sluice::failpoint::arm(&point) {
-            eprintln!("error: SLUICE_CRASH_AT: {e}");
-            return Ok(ExitCode::from(2));
-        }
+    if let Err(e) = sluice::failpoint::arm_from_env() {
+        eprintln!("error: {e}");
+        return Ok(ExitCode::from(2));
     }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(http::tls_acceptor(cert, key).map_err(anyhow::Error::msg)?),

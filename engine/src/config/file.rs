@@ -96,9 +96,12 @@ pub struct PipelineConfig {
     /// stage instances, batches, delivery and state file
     /// (`<name>.p<N>.redb`), so one process uses every core and several
     /// processes in the consumer group share the partitions. Needs one
-    /// `kafka` source reading one topic, and at-least-once delivery. A
-    /// stage's state is per partition and stays in the process's state
-    /// folder: it does not yet move with its partition.
+    /// `kafka` source reading one topic. A stage's state is per task and
+    /// moves with its partition through a changelog topic; a stage with
+    /// `partition_by` starts tasks over a repartition topic, so keyed state
+    /// sees whole keys. With exactly-once delivery (one `kafka` sink), each
+    /// task's batches are Kafka transactions of output, changelog and
+    /// input offsets (see the README, "Exactly-once across processes").
     #[serde(default = "default_tasks")]
     pub tasks: Spanned<Tasks>,
     /// Where records come from; at least one.
@@ -359,8 +362,8 @@ impl PipelineFile {
     }
 
     /// What `tasks = "per-partition"` and `partition_by` need: one Kafka
-    /// source of one topic (tasks are its partitions). Exactly-once
-    /// delivery with tasks is refused until it is built.
+    /// source of one topic (tasks are its partitions); exactly-once delivery
+    /// with tasks, a single Kafka sink.
     fn validate_tasks(&self) -> Result<(), ConfigError> {
         let c = &self.config;
         let per_partition = *c.tasks.get_ref() == Tasks::PerPartition;
@@ -382,14 +385,29 @@ impl PipelineFile {
         }
         let (tasks_line, _) = self.line_column(c.tasks.span());
         if *c.delivery.get_ref() == Delivery::ExactlyOnce {
-            return Err(self.error_at(
-                c.delivery.span(),
-                format!(
-                    "`tasks = \"per-partition\"` (line {tasks_line}) runs at-least-once for now: \
-                     exactly-once across processes needs each task's transaction to carry its input \
-                     offsets, which is not built yet"
-                ),
-            ));
+            let why = "a task's Kafka transaction carries its output, its state's changelog and \
+                       its input offsets together, and only a Kafka sink can take part";
+            match c.sinks.as_slice() {
+                [sink] if matches!(sink.get_ref(), SinkConfig::Kafka(_)) => {}
+                [_] => {
+                    return Err(self.error_at(
+                        c.sinks[0].span(),
+                        format!(
+                            "`delivery = \"exactly-once\"` with `tasks = \"per-partition\"` \
+                             (line {tasks_line}) needs a `kafka` sink: {why}"
+                        ),
+                    ));
+                }
+                _ => {
+                    return Err(self.error_at(
+                        c.delivery.span(),
+                        format!(
+                            "`delivery = \"exactly-once\"` with `tasks = \"per-partition\"` \
+                             (line {tasks_line}) needs exactly one sink, of type `kafka`: {why}"
+                        ),
+                    ));
+                }
+            }
         }
         for (i, source) in c.sources.iter().enumerate() {
             let SourceConfig::Kafka(kafka) = source.get_ref() else {

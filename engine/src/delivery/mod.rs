@@ -261,11 +261,15 @@ impl Delivery {
             failpoint::reached(Point::Checkpointed);
         }
         // 3. Commit: the checkpoint is durable, publish.
-        if has_output && meta.checkpoint.is_some() {
+        if meta.checkpoint.is_some() {
             for sink in &mut self.sinks {
-                sink.commit(meta).map_err(sink_error)?;
+                if has_output || sink.commits_every_checkpoint() {
+                    sink.commit(meta).map_err(sink_error)?;
+                }
             }
-            self.kept_confirmed = self.kept_output.iter().any(Option::is_some);
+            if has_output {
+                self.kept_confirmed = self.kept_output.iter().any(Option::is_some);
+            }
         }
         // 4. Acknowledge: the positions are safe to commit back.
         for position in &batch.positions {

@@ -28,6 +28,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::util::IntoOpaque;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::Deserialize;
 
@@ -392,24 +393,6 @@ impl KafkaSink {
         }))
     }
 
-    /// Where `record` goes.
-    fn topic_of<'r>(&'r self, record: &RecordRef<'r>) -> Result<&'r str, String> {
-        if let Some(name) = &self.topic_header {
-            if let Some((_, value)) = record.headers().find(|(n, _)| *n == name.as_bytes()) {
-                return std::str::from_utf8(value)
-                    .ok()
-                    .filter(|t| !t.is_empty())
-                    .ok_or_else(|| format!("header `{name}` is not a topic name"));
-            }
-        }
-        self.topic.as_deref().ok_or_else(|| {
-            format!(
-                "no header `{}` and no `topic`",
-                self.topic_header.as_deref().unwrap_or("")
-            )
-        })
-    }
-
     /// Sends the records at `indexes`; returns the ones whose delivery
     /// failed, with the last reason.
     fn send(
@@ -423,27 +406,9 @@ impl KafkaSink {
         let producer = self.producer.as_ref().expect("just set");
         for &i in indexes {
             let record = records.get(i);
-            let topic = self
-                .topic_of(&record)
+            let topic = topic_of(&record, self.topic.as_deref(), self.topic_header.as_deref())
                 .map_err(|e| format!("record {i}: {e}"))?;
-            let mut message = BaseRecord::with_opaque_to(topic, i)
-                .payload(record.value())
-                .timestamp(record.timestamp() as i64);
-            // A header list is a C allocation: only for records with headers.
-            let mut headers = record.headers().peekable();
-            if headers.peek().is_some() {
-                let mut list = OwnedHeaders::new();
-                for (name, value) in headers {
-                    list = list.insert(Header {
-                        key: &String::from_utf8_lossy(name),
-                        value: Some(value),
-                    });
-                }
-                message = message.headers(list);
-            }
-            if let Some(key) = record.key() {
-                message = message.key(key);
-            }
+            let mut message = message(&record, topic, i);
             if let Some(partitioner) = &self.partitioner {
                 message = message.partition(partitioner(&record));
             }
@@ -490,6 +455,51 @@ impl KafkaSink {
         }
         Ok((failed, reason))
     }
+}
+
+/// Where `record` goes: the topic its `header` names, else `topic`.
+pub fn topic_of<'r>(
+    record: &RecordRef<'r>,
+    topic: Option<&'r str>,
+    header: Option<&str>,
+) -> Result<&'r str, String> {
+    if let Some(name) = header {
+        if let Some((_, value)) = record.headers().find(|(n, _)| *n == name.as_bytes()) {
+            return std::str::from_utf8(value)
+                .ok()
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| format!("header `{name}` is not a topic name"));
+        }
+    }
+    topic.ok_or_else(|| format!("no header `{}` and no `topic`", header.unwrap_or("")))
+}
+
+/// `record` as a message to `topic`: its key, value, timestamp and
+/// headers, with `opaque` for its delivery report.
+pub fn message<'r, D: IntoOpaque>(
+    record: &RecordRef<'r>,
+    topic: &'r str,
+    opaque: D,
+) -> BaseRecord<'r, [u8], [u8], D> {
+    let mut message = BaseRecord::with_opaque_to(topic, opaque)
+        .payload(record.value())
+        .timestamp(record.timestamp() as i64);
+    // A header list is a C allocation: only for records with headers.
+    let mut headers = record.headers().peekable();
+    if headers.peek().is_some() {
+        let mut list = OwnedHeaders::new();
+        for (name, value) in headers {
+            list = list.insert(Header {
+                key: &String::from_utf8_lossy(name),
+                value: Some(value),
+            });
+        }
+        message = message.headers(list);
+    }
+    if let Some(key) = record.key() {
+        message = message.key(key);
+    }
+    message
 }
 
 /// Whether a flush failed without naming the records that did not arrive.

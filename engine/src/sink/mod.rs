@@ -11,7 +11,7 @@ pub mod format;
 #[cfg(feature = "http-sink")]
 mod http;
 #[cfg(feature = "kafka")]
-mod kafka;
+pub(crate) mod kafka;
 #[cfg(feature = "mqtt")]
 mod mqtt;
 #[cfg(feature = "nats")]
@@ -133,6 +133,14 @@ pub trait Sink: Send {
     /// between the checkpoint and `commit` (the Kafka sink: its open
     /// transaction dies with the process).
     fn keeps_output(&self) -> bool {
+        false
+    }
+
+    /// Exactly-once: whether `commit` is called for every checkpoint, with
+    /// output or without (a task's transaction, which also carries its
+    /// state's changelog and its input offsets); otherwise only for
+    /// checkpoints of batches with output.
+    fn commits_every_checkpoint(&self) -> bool {
         false
     }
 }

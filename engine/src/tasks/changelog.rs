@@ -23,7 +23,7 @@
 //! is (the at-least-once contract; Kafka Streams behaves the same).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -34,6 +34,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::transaction::TaskTransaction;
 use crate::state::{Changelog, StateStore, Writes};
 
 /// Longest wait for the broker's acknowledgement of a checkpoint's writes,
@@ -74,6 +75,18 @@ pub struct Acks {
     failed: Mutex<Option<String>>,
 }
 
+impl Acks {
+    /// The first failure since the last call, if any.
+    pub fn take_failure(&self) -> Option<String> {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Per topic, the offset after the last record acknowledged.
+    pub fn next(&self) -> HashMap<String, i64> {
+        self.next.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 impl ClientContext for Acks {}
 
 impl ProducerContext for Acks {
@@ -96,24 +109,44 @@ impl ProducerContext for Acks {
 
 /// A task's changelog writer: its partition of each changelog topic.
 pub struct TaskChangelog {
-    producer: BaseProducer<Acks>,
+    writer: Writer,
     partition: i32,
     topics: Topics,
 }
 
+/// What sends a task's changelog records.
+enum Writer {
+    /// A producer of its own (at-least-once).
+    Own(BaseProducer<Acks>),
+    /// The task's transaction (exactly-once): the records commit with the
+    /// batch's output and input offsets.
+    Transaction(Arc<TaskTransaction>),
+}
+
 impl TaskChangelog {
-    /// A writer to `partition` of `topics`.
-    pub fn new(config: &ClientConfig, partition: i32, topics: Topics) -> Result<Self, String> {
-        let producer = config
-            .clone()
-            // Every record acknowledged by all in-sync replicas, in order.
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
-            .create_with_context(Acks::default())
-            .map_err(|e| format!("cannot create the changelog producer: {e}"))?;
+    /// A writer to `partition` of `topics`, in `transaction` when there is
+    /// one.
+    pub fn new(
+        config: &ClientConfig,
+        partition: i32,
+        topics: Topics,
+        transaction: Option<Arc<TaskTransaction>>,
+    ) -> Result<Self, String> {
+        let writer = match transaction {
+            Some(transaction) => Writer::Transaction(transaction),
+            None => Writer::Own(
+                config
+                    .clone()
+                    // Every record acknowledged by all in-sync replicas, in order.
+                    .set("acks", "all")
+                    .set("enable.idempotence", "true")
+                    .set("linger.ms", "5")
+                    .create_with_context(Acks::default())
+                    .map_err(|e| format!("cannot create the changelog producer: {e}"))?,
+            ),
+        };
         Ok(TaskChangelog {
-            producer,
+            writer,
             partition,
             topics,
         })
@@ -136,38 +169,75 @@ impl Changelog for TaskChangelog {
             if let Some(value) = value {
                 record = record.payload(value.as_slice());
             }
-            loop {
-                match self.producer.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(code), back))
-                        if code == rdkafka::types::RDKafkaErrorCode::QueueFull =>
-                    {
-                        self.producer.poll(Duration::from_millis(10));
-                        record = back;
+            match &self.writer {
+                Writer::Transaction(transaction) => transaction.send(record)?,
+                Writer::Own(producer) => loop {
+                    match producer.send(record) {
+                        Ok(()) => break,
+                        Err((KafkaError::MessageProduction(code), back))
+                            if code == rdkafka::types::RDKafkaErrorCode::QueueFull =>
+                        {
+                            producer.poll(Duration::from_millis(10));
+                            record = back;
+                        }
+                        Err((e, _)) => return Err(format!("{topic}: {e}")),
                     }
-                    Err((e, _)) => return Err(format!("{topic}: {e}")),
-                }
+                },
             }
         }
-        self.producer.poll(Duration::ZERO);
+        if let Writer::Own(producer) = &self.writer {
+            producer.poll(Duration::ZERO);
+        }
         Ok(())
     }
 
     fn flush(&self) -> Result<Vec<(String, i64)>, String> {
-        self.producer
-            .flush(WAIT)
-            .map_err(|e| format!("waiting for the broker's acknowledgements: {e}"))?;
-        let acks = self.producer.context();
-        if let Some(failed) = acks.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            return Err(failed);
-        }
-        let next = acks.next.lock().unwrap_or_else(|p| p.into_inner());
+        let next = match &self.writer {
+            Writer::Transaction(transaction) => transaction.flush()?,
+            Writer::Own(producer) => {
+                producer
+                    .flush(WAIT)
+                    .map_err(|e| format!("waiting for the broker's acknowledgements: {e}"))?;
+                let acks = producer.context();
+                if let Some(failed) = acks.take_failure() {
+                    return Err(failed);
+                }
+                acks.next()
+            }
+        };
         Ok(self
             .topics
             .iter()
             .filter_map(|(table, topic)| next.get(topic).map(|n| (table.clone(), *n)))
             .collect())
     }
+}
+
+/// The offset `group` has committed for `topic`'s `partition` (`None`:
+/// nothing committed).
+pub fn committed_offset(
+    config: &ClientConfig,
+    group: &str,
+    topic: &str,
+    partition: i32,
+) -> Result<Option<i64>, String> {
+    let consumer: BaseConsumer = config
+        .clone()
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| format!("cannot create a consumer to read the group's offsets: {e}"))?;
+    let mut list = TopicPartitionList::new();
+    list.add_partition(topic, partition);
+    let committed = consumer.committed_offsets(list, WAIT).map_err(|e| {
+        format!("cannot read group `{group}`'s offset of {topic}[{partition}]: {e}")
+    })?;
+    Ok(committed
+        .find_partition(topic, partition)
+        .and_then(|e| match e.offset() {
+            Offset::Offset(o) if o >= 0 => Some(o),
+            _ => None,
+        }))
 }
 
 /// What a restore did.

@@ -44,6 +44,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::board::{Phase, TaskBoard, summary};
 use super::task::{Feed, Feeder, Prepared, Running, TaskContext, prepare};
+use super::transaction::FENCED;
 use crate::batch::Records;
 use crate::kafka::LogContext;
 use crate::pipeline::{BuildError, RunError};
@@ -132,6 +133,9 @@ impl ConsumerContext for MemberContext {
                 };
                 if let Err(e) = applied.and_then(|()| consumer.pause(tpl)) {
                     tracing::warn!("{}: applying the assignment failed: {e}", self.0.log.who);
+                }
+                if let Some(metadata) = consumer.group_metadata() {
+                    *lock(&self.0.cx.group) = Some(Arc::new(metadata));
                 }
                 let started: Vec<String> = tpl
                     .elements()
@@ -254,11 +258,13 @@ impl Shared {
         for ((topic, partition), running) in closing {
             let name = running.name.clone();
             let acked = running.acked.clone();
-            if let Err(e) = running.wait() {
-                tracing::error!(
+            match running.wait() {
+                Ok(_) if self.offsets_in_transactions => self.mark_clean(&name),
+                Ok(_) => {}
+                Err(e) => tracing::error!(
                     "{}: task {name} ended with an error while stopping: {e}",
                     self.log.who
-                );
+                ),
             }
             let acked = acked.load(Ordering::Acquire);
             if acked >= 0 {
@@ -277,6 +283,27 @@ impl Shared {
             }
         }
         names
+    }
+}
+
+impl Shared {
+    /// Exactly-once: marks task `name`'s state file as matching what Kafka
+    /// committed (it stopped with every batch committed), so its next start
+    /// here may use it.
+    fn mark_clean(&self, name: &str) {
+        let file = self.cx.spec.state_dir.join(format!("{name}.redb"));
+        if !file.exists() {
+            return;
+        }
+        let mark = super::transaction::clean(&file);
+        if let Err(e) = std::fs::write(&mark, b"") {
+            tracing::warn!(
+                "{}: cannot write {} ({e}): task {name}'s next start rebuilds its state from the \
+                 changelog",
+                self.log.who,
+                mark.display()
+            );
+        }
     }
 }
 
@@ -352,6 +379,10 @@ impl Member {
             }
             if last_housekeeping.elapsed() >= HOUSEKEEPING {
                 last_housekeeping = Instant::now();
+                // The group's generation, for the tasks' transactions.
+                if let Some(metadata) = consumer.group_metadata() {
+                    *lock(&self.shared.cx.group) = Some(Arc::new(metadata));
+                }
                 self.commit_acked(&consumer);
                 self.refresh_board();
                 let now = summary(&self.shared.board.snapshot());
@@ -417,7 +448,7 @@ impl Member {
             let start = self.start_offset(consumer, topic, *partition, &prepared);
             let mut list = TopicPartitionList::new();
             list.add_partition(topic, *partition);
-            if let Some(offset) = start {
+            if let Some((offset, _)) = start {
                 // A seek right after the assignment races librdkafka's own
                 // look-up of the committed offset; assigning the partition
                 // again at the offset does not.
@@ -474,50 +505,62 @@ impl Member {
                 "{}: task {} started at {}",
                 self.shared.log.who,
                 running.name,
-                start.map_or("the group's committed offset".to_string(), |o| format!(
-                    "offset {o} (its checkpoint)"
-                ))
+                start.map_or(
+                    "the group's committed offset".to_string(),
+                    |(o, why)| format!("offset {o} ({why})")
+                )
             );
             self.shared.board.update(topic, *partition, |t| {
                 t.phase = Phase::Running;
-                t.position = start;
+                t.position = start.map(|(o, _)| o);
             });
             slots.insert(key, Slot::Running(running));
         }
         Ok(())
     }
 
-    /// Where the task of `topic`/`partition` starts: the later of its
-    /// checkpoint's offset and the group's committed offset (`None`: the
-    /// group's, or `start` when the group has none).
+    /// Where the task of `topic`/`partition` starts, and why: the later of
+    /// its checkpoint's offset and the group's committed offset; under
+    /// exactly-once, the group's (where the last committed transaction
+    /// ended). `None`: the group's, or `start` when the group has none.
     fn start_offset(
         &self,
         consumer: &BaseConsumer<MemberContext>,
         topic: &str,
         partition: i32,
         prepared: &Prepared,
-    ) -> Option<i64> {
-        let checkpoint = prepared.start?;
-        let mut list = TopicPartitionList::new();
-        list.add_partition(topic, partition);
-        let committed = match consumer.committed_offsets(list, COMMITTED_WAIT) {
-            Ok(list) => list
-                .find_partition(topic, partition)
-                .and_then(|e| match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                }),
-            Err(e) => {
-                tracing::warn!(
-                    "{}: cannot read the group's offset of {topic}[{partition}] ({e}): task {} \
-                     starts at its checkpoint",
-                    self.shared.log.who,
-                    prepared.name
-                );
-                None
+    ) -> Option<(i64, &'static str)> {
+        let committed = || {
+            let mut list = TopicPartitionList::new();
+            list.add_partition(topic, partition);
+            match consumer.committed_offsets(list, COMMITTED_WAIT) {
+                Ok(list) => list
+                    .find_partition(topic, partition)
+                    .and_then(|e| match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    }),
+                Err(e) => {
+                    tracing::warn!(
+                        "{}: cannot read the group's offset of {topic}[{partition}] for task {} \
+                         ({e})",
+                        self.shared.log.who,
+                        prepared.name
+                    );
+                    None
+                }
             }
         };
-        match committed {
+        if self.shared.offsets_in_transactions {
+            return committed().map(|o| {
+                (
+                    o,
+                    "the group's committed offset, where its last transaction ended",
+                )
+            });
+        }
+        let checkpoint = prepared.start?;
+        match committed() {
             Some(committed) if committed > checkpoint => {
                 if prepared.stateful && !prepared.changelogged {
                     tracing::warn!(
@@ -530,7 +573,7 @@ impl Member {
                 }
                 None
             }
-            _ => Some(checkpoint),
+            _ => Some((checkpoint, "its checkpoint")),
         }
     }
 
@@ -548,7 +591,18 @@ impl Member {
         for ((topic, partition), outcome) in ended {
             slots.remove(&(topic.clone(), partition));
             self.shared.board.remove(&topic, partition);
-            outcome?;
+            match outcome {
+                // A zombie's task: the group has given its partition to
+                // another process, which the next rebalance tells.
+                Err(e) if e.to_string().contains(FENCED) => {
+                    tracing::warn!(
+                        "{}: the task of {topic}[{partition}] stopped: {e}",
+                        self.shared.log.who
+                    );
+                    continue;
+                }
+                other => other?,
+            };
             tracing::warn!(
                 "{}: the task of {topic}[{partition}] ended on its own",
                 self.shared.log.who

@@ -19,6 +19,8 @@
 //! - `changelog`: a stateful task's state in Kafka, written at each
 //!   checkpoint and restored where the task starts;
 //! - `topics`: the changelog and repartition topics, made or checked;
+//! - `transaction`: exactly-once, a task's batches as Kafka transactions
+//!   of output, changelog and input offsets;
 //! - [`board`]: what status shows of the tasks;
 //! - `partitioned`: the pipeline as a whole, built and run.
 //!
@@ -39,6 +41,8 @@ mod task;
 mod topics;
 #[cfg(feature = "kafka")]
 pub mod topology;
+#[cfg(feature = "kafka")]
+mod transaction;
 
 pub use board::{Phase, TaskBoard, TaskStatus};
 #[cfg(feature = "kafka")]

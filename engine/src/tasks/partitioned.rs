@@ -2,7 +2,7 @@
 //! settings, its parts, and the group member whose assignment makes its
 //! tasks. Not here: the member's loop (`member`), a task (`task`).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::runtime::Handle;
 use tokio::sync::watch;
@@ -29,6 +29,8 @@ pub struct Partitioned {
     /// The changelogs' client settings: the source's brokers and options.
     changelog_config: rdkafka::ClientConfig,
     who: String,
+    /// The consumer group's id.
+    group: String,
     board: Arc<TaskBoard>,
     metrics: Arc<PipelineMetrics>,
 }
@@ -74,6 +76,7 @@ impl Partitioned {
             config,
             changelog_config: client_config(&source.brokers, &[], &source.options),
             who,
+            group: source.group.clone(),
             board: Arc::new(TaskBoard::default()),
             metrics: PipelineMetrics::new(crate::pipeline::shape_of(spec)),
         })
@@ -134,6 +137,8 @@ impl Partitioned {
                 ready: (0..parts).map(|_| std::sync::OnceLock::new()).collect(),
             },
             partitions,
+            group_id: self.group.clone(),
+            group: Arc::new(Mutex::new(None)),
         });
         let member = Member::new(cx, self.config, self.who, tenant, self.board, exactly_once);
         member.run(shutdown)?;

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 use super::changelog;
 use super::topics::{self, Kind};
 use super::topology::{Output, Topology, partition_of};
+use super::transaction::{self, GroupMetadata, TaskOutput, TaskTransaction};
 use crate::batch::Records;
 use crate::config::PipelineSpec;
 use crate::pipeline::{
@@ -25,7 +26,7 @@ use crate::pipeline::{
 };
 use crate::plugin::PluginHost;
 use crate::sink::KafkaSinkConfig;
-use crate::sink::{Sink, SinkContext};
+use crate::sink::{Sink, SinkConfig, SinkContext};
 use crate::source::{Emitter, Source, SourceConfig, SourceTask};
 use crate::stage::DeadLetter;
 use crate::state::{StateError, StateStore};
@@ -62,6 +63,11 @@ pub struct TaskContext {
     pub metrics: Arc<PipelineMetrics>,
     /// Where stateful tasks' changelogs are.
     pub changelog: ChangelogSetup,
+    /// The consumer group's id.
+    pub group_id: String,
+    /// The group's metadata, for transactions' offsets (kept current by
+    /// the member).
+    pub group: Arc<GroupMetadata>,
     /// The input's partition count, which every repartition topic has
     /// (known when the pipeline has any: they are made before it starts).
     pub partitions: Option<i32>,
@@ -90,6 +96,13 @@ pub struct TaskSource {
 /// `topic:partition@next-offset`.
 pub fn position(topic: &str, partition: i32, next: i64) -> String {
     format!("{topic}:{partition}@{next}")
+}
+
+/// The topic, partition and offset in a position [`position`] wrote.
+pub fn parse_position(position: &str) -> Option<(&str, i32, i64)> {
+    let (at, next) = position.rsplit_once('@')?;
+    let (topic, partition) = at.rsplit_once(':')?;
+    Some((topic, partition.parse().ok()?, next.parse().ok()?))
 }
 
 /// The offset in a position [`position`] wrote.
@@ -194,7 +207,28 @@ pub fn prepare(
         source,
         file: spec.file.clone(),
     };
+    // Exactly-once: fence the partition's previous owner (aborting what it
+    // left open) before reading the changelog or the group's offset.
+    let transaction = match spec.exactly_once() {
+        true => Some(Arc::new(
+            TaskTransaction::start(
+                &cx.changelog.config,
+                transactional_id(cx, &spec.name),
+                cx.group.clone(),
+            )
+            .map_err(|message| {
+                state_error(StateError {
+                    path: spec.state_dir.join(format!("{}.redb", spec.name)),
+                    message,
+                })
+            })?,
+        )),
+        false => None,
+    };
     let store = if stateful || spec.needs_state_file() {
+        if transaction.is_some() {
+            keep_only_committed_state(cx, &spec, part, partition).map_err(state_error)?;
+        }
         Some(StateStore::open(&spec.state_dir, &spec.name).map_err(state_error)?)
     } else {
         None
@@ -203,15 +237,27 @@ pub fn prepare(
         return Err(cancelled(&spec));
     }
     let changelogged = match &store {
-        Some(store) => changelogs(cx, &spec, &plugins, store, part, partition, cancel)?,
+        Some(store) => changelogs(
+            cx,
+            &spec,
+            &plugins,
+            store,
+            part,
+            partition,
+            cancel,
+            transaction.clone(),
+        )?,
         None => false,
     };
-    let start = match &store {
-        Some(store) => store
+    // Exactly-once: the group's committed offset is where the committed
+    // state ends, so the task starts there.
+    let start = match (&store, &transaction) {
+        (_, Some(_)) => None,
+        (Some(store), None) => store
             .checkpoint()
             .map_err(state_error)?
             .and_then(|c| c.positions.get(&0).and_then(|p| offset_of(p))),
-        None => None,
+        (None, None) => None,
     };
     let stages = build_stages_in(&spec, &cx.host, store.clone(), &cx.metrics)?;
     let topic = cx.topology.parts[part].topic.clone();
@@ -223,7 +269,10 @@ pub fn prepare(
         feed: rx,
         acked: acked.clone(),
     });
-    let sinks = sinks(cx, &spec, part)?;
+    let sinks = match &transaction {
+        Some(transaction) => vec![output(cx, part, transaction.clone())],
+        None => sinks(cx, &spec, part)?,
+    };
     let mut pipeline = Pipeline::assemble(
         &spec,
         stages,
@@ -257,6 +306,7 @@ fn changelogs(
     part: usize,
     partition: i32,
     cancel: &AtomicBool,
+    transaction: Option<Arc<TaskTransaction>>,
 ) -> Result<bool, BuildError> {
     let stateful: Vec<String> = spec
         .stages
@@ -321,9 +371,110 @@ fn changelogs(
             );
         }
     }
-    let writer = changelog::TaskChangelog::new(&setup.config, partition, topics).map_err(failed)?;
+    let writer = changelog::TaskChangelog::new(&setup.config, partition, topics, transaction)
+        .map_err(failed)?;
     store.set_changelog(Arc::new(writer));
     Ok(true)
+}
+
+/// The transactional id of task `task`: `sluice-<group>-<task>`, the same
+/// in every process, so a task's new owner fences its old one.
+fn transactional_id(cx: &TaskContext, task: &str) -> String {
+    format!("sluice-{}-{task}", cx.group_id)
+}
+
+/// Exactly-once: keeps the task's local state file only when it matches
+/// what Kafka has committed — the task last stopped cleanly (every batch
+/// committed; see `transaction::clean`) at an offset the group has not
+/// passed; otherwise deletes it, and the changelog alone rebuilds the
+/// state. Either way the clean mark goes: from now on the file may run
+/// ahead of the transactions.
+fn keep_only_committed_state(
+    cx: &TaskContext,
+    spec: &PipelineSpec,
+    part: usize,
+    partition: i32,
+) -> Result<(), StateError> {
+    let path = spec.state_dir.join(format!("{}.redb", spec.name));
+    let mark = transaction::clean(&path);
+    let fail = |message: String| StateError {
+        path: path.clone(),
+        message,
+    };
+    if !path.exists() {
+        let _ = std::fs::remove_file(&mark);
+        return Ok(());
+    }
+    let why_not = if mark.exists() {
+        let local = StateStore::open(&spec.state_dir, &spec.name)?
+            .checkpoint()?
+            .and_then(|c| c.positions.get(&0).and_then(|p| offset_of(p)));
+        let topic = &cx.topology.parts[part].topic;
+        let committed =
+            changelog::committed_offset(&cx.changelog.config, &cx.group_id, topic, partition)
+                .map_err(&fail)?;
+        match (local, committed) {
+            (Some(local), Some(committed)) if local > committed => Some(format!(
+                "it is at offset {local}, past the group's committed {committed}"
+            )),
+            (Some(local), None) => Some(format!(
+                "it is at offset {local}, and the group has committed nothing"
+            )),
+            _ => None,
+        }
+    } else {
+        Some("the task did not stop cleanly last time, so it may hold writes of a transaction that never committed".to_string())
+    };
+    std::fs::remove_file(&mark)
+        .or_else(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })
+        .map_err(|e| fail(format!("cannot remove {}: {e}", mark.display())))?;
+    if let Some(why) = why_not {
+        tracing::info!(
+            "task {}: not using its local state file ({why}); rebuilding the state from the changelog",
+            spec.name
+        );
+        std::fs::remove_file(&path).map_err(|e| fail(format!("cannot remove it: {e}")))?;
+    }
+    Ok(())
+}
+
+/// A task's output under exactly-once: in its transaction, to the
+/// pipeline's Kafka sink or the next part's repartition topic.
+fn output(cx: &TaskContext, part: usize, transaction: Arc<TaskTransaction>) -> Box<dyn Sink> {
+    match &cx.topology.parts[part].output {
+        Output::Sinks => {
+            let Some(SinkConfig::Kafka(sink)) = cx.spec.sinks.first().map(|s| &s.value) else {
+                unreachable!("exactly-once with tasks has one Kafka sink (config checks)");
+            };
+            Box::new(TaskOutput::new(
+                transaction,
+                sink.topic.clone(),
+                sink.topic_header.clone(),
+                None,
+            ))
+        }
+        Output::Repartition { topic, by } => {
+            let (by, partitions) = (*by, repartitioned(cx));
+            Box::new(TaskOutput::new(
+                transaction,
+                Some(topic.clone()),
+                None,
+                Some(Box::new(move |record| partition_of(by, record, partitions))),
+            ))
+        }
+    }
+}
+
+/// The repartition topics' partition count.
+fn repartitioned(cx: &TaskContext) -> i32 {
+    cx.partitions
+        .expect("repartition topics are made before any task starts")
 }
 
 /// The error of a task whose partition went before it started.
@@ -370,9 +521,7 @@ fn sinks(
             else {
                 unreachable!("a per-partition pipeline reads one Kafka source (config checks)");
             };
-            let partitions = cx
-                .partitions
-                .expect("repartition topics are made before any task starts");
+            let partitions = repartitioned(cx);
             let config = KafkaSinkConfig {
                 brokers: source.brokers.clone(),
                 topic: Some(topic.clone()),
@@ -549,5 +698,28 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_position_reads_back_as_topic_partition_and_offset() {
+        let at = position("wc-count-repartition", 3, 1042);
+        assert_eq!(at, "wc-count-repartition:3@1042");
+        assert_eq!(parse_position(&at), Some(("wc-count-repartition", 3, 1042)));
+        assert_eq!(offset_of(&at), Some(1042));
+        assert_eq!(parse_position("lines@12"), None);
+        assert_eq!(parse_position("lines:x@12"), None);
+    }
+
+    #[test]
+    fn the_clean_mark_sits_beside_the_state_file() {
+        assert_eq!(
+            transaction::clean(std::path::Path::new("state/wc.p3.redb")),
+            std::path::PathBuf::from("state/wc.p3.redb.clean")
+        );
     }
 }

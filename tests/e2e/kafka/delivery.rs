@@ -96,18 +96,6 @@ fn running_count_over_kafka_stays_exact_through_sigkills() {
     );
 }
 
-/// What a `read_committed` reader sees of `topic`, worked out from the raw
-/// log by the test client (not trusting the broker's own filtering).
-fn committed_messages(brokers: &str, topic: &str) -> Vec<Value> {
-    let out = client(brokers, &["committed", topic]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "reading {topic}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    parse_jsonl(&String::from_utf8(out.stdout).unwrap())
-}
-
 /// Exactly-once Kafka → Kafka: per-batch word counts go to a topic in one
 /// transaction per batch. Two crashes are injected where random kills
 /// rarely land (right after a batch's transaction is written, and right

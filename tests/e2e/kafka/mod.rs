@@ -217,6 +217,20 @@ fn wait_counted(reader: &Reader, expected: &BTreeMap<String, u64>, logs: &[PathB
     }
 }
 
+/// What a `read_committed` reader sees of `topic`, worked out from the raw
+/// log by the test client: the test broker hands aborted transactions'
+/// records to `read_committed` consumers too (it sends no list of aborted
+/// transactions with its fetch answers, from which clients filter).
+fn committed_messages(brokers: &str, topic: &str) -> Vec<Value> {
+    let out = client(brokers, &["committed", topic]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "reading {topic}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_jsonl(&String::from_utf8(out.stdout).unwrap())
+}
+
 fn words(counts: &BTreeMap<String, u64>) -> u64 {
     counts.values().sum()
 }

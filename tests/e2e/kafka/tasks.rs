@@ -553,3 +553,362 @@ fn partition_by_word_makes_running_totals_global_across_three_processes() {
     let log = read(&logs[0]);
     assert!(log.contains(&format!("task {name}.count.p")), "{log}");
 }
+
+/// Waits up to `limit` for `cond`, failing with `what` and the logs.
+fn waiting(limit: Duration, what: &str, logs: &[PathBuf], mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        if start.elapsed() > limit {
+            let logs: Vec<String> = logs.iter().map(|l| read(l)).collect();
+            panic!(
+                "timed out after {limit:?} waiting for {what}\n{}",
+                logs.join("\n----\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to `child`.
+fn signal(child: &Child, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} failed");
+}
+
+/// Waits until the highest running totals in `reader` are `expected`,
+/// asserting on the way that none ever goes past it.
+fn wait_exact(reader: &Reader, expected: &BTreeMap<String, u64>, logs: &[PathBuf]) {
+    let start = std::time::Instant::now();
+    loop {
+        let got = highest_totals(&reader.messages());
+        let over: Vec<String> = got
+            .iter()
+            .filter(|(w, n)| **n > expected.get(*w).copied().unwrap_or(0))
+            .map(|(w, n)| format!("{w}: {n} > {:?}", expected.get(w)))
+            .collect();
+        let logs_now = || {
+            logs.iter()
+                .map(|l| read(l))
+                .collect::<Vec<_>>()
+                .join("\n----\n")
+        };
+        assert!(
+            over.is_empty(),
+            "committed totals past the true count: {over:?}\n{}",
+            logs_now()
+        );
+        if &got == expected {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "running totals incomplete after 120 s\n{}",
+            logs_now()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The pipeline files `a.toml` and `b.toml` (state in `state-a`,
+/// `state-b`): `lines` → split → `counter` → Kafka `counts`, a task per
+/// partition, exactly-once, plus `extra` on the count stage.
+fn exactly_once_files(
+    s: &Scratch,
+    brokers: &str,
+    lines: &str,
+    counts: &str,
+    counter: &str,
+    extra: &str,
+) -> String {
+    let (name, group) = (unique("wc"), unique("group"));
+    let source = kafka_source(
+        brokers,
+        lines,
+        &group,
+        "options = { \"fetch.wait.max.ms\" = 50 }\n",
+    );
+    let sink =
+        format!("[[sinks]]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"{counts}\"\n");
+    for p in ["a", "b"] {
+        let file = split_and_count(
+            &name,
+            &format!(
+                "tasks = \"per-partition\"\ndelivery = \"exactly-once\"\nstate_dir = \"state-{p}\""
+            ),
+            &source,
+            counter,
+            &sink,
+        )
+        .replace("name = \"count\"\n", &format!("name = \"count\"\n{extra}"));
+        s.write(&format!("{p}.toml"), &file);
+    }
+    name
+}
+
+/// Waits until the per-batch counts committed to `counts` add up to
+/// `expected`, failing at once if any word's goes past it.
+fn wait_committed_counts(
+    brokers: &str,
+    counts: &str,
+    expected: &BTreeMap<String, u64>,
+    logs: &[PathBuf],
+) {
+    let start = std::time::Instant::now();
+    loop {
+        let got = totals(&committed_messages(brokers, counts));
+        let over: Vec<String> = got
+            .iter()
+            .filter(|(w, n)| **n > expected.get(*w).copied().unwrap_or(0))
+            .map(|(w, n)| format!("{w}: {n} > {:?}", expected.get(w)))
+            .collect();
+        let logs_now = || {
+            logs.iter()
+                .map(|l| read(l))
+                .collect::<Vec<_>>()
+                .join("\n----\n")
+        };
+        assert!(
+            over.is_empty(),
+            "committed counts past the true count: {over:?}\n{}",
+            logs_now()
+        );
+        if &got == expected {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "committed counts incomplete after 120 s: {got:?}\n{}",
+            logs_now()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn exactly_once_tasks_commit_every_batch_once_through_a_crash() {
+    let brokers = shared_broker();
+    let (lines, counts) = (unique("lines"), unique("counts"));
+    create_topic(&brokers, &lines, 4);
+    create_topic(&brokers, &counts, 1);
+    let s = Scratch::new();
+    // Per-batch counts: the committed ones add up to the input's exactly
+    // only if no batch's output commits twice and none is lost.
+    exactly_once_files(&s, &brokers, &lines, &counts, "word_count", "");
+    let logs = [s.path("log-a"), s.path("log-b")];
+    let mut a = spawn_logged(&s, "a.toml", "log-a");
+    let mut b = spawn_logged(&s, "b.toml", "log-b");
+    waiting(
+        Duration::from_secs(90),
+        "4 tasks over 2 processes",
+        &logs,
+        || {
+            let running = tasks_running(&logs);
+            running.iter().sum::<usize>() == 4 && running.iter().all(|n| *n > 0)
+        },
+    );
+    let first = sample_text(800, 401);
+    produce(&brokers, &lines, &line_messages(&first, 4));
+    wait_committed_counts(&brokers, &counts, &count_words(&first), &logs);
+
+    // B is killed mid-stream, transactions open; A takes over, fencing
+    // B's producers (the broker aborts what they left open) and starting
+    // from the offsets B's last committed transactions carry.
+    let chunks: Vec<String> = (0..8).map(|i| sample_text(100, 410 + i)).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        produce(&brokers, &lines, &line_messages(chunk, 4));
+        if i == 3 {
+            b.kill().unwrap();
+            b.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let second = format!("{first}{}", chunks.concat());
+    wait_committed_counts(&brokers, &counts, &count_words(&second), &logs);
+    let log = read(&logs[0]);
+    assert!(
+        log.contains("(the group's committed offset, where its last transaction ended)"),
+        "{log}"
+    );
+
+    // B again, with the state files it had when killed: not trusted (they
+    // may be a batch ahead of what committed), so rebuilt.
+    let mut b = spawn_logged(&s, "b.toml", "log-b2");
+    let logs = [logs[0].clone(), s.path("log-b2")];
+    waiting(
+        Duration::from_secs(90),
+        "B to run tasks again",
+        &logs,
+        || running_tasks(&logs[1]) > 0,
+    );
+    let third = sample_text(400, 420);
+    produce(&brokers, &lines, &line_messages(&third, 4));
+    wait_committed_counts(
+        &brokers,
+        &counts,
+        &count_words(&format!("{second}{third}")),
+        &logs,
+    );
+    stop(&mut b, &logs[1]);
+    stop(&mut a, &logs[0]);
+    let log = read(&logs[1]);
+    assert!(log.contains("not using its local state file"), "{log}");
+}
+
+#[test]
+fn a_fenced_zombie_stops_writing_and_says_so() {
+    let brokers = shared_broker();
+    let (lines, counts) = (unique("lines"), unique("counts"));
+    create_topic(&brokers, &lines, 2);
+    create_topic(&brokers, &counts, 1);
+    let s = Scratch::new();
+    exactly_once_files(&s, &brokers, &lines, &counts, "word_count", "");
+    let logs = [s.path("log-a"), s.path("log-b")];
+    // A stalls inside its first batch with output, after the batch's
+    // checkpoint and before its transaction commits.
+    let mut a = s
+        .sluice(&["run", "a.toml"])
+        .env("SLUICE_PAUSE_AT", "checkpointed:1")
+        .stdout(std::process::Stdio::null())
+        .stderr(File::create(&logs[0]).unwrap())
+        .spawn()
+        .unwrap();
+    waiting(Duration::from_secs(90), "A to run 2 tasks", &logs, || {
+        running_tasks(&logs[0]) == 2
+    });
+    let mut b = spawn_logged(&s, "b.toml", "log-b");
+    waiting(Duration::from_secs(90), "1 task each", &logs, || {
+        tasks_running(&logs) == [1, 1]
+    });
+    // A is frozen mid-batch, long enough for the group to give its
+    // partition to B, then thawed: B's task fenced A's producer, so A
+    // cannot commit; it says so and goes on without the task.
+    let text = sample_text(400, 441);
+    produce(&brokers, &lines, &line_messages(&text, 2));
+    waiting(
+        Duration::from_secs(60),
+        "A to pause mid-batch",
+        &logs,
+        || read(&logs[0]).contains("SLUICE_PAUSE_AT: pausing"),
+    );
+    signal(&a, "STOP");
+    waiting(
+        Duration::from_secs(90),
+        "B to take over A's task",
+        &logs,
+        || running_tasks(&logs[1]) == 2,
+    );
+    signal(&a, "CONT");
+    waiting(
+        Duration::from_secs(60),
+        "A to find it was fenced",
+        &logs,
+        || {
+            read(&logs[0]).contains(
+                "fenced: another process has started this task (transactional id `sluice-",
+            )
+        },
+    );
+    // Nothing is lost: every word is in the committed output.
+    let expected = count_words(&text);
+    waiting(
+        Duration::from_secs(90),
+        "every word committed",
+        &logs,
+        || {
+            let got = totals(&committed_messages(&brokers, &counts));
+            expected
+                .iter()
+                .all(|(w, n)| got.get(w).copied().unwrap_or(0) >= *n)
+        },
+    );
+    let got = totals(&committed_messages(&brokers, &counts));
+    eprintln!(
+        "fenced zombie: committed {} words of {} (see the README on the test broker's \
+         transactions)",
+        words(&got),
+        words(&expected)
+    );
+    stop(&mut b, &logs[1]);
+    stop(&mut a, &logs[0]);
+}
+
+#[test]
+fn exactly_once_state_moves_in_transactions_with_partition_by() {
+    let brokers = shared_broker();
+    let (lines, counts) = (unique("lines"), unique("counts"));
+    create_topic(&brokers, &lines, 4);
+    create_topic(&brokers, &counts, 1);
+    let reader = Reader::start(&brokers, &counts);
+    let s = Scratch::new();
+    exactly_once_files(
+        &s,
+        &brokers,
+        &lines,
+        &counts,
+        "running_count",
+        "partition_by = \"value\"\n",
+    );
+    let logs = [s.path("log-a"), s.path("log-b")];
+    let mut a = spawn_logged(&s, "a.toml", "log-a");
+    let mut b = spawn_logged(&s, "b.toml", "log-b");
+    waiting(
+        Duration::from_secs(90),
+        "8 tasks over 2 processes",
+        &logs,
+        || {
+            let running = tasks_running(&logs);
+            running.iter().sum::<usize>() == 8 && running.iter().all(|n| *n > 0)
+        },
+    );
+    let first = sample_text(800, 431);
+    produce(&brokers, &lines, &line_messages(&first, 4));
+    wait_exact(&reader, &count_words(&first), &logs);
+
+    // B stops: its tasks move to A, whose counting tasks restore B's
+    // state from the changelog records B's transactions committed.
+    stop(&mut b, &logs[1]);
+    // Every task of B committed its last batch: each state file is marked
+    // as matching what Kafka holds.
+    let files: Vec<String> = std::fs::read_dir(s.path("state-b"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let redb: Vec<&String> = files.iter().filter(|f| f.ends_with(".redb")).collect();
+    assert!(!redb.is_empty(), "{files:?}");
+    for file in redb {
+        assert!(
+            files.contains(&format!("{file}.clean")),
+            "{file} unmarked: {files:?}"
+        );
+    }
+    let second = format!("{first}{}", sample_text(500, 432));
+    produce(&brokers, &lines, &line_messages(&second[first.len()..], 4));
+    wait_exact(&reader, &count_words(&second), &logs);
+    waiting(
+        Duration::from_secs(30),
+        "A to run all 8 tasks",
+        &logs,
+        || running_tasks(&logs[0]) == 8,
+    );
+
+    // B again: it stopped cleanly, so its state files are good as far as
+    // they go (a stateful task restores only the changelog's tail since).
+    let mut b = spawn_logged(&s, "b.toml", "log-b2");
+    let logs = [logs[0].clone(), s.path("log-b2")];
+    waiting(
+        Duration::from_secs(90),
+        "B to run tasks again",
+        &logs,
+        || running_tasks(&logs[1]) > 0,
+    );
+    let third = format!("{second}{}", sample_text(300, 433));
+    produce(&brokers, &lines, &line_messages(&third[second.len()..], 4));
+    wait_exact(&reader, &count_words(&third), &logs);
+    stop(&mut b, &logs[1]);
+    stop(&mut a, &logs[0]);
+    let log = read(&logs[1]);
+    assert!(!log.contains("not using its local state file"), "{log}");
+}
