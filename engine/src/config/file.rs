@@ -443,6 +443,40 @@ impl PipelineFile {
                 }
             }
             #[cfg(feature = "kafka")]
+            if *c.delivery.get_ref() == Delivery::ExactlyOnce {
+                if let Some(SinkConfig::Kafka(sink)) = c.sinks.first().map(|s| s.get_ref()) {
+                    if sink.brokers != kafka.brokers {
+                        return Err(self.error_at(
+                            c.sinks[0].span(),
+                            format!(
+                                "`delivery = \"exactly-once\"` with `tasks = \"per-partition\"` \
+                                 (line {tasks_line}) writes in the transactions of the source's \
+                                 cluster: the sink's `brokers` (\"{}\") must be the source's \
+                                 (\"{}\"), and the source's `options` (security settings \
+                                 included) are the ones used",
+                                sink.brokers, kafka.brokers
+                            ),
+                        ));
+                    }
+                }
+                if kafka
+                    .options
+                    .get("isolation.level")
+                    .is_some_and(|v| v.to_string() != "read_committed")
+                {
+                    return Err(self.error_at(
+                        source.span(),
+                        format!(
+                            "invalid kafka source: `options` sets `isolation.level`, which must \
+                             stay `read_committed` under `delivery = \"exactly-once\"` with \
+                             `tasks = \"per-partition\"` (line {tasks_line}): tasks read their \
+                             repartition topics and changelogs, where aborted transactions' \
+                             records must not count"
+                        ),
+                    ));
+                }
+            }
+            #[cfg(feature = "kafka")]
             if kafka.topics.len() != 1 || kafka.topics[0].starts_with('^') {
                 return Err(self.error_at(
                     source.span(),

@@ -7,7 +7,9 @@
 //!   checkpoint offset and the group's committed offset, and is resumed.
 //!   The checkpoint is later after a crash between checkpoint and commit;
 //!   the group's is later when another process had the partition since
-//!   (its local state is then behind, and the log says so).
+//!   (its local state is then behind, and the log says so). Under
+//!   exactly-once the group's offset alone counts: it is where the last
+//!   committed transaction ended.
 //! - **Messages** of a partition go to its own librdkafka queue (split from
 //!   the consumer's as its task starts), read by the task's feeder thread
 //!   into the task's feed. A task that falls behind holds its feeder, and
@@ -44,7 +46,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::board::{Phase, TaskBoard, summary};
 use super::task::{Feed, Feeder, Prepared, Running, TaskContext, prepare};
-use super::transaction::FENCED;
+use super::transaction::{FENCED, MIGRATED};
 use crate::batch::Records;
 use crate::kafka::LogContext;
 use crate::pipeline::{BuildError, RunError};
@@ -134,9 +136,7 @@ impl ConsumerContext for MemberContext {
                 if let Err(e) = applied.and_then(|()| consumer.pause(tpl)) {
                     tracing::warn!("{}: applying the assignment failed: {e}", self.0.log.who);
                 }
-                if let Some(metadata) = consumer.group_metadata() {
-                    *lock(&self.0.cx.group) = Some(Arc::new(metadata));
-                }
+
                 let started: Vec<String> = tpl
                     .elements()
                     .iter()
@@ -358,6 +358,13 @@ impl Member {
                 .create_with_context(MemberContext(self.shared.clone()))
                 .map_err(|e| fail(format!("cannot create the consumer: {e}")))?,
         );
+        // The tasks' transactions read the group's metadata (its current
+        // generation) at each commit.
+        let weak = Arc::downgrade(&consumer);
+        let _ = self.shared.cx.group.set(Box::new(move || {
+            weak.upgrade()
+                .and_then(|consumer| consumer.group_metadata())
+        }));
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)
@@ -379,10 +386,7 @@ impl Member {
             }
             if last_housekeeping.elapsed() >= HOUSEKEEPING {
                 last_housekeeping = Instant::now();
-                // The group's generation, for the tasks' transactions.
-                if let Some(metadata) = consumer.group_metadata() {
-                    *lock(&self.shared.cx.group) = Some(Arc::new(metadata));
-                }
+
                 self.commit_acked(&consumer);
                 self.refresh_board();
                 let now = summary(&self.shared.board.snapshot());
@@ -594,7 +598,7 @@ impl Member {
             match outcome {
                 // A zombie's task: the group has given its partition to
                 // another process, which the next rebalance tells.
-                Err(e) if e.to_string().contains(FENCED) => {
+                Err(e) if e.to_string().contains(FENCED) || e.to_string().contains(MIGRATED) => {
                     tracing::warn!(
                         "{}: the task of {topic}[{partition}] stopped: {e}",
                         self.shared.log.who

@@ -2,7 +2,7 @@
 //! settings, its parts, and the group member whose assignment makes its
 //! tasks. Not here: the member's loop (`member`), a task (`task`).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::runtime::Handle;
 use tokio::sync::watch;
@@ -138,7 +138,7 @@ impl Partitioned {
             },
             partitions,
             group_id: self.group.clone(),
-            group: Arc::new(Mutex::new(None)),
+            group: Arc::new(std::sync::OnceLock::new()),
         });
         let member = Member::new(cx, self.config, self.who, tenant, self.board, exactly_once);
         member.run(shutdown)?;

@@ -207,6 +207,9 @@ pub fn prepare(
         source,
         file: spec.file.clone(),
     };
+    if cancel.load(Ordering::Acquire) {
+        return Err(cancelled(&spec));
+    }
     // Exactly-once: fence the partition's previous owner (aborting what it
     // left open) before reading the changelog or the group's offset.
     let transaction = match spec.exactly_once() {

@@ -1,6 +1,8 @@
 //! The topics a partitioned pipeline makes for itself: changelogs
 //! (compacted, a stateful stage's state) and repartition topics (a
-//! `partition_by` stage's input). Each has the input topic's partition
+//! `partition_by` stage's input; `retention.ms = -1`, since records keep
+//! their input's timestamps, and nothing purges what the next part has
+//! committed yet). Each has the input topic's partition
 //! count, so that partition `n` of every one of them belongs with
 //! partition `n` of the input; a missing one is created, an existing one
 //! with another count is refused, naming both.
@@ -93,8 +95,13 @@ pub fn ensure<'t>(
             check(topic, existing)?;
             continue;
         }
-        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1))
+        let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1))
             .set("cleanup.policy", kind.cleanup_policy());
+        if kind == Kind::Repartition {
+            // Records keep their input's timestamps: time-based retention
+            // could drop old ones before the next part reads them.
+            new = new.set("retention.ms", "-1");
+        }
         let created = runtime
             .block_on(admin.create_topics([&new], &AdminOptions::new()))
             .map_err(|e| format!("cannot create {word} topic `{topic}`: {e}"))?;
@@ -104,7 +111,7 @@ pub fn ensure<'t>(
                     "created {word} topic {topic} ({partitions} partitions, {})",
                     match kind {
                         Kind::Changelog => "compacted",
-                        Kind::Repartition => "deleting by retention",
+                        Kind::Repartition => "kept until deleted: no time-based retention",
                     }
                 ),
                 // Another task or process made it meanwhile.

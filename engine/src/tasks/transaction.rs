@@ -11,11 +11,14 @@
 //! earlier producer of that id — the process that lost the partition
 //! (a zombie: paused past its session, cut off from the group) cannot
 //! commit again, and the broker aborts whatever transaction it left open.
-//! Fencing by id needs nothing of the broker beyond transactions, where a
-//! producer per process (Kafka's KIP-447) needs the broker to fence by the
-//! group's generation too; the cost is a producer (a connection set and a
-//! transaction) per task, which is small for tens of partitions per
-//! process.
+//! Fencing by id works whatever the broker does with the group's
+//! generation, where a producer per process (Kafka's KIP-447) relies on the
+//! broker fencing by generation alone; the cost is a producer (a
+//! connection set and a transaction) per task, which is small for tens of
+//! partitions per process. The offsets still carry the group's current
+//! metadata, read at each commit, so a broker that checks the generation
+//! refuses a commit from a member the group has moved past: that task
+//! stops ([`MIGRATED`]) and the process goes on.
 //!
 //! Kafka holds the truth: the group's committed offset, the committed
 //! output and the committed changelog always agree. A task's local state
@@ -30,7 +33,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -48,6 +51,11 @@ use crate::sink::{BatchMeta, Partitioner, Sink, SinkError};
 /// How a fenced task's error begins (the member goes on without it).
 pub const FENCED: &str = "fenced: another process has started this task";
 
+/// How the error of a task whose commit met a rebalance begins (the member
+/// goes on without it; the partition's next owner starts from the last
+/// committed transaction).
+pub const MIGRATED: &str = "the consumer group moved on during the commit";
+
 /// Longest wait for one transaction step (a retriable timeout is tried
 /// again, up to [`RETRIES`] times).
 const WAIT: Duration = Duration::from_secs(10);
@@ -55,9 +63,10 @@ const WAIT: Duration = Duration::from_secs(10);
 /// Times a retriable commit failure is tried again.
 const RETRIES: u32 = 5;
 
-/// The consumer group's metadata (id, generation, member), which each
-/// transaction's offsets carry; the member refreshes it at each rebalance.
-pub type GroupMetadata = Mutex<Option<Arc<ConsumerGroupMetadata>>>;
+/// Reads the consumer group's metadata (id, generation, member) as the
+/// member's consumer has it now: each transaction's offsets carry it, and
+/// a broker refuses offsets of an older generation.
+pub type GroupMetadata = OnceLock<Box<dyn Fn() -> Option<ConsumerGroupMetadata> + Send + Sync>>;
 
 /// A task's transactional producer (see the module's notes).
 pub struct TaskTransaction {
@@ -149,9 +158,8 @@ impl TaskTransaction {
         if offsets.count() > 0 {
             let group = self
                 .group
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
+                .get()
+                .and_then(|read| read())
                 .ok_or("the consumer has no group metadata yet")?;
             self.retrying(|| {
                 self.producer
@@ -206,16 +214,38 @@ impl TaskTransaction {
             .client()
             .fatal_error()
             .is_some_and(|(code, _)| is_fence(code));
+        let migrated = match error {
+            KafkaError::Transaction(e) => is_migration(e.code()),
+            other => other.rdkafka_error_code().is_some_and(is_migration),
+        };
         if fenced {
             format!(
                 "{FENCED} (transactional id `{}`), so this one lost its partition; it stops \
                  writing ({what}: {error})",
                 self.id
             )
+        } else if migrated {
+            format!(
+                "{MIGRATED} (a rebalance; transactional id `{}`): the batch is aborted and the \
+                 partition's owner starts again from the last committed transaction ({what}: \
+                 {error})",
+                self.id
+            )
         } else {
             format!("transaction `{}`: {what}: {error}", self.id)
         }
     }
+}
+
+/// Whether `code` says the group has moved to another generation (the
+/// offsets' metadata is stale), not that the producer is fenced.
+fn is_migration(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::IllegalGeneration
+            | RDKafkaErrorCode::UnknownMemberId
+            | RDKafkaErrorCode::RebalanceInProgress
+    )
 }
 
 impl Drop for TaskTransaction {
@@ -292,8 +322,17 @@ impl Sink for TaskOutput {
     fn commit(&mut self, batch: BatchMeta<'_>) -> Result<(), SinkError> {
         let mut offsets = TopicPartitionList::new();
         for position in batch.positions {
-            if let Some((topic, partition, next)) = parse_position(&position.position) {
-                let _ = offsets.add_partition_offset(topic, partition, Offset::Offset(next));
+            let added = parse_position(&position.position).and_then(|(topic, partition, next)| {
+                offsets
+                    .add_partition_offset(topic, partition, Offset::Offset(next))
+                    .ok()
+            });
+            if added.is_none() {
+                return Err(self.error(format!(
+                    "batch {}: position `{}` is not a Kafka offset: its transaction is not \
+                     committed without it",
+                    batch.id, position.position
+                )));
             }
         }
         self.transaction

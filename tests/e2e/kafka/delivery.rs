@@ -8,8 +8,6 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use super::*;
 
 /// State over Kafka: `running-count` reads a 4-partition topic while input

@@ -404,32 +404,6 @@ fn highest_totals(messages: &[Value]) -> BTreeMap<String, u64> {
     totals
 }
 
-/// Waits until the highest running totals in `reader` are `expected`,
-/// failing with the logs if they are not after 90 s.
-fn wait_highest(reader: &Reader, expected: &BTreeMap<String, u64>, logs: &[PathBuf]) {
-    let start = std::time::Instant::now();
-    loop {
-        let got = highest_totals(&reader.messages());
-        if &got == expected {
-            return;
-        }
-        if start.elapsed() > Duration::from_secs(90) {
-            let logs: Vec<String> = logs.iter().map(|l| read(l)).collect();
-            let wrong: Vec<_> = expected
-                .iter()
-                .filter(|(w, n)| got.get(*w) != Some(n))
-                .take(10)
-                .map(|(w, n)| format!("{w}: {:?}, not {n}", got.get(w)))
-                .collect();
-            panic!(
-                "running totals differ after 90 s: {wrong:?}\n{}",
-                logs.join("\n----\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// How many tasks, of every process, the logs show running.
 fn tasks_running(logs: &[PathBuf]) -> Vec<usize> {
     logs.iter().map(|l| running_tasks(l)).collect()
@@ -485,7 +459,7 @@ fn partition_by_word_makes_running_totals_global_across_three_processes() {
     // by word brings each word's records to one counting task.
     let first = sample_text(1500, 301);
     produce(&brokers, &lines, &line_messages(&first, 6));
-    wait_highest(&reader, &count_words(&first), &logs);
+    wait_exactly(&count_words(&first), &logs, highest(&reader));
     let all_logs = logs
         .iter()
         .map(|l| read(l))
@@ -509,7 +483,7 @@ fn partition_by_word_makes_running_totals_global_across_three_processes() {
     let second = sample_text(900, 302);
     produce(&brokers, &lines, &line_messages(&second, 6));
     let both = format!("{first}{second}");
-    wait_highest(&reader, &count_words(&both), &logs[..2]);
+    wait_exactly(&count_words(&both), &logs[..2], highest(&reader));
     assert_eq!(tasks_running(&logs[..2]).iter().sum::<usize>(), 12);
     // No word was counted twice: no total ever passed its true count.
     std::thread::sleep(Duration::from_secs(1));
@@ -578,12 +552,16 @@ fn signal(child: &Child, signal: &str) {
     assert!(status.success(), "kill -{signal} failed");
 }
 
-/// Waits until the highest running totals in `reader` are `expected`,
-/// asserting on the way that none ever goes past it.
-fn wait_exact(reader: &Reader, expected: &BTreeMap<String, u64>, logs: &[PathBuf]) {
+/// Waits until `current` (word → total, read again each time) is
+/// `expected`, asserting on the way that no word ever goes past it.
+fn wait_exactly(
+    expected: &BTreeMap<String, u64>,
+    logs: &[PathBuf],
+    mut current: impl FnMut() -> BTreeMap<String, u64>,
+) {
     let start = std::time::Instant::now();
     loop {
-        let got = highest_totals(&reader.messages());
+        let got = current();
         let over: Vec<String> = got
             .iter()
             .filter(|(w, n)| **n > expected.get(*w).copied().unwrap_or(0))
@@ -597,7 +575,7 @@ fn wait_exact(reader: &Reader, expected: &BTreeMap<String, u64>, logs: &[PathBuf
         };
         assert!(
             over.is_empty(),
-            "committed totals past the true count: {over:?}\n{}",
+            "totals past the true count: {over:?}\n{}",
             logs_now()
         );
         if &got == expected {
@@ -605,11 +583,24 @@ fn wait_exact(reader: &Reader, expected: &BTreeMap<String, u64>, logs: &[PathBuf
         }
         assert!(
             start.elapsed() < Duration::from_secs(120),
-            "running totals incomplete after 120 s\n{}",
+            "totals incomplete after 120 s: {got:?}\n{}",
             logs_now()
         );
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(300));
     }
+}
+
+/// Each word's highest running total that `reader` has seen.
+fn highest(reader: &Reader) -> impl FnMut() -> BTreeMap<String, u64> + '_ {
+    || highest_totals(&reader.messages())
+}
+
+/// The per-batch counts committed to `counts`, added up per word.
+fn committed_counts<'a>(
+    brokers: &'a str,
+    counts: &'a str,
+) -> impl FnMut() -> BTreeMap<String, u64> + 'a {
+    move || totals(&committed_messages(brokers, counts))
 }
 
 /// The pipeline files `a.toml` and `b.toml` (state in `state-a`,
@@ -648,45 +639,6 @@ fn exactly_once_files(
     name
 }
 
-/// Waits until the per-batch counts committed to `counts` add up to
-/// `expected`, failing at once if any word's goes past it.
-fn wait_committed_counts(
-    brokers: &str,
-    counts: &str,
-    expected: &BTreeMap<String, u64>,
-    logs: &[PathBuf],
-) {
-    let start = std::time::Instant::now();
-    loop {
-        let got = totals(&committed_messages(brokers, counts));
-        let over: Vec<String> = got
-            .iter()
-            .filter(|(w, n)| **n > expected.get(*w).copied().unwrap_or(0))
-            .map(|(w, n)| format!("{w}: {n} > {:?}", expected.get(w)))
-            .collect();
-        let logs_now = || {
-            logs.iter()
-                .map(|l| read(l))
-                .collect::<Vec<_>>()
-                .join("\n----\n")
-        };
-        assert!(
-            over.is_empty(),
-            "committed counts past the true count: {over:?}\n{}",
-            logs_now()
-        );
-        if &got == expected {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "committed counts incomplete after 120 s: {got:?}\n{}",
-            logs_now()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 #[test]
 fn exactly_once_tasks_commit_every_batch_once_through_a_crash() {
     let brokers = shared_broker();
@@ -711,7 +663,11 @@ fn exactly_once_tasks_commit_every_batch_once_through_a_crash() {
     );
     let first = sample_text(800, 401);
     produce(&brokers, &lines, &line_messages(&first, 4));
-    wait_committed_counts(&brokers, &counts, &count_words(&first), &logs);
+    wait_exactly(
+        &count_words(&first),
+        &logs,
+        committed_counts(&brokers, &counts),
+    );
 
     // B is killed mid-stream, transactions open; A takes over, fencing
     // B's producers (the broker aborts what they left open) and starting
@@ -726,7 +682,11 @@ fn exactly_once_tasks_commit_every_batch_once_through_a_crash() {
         std::thread::sleep(Duration::from_millis(150));
     }
     let second = format!("{first}{}", chunks.concat());
-    wait_committed_counts(&brokers, &counts, &count_words(&second), &logs);
+    wait_exactly(
+        &count_words(&second),
+        &logs,
+        committed_counts(&brokers, &counts),
+    );
     let log = read(&logs[0]);
     assert!(
         log.contains("(the group's committed offset, where its last transaction ended)"),
@@ -745,11 +705,10 @@ fn exactly_once_tasks_commit_every_batch_once_through_a_crash() {
     );
     let third = sample_text(400, 420);
     produce(&brokers, &lines, &line_messages(&third, 4));
-    wait_committed_counts(
-        &brokers,
-        &counts,
+    wait_exactly(
         &count_words(&format!("{second}{third}")),
         &logs,
+        committed_counts(&brokers, &counts),
     );
     stop(&mut b, &logs[1]);
     stop(&mut a, &logs[0]);
@@ -865,7 +824,7 @@ fn exactly_once_state_moves_in_transactions_with_partition_by() {
     );
     let first = sample_text(800, 431);
     produce(&brokers, &lines, &line_messages(&first, 4));
-    wait_exact(&reader, &count_words(&first), &logs);
+    wait_exactly(&count_words(&first), &logs, highest(&reader));
 
     // B stops: its tasks move to A, whose counting tasks restore B's
     // state from the changelog records B's transactions committed.
@@ -886,7 +845,7 @@ fn exactly_once_state_moves_in_transactions_with_partition_by() {
     }
     let second = format!("{first}{}", sample_text(500, 432));
     produce(&brokers, &lines, &line_messages(&second[first.len()..], 4));
-    wait_exact(&reader, &count_words(&second), &logs);
+    wait_exactly(&count_words(&second), &logs, highest(&reader));
     waiting(
         Duration::from_secs(30),
         "A to run all 8 tasks",
@@ -906,7 +865,7 @@ fn exactly_once_state_moves_in_transactions_with_partition_by() {
     );
     let third = format!("{second}{}", sample_text(300, 433));
     produce(&brokers, &lines, &line_messages(&third[second.len()..], 4));
-    wait_exact(&reader, &count_words(&third), &logs);
+    wait_exactly(&count_words(&third), &logs, highest(&reader));
     stop(&mut b, &logs[1]);
     stop(&mut a, &logs[0]);
     let log = read(&logs[1]);
