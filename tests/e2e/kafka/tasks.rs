@@ -605,15 +605,8 @@ fn committed_counts<'a>(
 
 /// The pipeline files `a.toml` and `b.toml` (state in `state-a`,
 /// `state-b`): `lines` → split → `counter` → Kafka `counts`, a task per
-/// partition, exactly-once, plus `extra` on the count stage.
-fn exactly_once_files(
-    s: &Scratch,
-    brokers: &str,
-    lines: &str,
-    counts: &str,
-    counter: &str,
-    extra: &str,
-) -> String {
+/// partition, exactly-once.
+fn exactly_once_files(s: &Scratch, brokers: &str, lines: &str, counts: &str, counter: &str) {
     let (name, group) = (unique("wc"), unique("group"));
     let source = kafka_source(
         brokers,
@@ -632,24 +625,51 @@ fn exactly_once_files(
             &source,
             counter,
             &sink,
-        )
-        .replace("name = \"count\"\n", &format!("name = \"count\"\n{extra}"));
+        );
         s.write(&format!("{p}.toml"), &file);
     }
-    name
+}
+
+/// Topics `lines` (of `partitions`) and `counts` (of one) on the shared
+/// broker, and the files of [`exactly_once_files`] in a new scratch folder.
+struct ExactlyOnce {
+    brokers: String,
+    lines: String,
+    counts: String,
+    s: Scratch,
+    logs: [PathBuf; 2],
+}
+
+impl ExactlyOnce {
+    fn new(partitions: u32, counter: &str) -> ExactlyOnce {
+        let brokers = shared_broker();
+        let (lines, counts) = (unique("lines"), unique("counts"));
+        create_topic(&brokers, &lines, partitions);
+        create_topic(&brokers, &counts, 1);
+        let s = Scratch::new();
+        exactly_once_files(&s, &brokers, &lines, &counts, counter);
+        let logs = [s.path("log-a"), s.path("log-b")];
+        ExactlyOnce {
+            brokers,
+            lines,
+            counts,
+            s,
+            logs,
+        }
+    }
 }
 
 #[test]
 fn exactly_once_tasks_commit_every_batch_once_through_a_crash() {
-    let brokers = shared_broker();
-    let (lines, counts) = (unique("lines"), unique("counts"));
-    create_topic(&brokers, &lines, 4);
-    create_topic(&brokers, &counts, 1);
-    let s = Scratch::new();
     // Per-batch counts: the committed ones add up to the input's exactly
     // only if no batch's output commits twice and none is lost.
-    exactly_once_files(&s, &brokers, &lines, &counts, "word_count", "");
-    let logs = [s.path("log-a"), s.path("log-b")];
+    let ExactlyOnce {
+        brokers,
+        lines,
+        counts,
+        s,
+        logs,
+    } = ExactlyOnce::new(4, "word_count");
     let mut a = spawn_logged(&s, "a.toml", "log-a");
     let mut b = spawn_logged(&s, "b.toml", "log-b");
     waiting(
@@ -718,13 +738,13 @@ fn exactly_once_tasks_commit_every_batch_once_through_a_crash() {
 
 #[test]
 fn a_fenced_zombie_stops_writing_and_says_so() {
-    let brokers = shared_broker();
-    let (lines, counts) = (unique("lines"), unique("counts"));
-    create_topic(&brokers, &lines, 2);
-    create_topic(&brokers, &counts, 1);
-    let s = Scratch::new();
-    exactly_once_files(&s, &brokers, &lines, &counts, "word_count", "");
-    let logs = [s.path("log-a"), s.path("log-b")];
+    let ExactlyOnce {
+        brokers,
+        lines,
+        counts,
+        s,
+        logs,
+    } = ExactlyOnce::new(2, "word_count");
     // A stalls inside its first batch with output, after the batch's
     // checkpoint and before its transaction commits.
     let mut a = s
@@ -812,16 +832,16 @@ fn words_of_their_partition(text: &str, partitions: usize) -> String {
 
 #[test]
 fn exactly_once_state_moves_in_transactions() {
-    let brokers = shared_broker();
-    let (lines, counts) = (unique("lines"), unique("counts"));
-    create_topic(&brokers, &lines, 4);
-    create_topic(&brokers, &counts, 1);
-    let s = Scratch::new();
-    exactly_once_files(&s, &brokers, &lines, &counts, "running_count", "");
+    let ExactlyOnce {
+        brokers,
+        lines,
+        counts,
+        s,
+        logs,
+    } = ExactlyOnce::new(4, "running_count");
     // Each word's highest running total committed (read from the raw log:
     // the test broker's `read_committed` is not to be trusted).
     let committed_highest = || highest_totals(&committed_messages(&brokers, &counts));
-    let logs = [s.path("log-a"), s.path("log-b")];
     let mut a = spawn_logged(&s, "a.toml", "log-a");
     let mut b = spawn_logged(&s, "b.toml", "log-b");
     waiting(
