@@ -67,11 +67,16 @@ pub struct StateStore {
 }
 
 impl StateStore {
+    /// Where the state file of pipeline (or task) `pipeline` in `dir` is.
+    pub fn file(dir: &Path, pipeline: &str) -> PathBuf {
+        dir.join(format!("{pipeline}.redb"))
+    }
+
     /// Opens (or creates) the state file of pipeline `pipeline` in `dir`.
     /// A file that is not a valid store is an error naming it, never
     /// silently replaced.
     pub fn open(dir: &Path, pipeline: &str) -> Result<Arc<StateStore>, StateError> {
-        let path = dir.join(format!("{pipeline}.redb"));
+        let path = StateStore::file(dir, pipeline);
         let fail = |message: String| StateError {
             path: path.clone(),
             message,

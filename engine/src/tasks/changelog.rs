@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
@@ -76,14 +76,30 @@ pub struct Acks {
 }
 
 impl Acks {
-    /// The first failure since the last call, if any.
-    pub fn take_failure(&self) -> Option<String> {
-        self.failed.lock().unwrap_or_else(|p| p.into_inner()).take()
+    /// After a flush: the first failure since the last call, or else, per
+    /// topic, the offset after the last record acknowledged.
+    pub fn settle(&self) -> Result<HashMap<String, i64>, String> {
+        if let Some(failed) = self.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(failed);
+        }
+        Ok(self.next.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
+}
 
-    /// Per topic, the offset after the last record acknowledged.
-    pub fn next(&self) -> HashMap<String, i64> {
-        self.next.lock().unwrap_or_else(|p| p.into_inner()).clone()
+/// Sends `record`, letting the producer drain while its queue is full.
+pub fn send_waiting(
+    producer: &BaseProducer<Acks>,
+    mut record: BaseRecord<'_, [u8], [u8]>,
+) -> Result<(), KafkaError> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                producer.poll(Duration::from_millis(10));
+                record = back;
+            }
+            Err((e, _)) => return Err(e),
+        }
     }
 }
 
@@ -171,18 +187,9 @@ impl Changelog for TaskChangelog {
             }
             match &self.writer {
                 Writer::Transaction(transaction) => transaction.send(record)?,
-                Writer::Own(producer) => loop {
-                    match producer.send(record) {
-                        Ok(()) => break,
-                        Err((KafkaError::MessageProduction(code), back))
-                            if code == rdkafka::types::RDKafkaErrorCode::QueueFull =>
-                        {
-                            producer.poll(Duration::from_millis(10));
-                            record = back;
-                        }
-                        Err((e, _)) => return Err(format!("{topic}: {e}")),
-                    }
-                },
+                Writer::Own(producer) => {
+                    send_waiting(producer, record).map_err(|e| format!("{topic}: {e}"))?
+                }
             }
         }
         if let Writer::Own(producer) = &self.writer {
@@ -198,11 +205,7 @@ impl Changelog for TaskChangelog {
                 producer
                     .flush(WAIT)
                     .map_err(|e| format!("waiting for the broker's acknowledgements: {e}"))?;
-                let acks = producer.context();
-                if let Some(failed) = acks.take_failure() {
-                    return Err(failed);
-                }
-                acks.next()
+                producer.context().settle()?
             }
         };
         Ok(self

@@ -291,7 +291,7 @@ impl Shared {
     /// committed (it stopped with every batch committed), so its next start
     /// here may use it.
     fn mark_clean(&self, name: &str) {
-        let file = self.cx.spec.state_dir.join(format!("{name}.redb"));
+        let file = crate::state::StateStore::file(&self.cx.spec.state_dir, name);
         if !file.exists() {
             return;
         }

@@ -107,7 +107,7 @@ pub fn parse_position(position: &str) -> Option<(&str, i32, i64)> {
 
 /// The offset in a position [`position`] wrote.
 pub fn offset_of(position: &str) -> Option<i64> {
-    position.rsplit_once('@')?.1.parse().ok()
+    parse_position(position).map(|(_, _, offset)| offset)
 }
 
 impl Source for TaskSource {
@@ -221,7 +221,7 @@ pub fn prepare(
             )
             .map_err(|message| {
                 state_error(StateError {
-                    path: spec.state_dir.join(format!("{}.redb", spec.name)),
+                    path: StateStore::file(&spec.state_dir, &spec.name),
                     message,
                 })
             })?,
@@ -229,10 +229,13 @@ pub fn prepare(
         false => None,
     };
     let store = if stateful || spec.needs_state_file() {
-        if transaction.is_some() {
-            keep_only_committed_state(cx, &spec, part, partition).map_err(state_error)?;
-        }
-        Some(StateStore::open(&spec.state_dir, &spec.name).map_err(state_error)?)
+        let store = StateStore::open(&spec.state_dir, &spec.name).map_err(state_error)?;
+        Some(match transaction {
+            Some(_) => {
+                keep_only_committed_state(cx, &spec, part, partition, store).map_err(state_error)?
+            }
+            None => store,
+        })
     } else {
         None
     };
@@ -386,65 +389,67 @@ fn transactional_id(cx: &TaskContext, task: &str) -> String {
     format!("sluice-{}-{task}", cx.group_id)
 }
 
-/// Exactly-once: keeps the task's local state file only when it matches
-/// what Kafka has committed — the task last stopped cleanly (every batch
-/// committed; see `transaction::clean`) at an offset the group has not
-/// passed; otherwise deletes it, and the changelog alone rebuilds the
-/// state. Either way the clean mark goes: from now on the file may run
-/// ahead of the transactions.
+/// Exactly-once: `store`, the task's local state file, if it matches what
+/// Kafka has committed — it holds no checkpoint, or the task last stopped
+/// cleanly here (every batch committed; see `transaction::clean`) at an
+/// offset the group has not passed; otherwise the file is deleted and
+/// opened anew, empty, for the changelog alone to rebuild. Either way the
+/// clean mark goes: from now on the file may run ahead of the transactions.
 fn keep_only_committed_state(
     cx: &TaskContext,
     spec: &PipelineSpec,
     part: usize,
     partition: i32,
-) -> Result<(), StateError> {
-    let path = spec.state_dir.join(format!("{}.redb", spec.name));
+    store: Arc<StateStore>,
+) -> Result<Arc<StateStore>, StateError> {
+    let path = store.path().to_path_buf();
     let mark = transaction::clean(&path);
     let fail = |message: String| StateError {
         path: path.clone(),
         message,
     };
-    if !path.exists() {
-        let _ = std::fs::remove_file(&mark);
-        return Ok(());
-    }
-    let why_not = if mark.exists() {
-        let local = StateStore::open(&spec.state_dir, &spec.name)?
-            .checkpoint()?
-            .and_then(|c| c.positions.get(&0).and_then(|p| offset_of(p)));
-        let topic = &cx.topology.parts[part].topic;
-        let committed =
-            changelog::committed_offset(&cx.changelog.config, &cx.group_id, topic, partition)
-                .map_err(&fail)?;
-        match (local, committed) {
-            (Some(local), Some(committed)) if local > committed => Some(format!(
-                "it is at offset {local}, past the group's committed {committed}"
-            )),
-            (Some(local), None) => Some(format!(
-                "it is at offset {local}, and the group has committed nothing"
-            )),
-            _ => None,
-        }
-    } else {
-        Some("the task did not stop cleanly last time, so it may hold writes of a transaction that never committed".to_string())
-    };
-    std::fs::remove_file(&mark)
-        .or_else(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Ok(())
-            } else {
-                Err(e)
+    let local = store
+        .checkpoint()?
+        .and_then(|c| c.positions.get(&0).and_then(|p| offset_of(p)));
+    let why_not = match local {
+        None => None,
+        Some(_) if !mark.exists() => Some(
+            "the task did not stop cleanly last time, so it may hold writes of a transaction \
+             that never committed"
+                .to_string(),
+        ),
+        Some(local) => {
+            let topic = &cx.topology.parts[part].topic;
+            let committed =
+                changelog::committed_offset(&cx.changelog.config, &cx.group_id, topic, partition)
+                    .map_err(&fail)?;
+            match committed {
+                Some(committed) if local > committed => Some(format!(
+                    "it is at offset {local}, past the group's committed {committed}"
+                )),
+                None => Some(format!(
+                    "it is at offset {local}, and the group has committed nothing"
+                )),
+                Some(_) => None,
             }
-        })
-        .map_err(|e| fail(format!("cannot remove {}: {e}", mark.display())))?;
-    if let Some(why) = why_not {
-        tracing::info!(
-            "task {}: not using its local state file ({why}); rebuilding the state from the changelog",
-            spec.name
-        );
-        std::fs::remove_file(&path).map_err(|e| fail(format!("cannot remove it: {e}")))?;
+        }
+    };
+    match std::fs::remove_file(&mark) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(fail(format!("cannot remove {}: {e}", mark.display())));
+        }
+        _ => {}
     }
-    Ok(())
+    let Some(why) = why_not else {
+        return Ok(store);
+    };
+    tracing::info!(
+        "task {}: not using its local state file ({why}); rebuilding the state from the changelog",
+        spec.name
+    );
+    drop(store);
+    std::fs::remove_file(&path).map_err(|e| fail(format!("cannot remove it: {e}")))?;
+    StateStore::open(&spec.state_dir, &spec.name)
 }
 
 /// A task's output under exactly-once: in its transaction, to the

@@ -42,7 +42,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::changelog::Acks;
+use super::changelog::{Acks, send_waiting};
 use super::task::parse_position;
 use crate::batch::Records;
 use crate::sink::kafka::{message, topic_of};
@@ -119,18 +119,9 @@ impl TaskTransaction {
     }
 
     /// Sends `record` in the open transaction (opening one if needed).
-    pub fn send(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<(), String> {
+    pub fn send(&self, record: BaseRecord<'_, [u8], [u8]>) -> Result<(), String> {
         self.begin()?;
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    self.producer.poll(Duration::from_millis(10));
-                    record = back;
-                }
-                Err((e, _)) => return Err(self.describe(&e, "cannot send")),
-            }
-        }
+        send_waiting(&self.producer, record).map_err(|e| self.describe(&e, "cannot send"))
     }
 
     /// Waits until everything sent is acknowledged; returns, per topic, the
@@ -139,11 +130,7 @@ impl TaskTransaction {
         self.producer
             .flush(WAIT)
             .map_err(|e| self.describe(&e, "waiting for the broker's acknowledgements"))?;
-        let acks = self.producer.context();
-        if let Some(failed) = acks.take_failure() {
-            return Err(failed);
-        }
-        Ok(acks.next())
+        self.producer.context().settle()
     }
 
     /// Commits the open transaction (opening one for `offsets` alone when

@@ -404,6 +404,16 @@ fn highest_totals(messages: &[Value]) -> BTreeMap<String, u64> {
     totals
 }
 
+/// Waits until the processes logging to `logs` run `total` tasks between
+/// them, each at least one.
+fn wait_spread(logs: &[PathBuf], total: usize) {
+    let what = format!("{total} tasks over {} processes", logs.len());
+    waiting(Duration::from_secs(90), &what, logs, || {
+        let running = tasks_running(logs);
+        running.iter().sum::<usize>() == total && running.iter().all(|n| *n > 0)
+    });
+}
+
 /// How many tasks, of every process, the logs show running.
 fn tasks_running(logs: &[PathBuf]) -> Vec<usize> {
     logs.iter().map(|l| running_tasks(l)).collect()
@@ -450,10 +460,7 @@ fn partition_by_word_makes_running_totals_global_across_three_processes() {
         .map(|p| spawn_logged(&s, &format!("{p}.toml"), &format!("log-{p}")))
         .collect();
     // Two parts (split; count and after) of 6 tasks each, over 3 processes.
-    eventually(Duration::from_secs(90), "12 tasks over 3 processes", || {
-        let running = tasks_running(&logs);
-        running.iter().sum::<usize>() == 12 && running.iter().all(|n| *n > 0)
-    });
+    wait_spread(&logs, 12);
 
     // Every word is on every partition of the input: only repartitioning
     // by word brings each word's records to one counting task.
@@ -672,15 +679,7 @@ fn exactly_once_tasks_commit_every_batch_once_through_a_crash() {
     } = ExactlyOnce::new(4, "word_count");
     let mut a = spawn_logged(&s, "a.toml", "log-a");
     let mut b = spawn_logged(&s, "b.toml", "log-b");
-    waiting(
-        Duration::from_secs(90),
-        "4 tasks over 2 processes",
-        &logs,
-        || {
-            let running = tasks_running(&logs);
-            running.iter().sum::<usize>() == 4 && running.iter().all(|n| *n > 0)
-        },
-    );
+    wait_spread(&logs, 4);
     let first = sample_text(800, 401);
     produce(&brokers, &lines, &line_messages(&first, 4));
     wait_exactly(
@@ -844,15 +843,7 @@ fn exactly_once_state_moves_in_transactions() {
     let committed_highest = || highest_totals(&committed_messages(&brokers, &counts));
     let mut a = spawn_logged(&s, "a.toml", "log-a");
     let mut b = spawn_logged(&s, "b.toml", "log-b");
-    waiting(
-        Duration::from_secs(90),
-        "4 tasks over 2 processes",
-        &logs,
-        || {
-            let running = tasks_running(&logs);
-            running.iter().sum::<usize>() == 4 && running.iter().all(|n| *n > 0)
-        },
-    );
+    wait_spread(&logs, 4);
     let first = words_of_their_partition(&sample_text(800, 431), 4);
     produce(&brokers, &lines, &line_messages(&first, 4));
     wait_exactly(&count_words(&first), &logs, committed_highest);
