@@ -25,6 +25,8 @@
 
 mod support;
 
+use support::kafka::{create_topic, send};
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
@@ -34,7 +36,6 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use sluice::source::LineMaker;
 
 const WORDS_PER_LINE: u32 = 10;
 const PARTITIONS: i32 = 4;
@@ -56,7 +57,7 @@ fn main() {
         .as_millis();
     let input = format!("bench-lines-{run}");
     let loaded = Instant::now();
-    load(&brokers, &input, lines);
+    support::kafka::load(&brokers, &input, PARTITIONS, lines, WORDS_PER_LINE);
     println!(
         "loaded {lines} lines into {input} ({PARTITIONS} partitions) in {:.1} s",
         loaded.elapsed().as_secs_f64()
@@ -116,65 +117,6 @@ fn producer(brokers: &str) -> BaseProducer {
         .set("linger.ms", "5")
         .create()
         .expect("producer")
-}
-
-fn send(producer: &BaseProducer, mut record: BaseRecord<'_, [u8], [u8]>) {
-    loop {
-        match producer.send(record) {
-            Ok(()) => return,
-            Err((_, back)) => {
-                producer.poll(Duration::from_millis(10));
-                record = back;
-            }
-        }
-    }
-}
-
-/// Creates `topic` and fills it with `lines` generated lines, spread
-/// evenly over its partitions.
-fn load(brokers: &str, topic: &str, lines: u64) {
-    create_topic(brokers, topic, PARTITIONS);
-    // Large producer batches: a fetch returns whole batches, so this is
-    // what lets the readers below fetch much per request.
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "50")
-        .set("batch.size", "1000000")
-        .set("batch.num.messages", "100000")
-        .create()
-        .expect("producer");
-    let mut maker = LineMaker::new(1, WORDS_PER_LINE);
-    for i in 0..lines {
-        let line = maker.next_line().to_string();
-        send(
-            &producer,
-            BaseRecord::to(topic)
-                .payload(line.as_bytes())
-                .partition((i % PARTITIONS as u64) as i32),
-        );
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(Duration::from_secs(120)).expect("loading");
-}
-
-fn create_topic(brokers: &str, topic: &str, partitions: i32) {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin client");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let topics = [NewTopic::new(topic, partitions, TopicReplication::Fixed(1))];
-    let result = rt
-        .block_on(admin.create_topics(&topics, &AdminOptions::new()))
-        .expect("creating topic");
-    for r in result {
-        r.unwrap_or_else(|(t, e)| panic!("creating {t}: {e:?}"));
-    }
 }
 
 /// A consumer of every partition of `input` from its start, outside any

@@ -41,9 +41,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use sluice::source::LineMaker;
 
 const WORDS_PER_LINE: u32 = 10;
 
@@ -70,7 +68,13 @@ fn main() {
     for partitions in [1, 2, 4] {
         for (kind, n) in [("wc", lines), ("cpu", cpu_lines)] {
             let loaded = Instant::now();
-            load(&brokers, &topic(kind, partitions), partitions, n);
+            support::kafka::load(
+                &brokers,
+                &topic(kind, partitions),
+                partitions,
+                n,
+                WORDS_PER_LINE,
+            );
             println!(
                 "loaded {n} lines into {} in {:.1} s",
                 topic(kind, partitions),
@@ -144,57 +148,6 @@ fn main() {
         &runs,
         cpu_lines,
     );
-}
-
-/// Creates `topic` with `partitions` and fills it with `lines` generated
-/// lines, spread evenly over them.
-fn load(brokers: &str, topic: &str, partitions: i32, lines: u64) {
-    create_topic(brokers, topic, partitions);
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "50")
-        .set("batch.size", "1000000")
-        .set("batch.num.messages", "100000")
-        .create()
-        .expect("producer");
-    let mut maker = LineMaker::new(1, WORDS_PER_LINE);
-    for i in 0..lines {
-        let line = maker.next_line().to_string();
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
-            .payload(line.as_bytes())
-            .partition((i % partitions as u64) as i32);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    producer.poll(Duration::from_millis(10));
-                    record = back;
-                }
-            }
-        }
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(Duration::from_secs(120)).expect("loading");
-}
-
-fn create_topic(brokers: &str, topic: &str, partitions: i32) {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin client");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let topics = [NewTopic::new(topic, partitions, TopicReplication::Fixed(1))];
-    let result = rt
-        .block_on(admin.create_topics(&topics, &AdminOptions::new()))
-        .expect("creating topic");
-    for r in result {
-        r.unwrap_or_else(|(t, e)| panic!("creating {t}: {e:?}"));
-    }
 }
 
 /// Wall-clock and CPU time of one run.

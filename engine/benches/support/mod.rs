@@ -6,6 +6,10 @@ use std::process::Command;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+#[cfg(feature = "kafka")]
+#[allow(dead_code)] // only the Kafka benchmarks use it
+pub mod kafka;
+
 /// A store's data for benchmarks that call a component directly: WASI with
 /// nothing granted.
 #[allow(dead_code)] // not every benchmark calls components itself

@@ -104,6 +104,13 @@ pub struct PipelineConfig {
     /// input offsets (see the README, "Exactly-once across processes").
     #[serde(default = "default_tasks")]
     pub tasks: Spanned<Tasks>,
+    /// With `tasks = "per-partition"`: `1` keeps a warm copy of every task
+    /// this process does not run (its state followed from the changelog
+    /// into the local state file), so that taking over a partition restores
+    /// only the changelog's last moments; `0` (the default) keeps none. With
+    /// two processes each task has one standby, with N processes N − 1.
+    #[serde(default = "default_standby_replicas")]
+    pub standby_replicas: Spanned<u32>,
     /// Where records come from; at least one.
     #[serde(default)]
     pub sources: Vec<Spanned<SourceConfig>>,
@@ -148,6 +155,10 @@ pub enum Tasks {
 
 fn default_tasks() -> Spanned<Tasks> {
     Spanned::new(0..0, Tasks::One)
+}
+
+fn default_standby_replicas() -> Spanned<u32> {
+    Spanned::new(0..0, 0)
 }
 
 fn default_delivery() -> Spanned<Delivery> {
@@ -367,7 +378,25 @@ impl PipelineFile {
     fn validate_tasks(&self) -> Result<(), ConfigError> {
         let c = &self.config;
         let per_partition = *c.tasks.get_ref() == Tasks::PerPartition;
+        let standby = *c.standby_replicas.get_ref();
+        if standby > 1 {
+            return Err(self.error_at(
+                c.standby_replicas.span(),
+                format!(
+                    "`standby_replicas = {standby}`: only 0 or 1 (with 1, each process keeps a warm \
+                     copy of every task it does not run, so with N processes a task has N − 1)"
+                ),
+            ));
+        }
         if !per_partition {
+            if standby > 0 {
+                return Err(self.error_at(
+                    c.standby_replicas.span(),
+                    "`standby_replicas` needs `tasks = \"per-partition\"` (and a Kafka source): \
+                     a standby is a warm copy of a task's state, followed from its changelog topic"
+                        .to_string(),
+                ));
+            }
             for stage in &c.stages {
                 if let Some(by) = &stage.get_ref().partition_by {
                     return Err(self.error_at(

@@ -72,6 +72,9 @@ pub struct PipelineSpec {
     pub delivery: Delivery,
     /// One chain of stages, or a task per partition (Kafka).
     pub tasks: Tasks,
+    /// Whether a process keeps warm copies of the tasks it does not run
+    /// (`standby_replicas = 1`).
+    pub standby: bool,
     /// Sources, with their paths resolved.
     pub sources: Vec<Located<SourceConfig>>,
     /// Stages, in order.
@@ -325,6 +328,7 @@ impl PipelineFile {
             state_dir_set: c.state_dir.is_some(),
             delivery: *c.delivery.get_ref(),
             tasks: *c.tasks.get_ref(),
+            standby: *c.standby_replicas.get_ref() > 0,
             sources,
             stages,
             sinks,

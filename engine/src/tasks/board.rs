@@ -16,10 +16,17 @@ pub enum Phase {
     /// Being built: its state file opened, its stages instantiated (its
     /// partition is paused meanwhile).
     Starting,
+    /// Bringing its state up to date from its changelog (see
+    /// [`TaskStatus::restore`]) before it reads a record.
+    Restoring,
     /// Processing its partition.
     Running,
     /// Its partition is being taken away: finishing the batch in flight.
     Stopping,
+    /// Not run here: a warm copy of its state, followed from its
+    /// changelog (`standby_replicas = 1`; [`TaskStatus::restore`] counts
+    /// what it applied).
+    Standby,
 }
 
 /// One task, as status shows it.
@@ -38,6 +45,39 @@ pub struct TaskStatus {
     pub lag: Option<i64>,
     /// The next offset it reads, once running.
     pub position: Option<i64>,
+    /// While restoring: how far (a standby: what it has applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreProgress>,
+}
+
+/// How far a task's restore from one changelog partition has come.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreProgress {
+    /// The changelog partition it reads: `topic[partition]`.
+    pub changelog: String,
+    /// The first offset it read, the offset after the last, and the
+    /// partition's end as the broker gave it when the restore began (an
+    /// estimate: writes may still arrive; `None` when not known).
+    pub from: i64,
+    pub at: i64,
+    pub end: Option<i64>,
+    /// Records applied and their bytes (keys and values).
+    pub records: u64,
+    pub bytes: u64,
+}
+
+impl RestoreProgress {
+    /// The share of the offsets from `from` to `end` read so far, in
+    /// percent (below 100 until the restore ends; `None` without an end).
+    pub fn percent(&self) -> Option<u32> {
+        let end = self.end?;
+        let span = end - self.from;
+        if span <= 0 {
+            return Some(99);
+        }
+        let done = (self.at - self.from).clamp(0, span);
+        Some(((done * 100 / span) as u32).min(99))
+    }
 }
 
 /// The tasks of one process's share of a partitioned pipeline.
@@ -65,6 +105,7 @@ impl TaskBoard {
                 phase: Phase::Starting,
                 lag: None,
                 position: None,
+                restore: None,
             },
         );
     }
@@ -87,7 +128,8 @@ impl TaskBoard {
 }
 
 /// The tasks as a line of the log or of `sluice status`:
-/// `wc.p0 (lines[0]) running lag 0, wc.p3 (lines[3]) starting`.
+/// `wc.p0 (lines[0]) running lag 0, wc.p3 (lines[3]) restoring
+/// wc-count-changelog[3] 41% (120000 records)`.
 pub fn summary(tasks: &[TaskStatus]) -> String {
     if tasks.is_empty() {
         return "no tasks (no partitions assigned)".into();
@@ -98,8 +140,21 @@ pub fn summary(tasks: &[TaskStatus]) -> String {
             let mut line = format!("{} ({}[{}]) ", t.task, t.topic, t.partition);
             match t.phase {
                 Phase::Starting => line.push_str("starting"),
+                Phase::Restoring => {
+                    line.push_str("restoring");
+                    if let Some(r) = &t.restore {
+                        line.push_str(&format!(" {}", r.changelog));
+                        if let Some(percent) = r.percent() {
+                            line.push_str(&format!(" {percent}%"));
+                        }
+                        line.push_str(&format!(" ({} records)", r.records));
+                    }
+                }
                 Phase::Running => line.push_str("running"),
                 Phase::Stopping => line.push_str("stopping"),
+                // What it has applied changes every second: in the JSON,
+                // not in the log's line.
+                Phase::Standby => line.push_str("standby"),
             }
             if let Some(lag) = t.lag {
                 line.push_str(&format!(" lag {lag}"));
@@ -127,6 +182,26 @@ mod tests {
             summary(&board.snapshot()),
             "wc.p0 (lines[0]) running lag 7, wc.p1 (lines[1]) starting"
         );
+        board.update("lines", 1, |t| {
+            t.phase = Phase::Restoring;
+            t.restore = Some(RestoreProgress {
+                changelog: "wc-count-changelog[1]".into(),
+                from: 100,
+                at: 350,
+                end: Some(1100),
+                records: 240,
+                bytes: 4800,
+            });
+        });
+        assert_eq!(
+            summary(&board.snapshot()),
+            "wc.p0 (lines[0]) running lag 7, wc.p1 (lines[1]) restoring wc-count-changelog[1] \
+             25% (240 records)"
+        );
+        // What status readers get back from the JSON.
+        let json = serde_json::to_string(&board.snapshot()).unwrap();
+        let back: Vec<TaskStatus> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, board.snapshot());
         board.remove("lines", 0);
         board.remove("lines", 1);
         assert_eq!(

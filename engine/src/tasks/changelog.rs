@@ -23,6 +23,7 @@
 //! is (the at-least-once contract; Kafka Streams behaves the same).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::board::RestoreProgress;
 use super::transaction::TaskTransaction;
 use crate::state::{Changelog, StateStore, Writes};
 
@@ -243,16 +245,21 @@ pub fn committed_offset(
         }))
 }
 
-/// What a restore did.
-pub struct Restored {
-    /// Records applied.
-    pub records: u64,
-    /// Where it started in the changelog, and the offset after its end.
-    pub from: i64,
-    pub to: i64,
-    /// Whether it started from the local file's position (else from the
-    /// changelog's start).
-    pub incremental: bool,
+/// How long a restore goes between progress reports in the log.
+const RESTORE_REPORT: Duration = Duration::from_secs(5);
+
+/// Why a restore ended early.
+pub enum RestoreError {
+    /// The task was cancelled (its partition went) meanwhile.
+    Cancelled,
+    /// The broker or the state file failed.
+    Failed(String),
+}
+
+impl From<String> for RestoreError {
+    fn from(message: String) -> Self {
+        RestoreError::Failed(message)
+    }
 }
 
 /// Brings `table` of `store` up to date from `partition` of its changelog
@@ -260,14 +267,19 @@ pub struct Restored {
 /// the changelog's start, to the end the broker reports in its fetch
 /// answers (the partition's end-of-file event; not a `ListOffsets` asked
 /// beforehand, which the test broker answers with the last batch's first
-/// offset).
+/// offset — that one only estimates the progress). Calls `progress` after
+/// each chunk applied and stops between chunks once `cancel` is set.
+/// Returns what it did and whether it started from the local file's
+/// position (else from the changelog's start).
 pub fn restore(
     config: &ClientConfig,
     store: &StateStore,
     table: &str,
     topic: &str,
     partition: i32,
-) -> Result<Restored, String> {
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(&RestoreProgress),
+) -> Result<(RestoreProgress, bool), RestoreError> {
     let consumer: BaseConsumer = config
         .clone()
         .set("group.id", "sluice-changelog-restore")
@@ -288,15 +300,25 @@ pub fn restore(
     )
     .map_err(|e| e.to_string())?;
     consumer.assign(&at).map_err(|e| e.to_string())?;
-    let mut restored = Restored {
-        records: 0,
+    let end = consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .ok()
+        .map(|(_, high)| high);
+    let mut incremental = local.is_some();
+    let mut restored = RestoreProgress {
+        changelog: format!("{topic}[{partition}]"),
         from: -1,
-        to: local.unwrap_or(0),
-        incremental: local.is_some(),
+        at: local.unwrap_or(0),
+        end,
+        records: 0,
+        bytes: 0,
     };
     let mut chunk: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(RESTORE_CHUNK);
     let mut quiet_since = Instant::now();
     loop {
+        if cancel.load(Ordering::Acquire) {
+            return Err(RestoreError::Cancelled);
+        }
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(message)) => {
                 quiet_since = Instant::now();
@@ -311,42 +333,59 @@ pub fn restore(
                              the local state",
                             local.unwrap_or(0)
                         );
-                        restored.incremental = false;
+                        incremental = false;
                     }
                 }
-                restored.to = message.offset() + 1;
+                restored.at = message.offset() + 1;
                 let Some(key) = message.key() else { continue };
-                chunk.push((key.to_vec(), message.payload().map(<[u8]>::to_vec)));
+                let value = message.payload().map(<[u8]>::to_vec);
+                restored.bytes += (key.len() + value.as_ref().map_or(0, Vec::len)) as u64;
+                chunk.push((key.to_vec(), value));
                 if chunk.len() >= RESTORE_CHUNK {
                     store
-                        .restore(table, &chunk, restored.to)
+                        .restore(table, &chunk, restored.at)
                         .map_err(|e| e.to_string())?;
                     restored.records += chunk.len() as u64;
                     chunk.clear();
+                    progress(&restored);
                 }
             }
             Some(Err(KafkaError::PartitionEOF(_))) => break,
-            Some(Err(e)) => return Err(format!("reading {topic}[{partition}]: {e}")),
+            Some(Err(e)) => return Err(format!("reading {topic}[{partition}]: {e}").into()),
             None if quiet_since.elapsed() > WAIT => {
                 return Err(format!(
                     "{topic}[{partition}] gave nothing for {} s after offset {}",
                     WAIT.as_secs(),
-                    restored.to
-                ));
+                    restored.at
+                )
+                .into());
             }
             None => {}
         }
     }
     if restored.from < 0 {
-        restored.from = restored.to;
+        restored.from = restored.at;
     }
     if !chunk.is_empty() || local.is_none() {
         restored.records += chunk.len() as u64;
         store
-            .restore(table, &chunk, restored.to)
+            .restore(table, &chunk, restored.at)
             .map_err(|e| e.to_string())?;
     }
-    Ok(restored)
+    restored.end = Some(restored.at);
+    Ok((restored, incremental))
+}
+
+/// Calls `report` at most every [`RESTORE_REPORT`] (the log's progress
+/// lines during a long restore).
+pub fn every_report(mut report: impl FnMut(&RestoreProgress)) -> impl FnMut(&RestoreProgress) {
+    let mut last = Instant::now();
+    move |p| {
+        if last.elapsed() >= RESTORE_REPORT {
+            last = Instant::now();
+            report(p);
+        }
+    }
 }
 
 #[cfg(test)]

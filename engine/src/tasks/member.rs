@@ -44,7 +44,8 @@ use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 
-use super::board::{Phase, TaskBoard, summary};
+use super::board::{Phase, summary};
+use super::standby::Standbys;
 use super::task::{Feed, Feeder, Prepared, Running, TaskContext, prepare};
 use super::transaction::{FENCED, MIGRATED};
 use crate::batch::Records;
@@ -80,7 +81,6 @@ pub struct Shared {
     cx: Arc<TaskContext>,
     /// The tenant whose pools the tasks run on (`sluice serve`).
     tenant: Option<String>,
-    board: Arc<TaskBoard>,
     slots: Mutex<BTreeMap<(String, i32), Slot>>,
     /// Each partition's high watermark, from the consumer's statistics.
     high: Mutex<HashMap<(String, i32), i64>>,
@@ -89,6 +89,11 @@ pub struct Shared {
     offsets_in_transactions: bool,
     /// The consumer group's id.
     group: String,
+    /// Warm copies of the tasks not run here (`standby_replicas = 1`).
+    standbys: Option<Standbys>,
+    /// Whether the group has assigned this member partitions yet (standbys
+    /// start after that, not for every partition at start-up).
+    assigned: AtomicBool,
 }
 
 /// The consumer's context: log lines, statistics and rebalances.
@@ -136,6 +141,7 @@ impl ConsumerContext for MemberContext {
                 if let Err(e) = applied.and_then(|()| consumer.pause(tpl)) {
                     tracing::warn!("{}: applying the assignment failed: {e}", self.0.log.who);
                 }
+                self.0.assigned.store(true, Ordering::Release);
 
                 let started: Vec<String> = tpl
                     .elements()
@@ -202,7 +208,11 @@ impl Shared {
             return None;
         };
         let name = self.cx.topology.task_name(part, partition);
-        self.board.add(&name, topic, partition);
+        if let Some(standbys) = &self.standbys {
+            // It closes the task's state file before the task opens it.
+            standbys.release(part, partition);
+        }
+        self.cx.board.add(&name, topic, partition);
         let cancel = Arc::new(AtomicBool::new(false));
         let (shared, stop) = (self.clone(), cancel.clone());
         let thread = std::thread::Builder::new()
@@ -238,14 +248,15 @@ impl Shared {
         };
         let mut closing = Vec::new();
         for ((topic, partition), slot) in taken {
-            self.board
+            self.cx
+                .board
                 .update(&topic, partition, |t| t.phase = Phase::Stopping);
             match slot {
                 Slot::Preparing { cancel, thread } => {
                     cancel.store(true, Ordering::Release);
                     // Its pipeline, if it got that far, is dropped unstarted.
                     let _ = thread.join();
-                    self.board.remove(&topic, partition);
+                    self.cx.board.remove(&topic, partition);
                 }
                 Slot::Running(mut running) => {
                     running.close();
@@ -270,7 +281,7 @@ impl Shared {
             if acked >= 0 {
                 let _ = offsets.add_partition_offset(&topic, partition, Offset::Offset(acked));
             }
-            self.board.remove(&topic, partition);
+            self.cx.board.remove(&topic, partition);
             names.push(name);
         }
         if commit && !self.offsets_in_transactions && offsets.count() > 0 {
@@ -312,33 +323,36 @@ pub struct Member {
     shared: Arc<Shared>,
     config: rdkafka::ClientConfig,
     topics: Vec<String>,
+    /// Each part's topic's partition count, once known (for standbys).
+    partition_counts: Mutex<Option<Vec<i32>>>,
 }
 
 impl Member {
     /// A member reading `topics` with `config` for the tasks of `cx`,
-    /// shown on `board`.
+    /// shown on its board.
     pub fn new(
         cx: Arc<TaskContext>,
         config: rdkafka::ClientConfig,
         who: String,
         tenant: Option<String>,
-        board: Arc<TaskBoard>,
         offsets_in_transactions: bool,
     ) -> Member {
         let topics = cx.topology.topics();
         Member {
             shared: Arc::new(Shared {
                 log: LogContext::new(who),
-                cx,
+                cx: cx.clone(),
                 tenant,
-                board,
                 slots: Mutex::new(BTreeMap::new()),
                 high: Mutex::new(HashMap::new()),
                 offsets_in_transactions,
                 group: config.get("group.id").unwrap_or_default().to_string(),
+                standbys: cx.spec.standby.then(|| Standbys::new(cx.clone())),
+                assigned: AtomicBool::new(false),
             }),
             config,
             topics,
+            partition_counts: Mutex::new(None),
         }
     }
 
@@ -388,8 +402,9 @@ impl Member {
                 last_housekeeping = Instant::now();
 
                 self.commit_acked(&consumer);
+                self.refresh_standbys(&consumer);
                 self.refresh_board();
-                let now = summary(&self.shared.board.snapshot());
+                let now = summary(&self.shared.cx.board.snapshot());
                 if now != last_summary {
                     tracing::info!("{who}: tasks: {now}");
                     last_summary = now;
@@ -399,6 +414,9 @@ impl Member {
                 outcome = Err(fail(message));
                 break;
             }
+        }
+        if let Some(standbys) = &self.shared.standbys {
+            standbys.release_all();
         }
         // Every task finishes what it was handed; then the last commit.
         let partitions: Vec<(String, i32)> = lock(&self.shared.slots).keys().cloned().collect();
@@ -514,7 +532,7 @@ impl Member {
                     |(o, why)| format!("offset {o} ({why})")
                 )
             );
-            self.shared.board.update(topic, *partition, |t| {
+            self.shared.cx.board.update(topic, *partition, |t| {
                 t.phase = Phase::Running;
                 t.position = start.map(|(o, _)| o);
             });
@@ -594,7 +612,7 @@ impl Member {
         }
         for ((topic, partition), outcome) in ended {
             slots.remove(&(topic.clone(), partition));
-            self.shared.board.remove(&topic, partition);
+            self.shared.cx.board.remove(&topic, partition);
             match outcome {
                 // A zombie's task: the group has given its partition to
                 // another process, which the next rebalance tells.
@@ -660,6 +678,41 @@ impl Member {
         }
     }
 
+    /// Standbys: follows the partitions with no task here, once the group
+    /// has assigned this member some (see `standby`).
+    fn refresh_standbys(&self, consumer: &BaseConsumer<MemberContext>) {
+        let Some(standbys) = &self.shared.standbys else {
+            return;
+        };
+        if !self.shared.assigned.load(Ordering::Acquire) {
+            return;
+        }
+        let mut counts = lock(&self.partition_counts);
+        if counts.is_none() {
+            let parts = &self.shared.cx.topology.parts;
+            let known: Option<Vec<i32>> = parts
+                .iter()
+                .map(|part| {
+                    let metadata = consumer
+                        .fetch_metadata(Some(&part.topic), Duration::from_secs(5))
+                        .ok()?;
+                    let topic = metadata.topics().first()?;
+                    (topic.error().is_none() && !topic.partitions().is_empty())
+                        .then(|| topic.partitions().len() as i32)
+                })
+                .collect();
+            *counts = known;
+        }
+        let Some(counts) = counts.as_ref() else {
+            return;
+        };
+        let slots = lock(&self.shared.slots);
+        let parts = &self.shared.cx.topology.parts;
+        standbys.refresh(counts, |part, partition| {
+            slots.contains_key(&(parts[part].topic.clone(), partition))
+        });
+    }
+
     /// Puts each running task's position and lag on the board.
     fn refresh_board(&self) {
         let high = lock(&self.shared.high).clone();
@@ -674,7 +727,7 @@ impl Member {
                 (Some(high), Some(done)) => Some((high - done).max(0)),
                 _ => None,
             };
-            self.shared.board.update(topic, *partition, |t| {
+            self.shared.cx.board.update(topic, *partition, |t| {
                 t.position = position;
                 t.lag = lag;
             });

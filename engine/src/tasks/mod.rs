@@ -18,6 +18,8 @@
 //! - `task`: one task: built, started, stopped;
 //! - `changelog`: a stateful task's state in Kafka, written at each
 //!   checkpoint and restored where the task starts;
+//! - `standby`: warm copies of the state of tasks run elsewhere
+//!   (`standby_replicas = 1`);
 //! - `topics`: the changelog and repartition topics, made or checked;
 //! - `transaction`: exactly-once, a task's batches as Kafka transactions
 //!   of output, changelog and input offsets;
@@ -36,6 +38,8 @@ mod member;
 #[cfg(feature = "kafka")]
 mod partitioned;
 #[cfg(feature = "kafka")]
+mod standby;
+#[cfg(feature = "kafka")]
 mod task;
 #[cfg(feature = "kafka")]
 mod topics;
@@ -44,6 +48,6 @@ pub mod topology;
 #[cfg(feature = "kafka")]
 mod transaction;
 
-pub use board::{Phase, TaskBoard, TaskStatus};
+pub use board::{Phase, RestoreProgress, TaskBoard, TaskStatus};
 #[cfg(feature = "kafka")]
 pub use partitioned::Partitioned;

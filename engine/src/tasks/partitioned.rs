@@ -139,8 +139,9 @@ impl Partitioned {
             partitions,
             group_id: self.group.clone(),
             group: Arc::new(std::sync::OnceLock::new()),
+            board: self.board,
         });
-        let member = Member::new(cx, self.config, self.who, tenant, self.board, exactly_once);
+        let member = Member::new(cx, self.config, self.who, tenant, exactly_once);
         member.run(shutdown)?;
         let totals = self.metrics.totals();
         tracing::info!(

@@ -15,7 +15,8 @@ use std::thread::JoinHandle;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 
-use super::changelog;
+use super::board::{Phase, RestoreProgress, TaskBoard};
+use super::changelog::{self, RestoreError};
 use super::topics::{self, Kind};
 use super::topology::{Output, Topology, partition_of};
 use super::transaction::{self, GroupMetadata, TaskOutput, TaskTransaction};
@@ -71,6 +72,9 @@ pub struct TaskContext {
     /// The input's partition count, which every repartition topic has
     /// (known when the pipeline has any: they are made before it starts).
     pub partitions: Option<i32>,
+    /// What status shows of this process's tasks (a task's preparation
+    /// reports its restore there).
+    pub board: Arc<TaskBoard>,
 }
 
 /// The changelogs of a pipeline's stateful tasks (see `changelog`).
@@ -175,7 +179,7 @@ pub struct Prepared {
 
 /// The pipeline's file for one task: its name, its part's stages, a
 /// dead-letter folder of its own per stage.
-fn task_spec(cx: &TaskContext, part: usize, partition: i32) -> PipelineSpec {
+pub(super) fn task_spec(cx: &TaskContext, part: usize, partition: i32) -> PipelineSpec {
     let name = cx.topology.task_name(part, partition);
     let mut spec = cx.spec.clone();
     spec.stages = cx.spec.stages[cx.topology.parts[part].stages.clone()].to_vec();
@@ -301,19 +305,13 @@ pub fn prepare(
     })
 }
 
-/// Restores the task's stateful stages from their changelogs (making the
-/// topics first, once per process) and has `store` write to them from now
-/// on; false when no stage keeps state.
-fn changelogs(
+/// The changelog topics of a task's stateful stages (see
+/// `changelog::topics`), whose plugins are `plugins`.
+pub(super) fn changelog_topics(
     cx: &TaskContext,
     spec: &PipelineSpec,
     plugins: &[Arc<crate::plugin::Plugin>],
-    store: &Arc<StateStore>,
-    part: usize,
-    partition: i32,
-    cancel: &AtomicBool,
-    transaction: Option<Arc<TaskTransaction>>,
-) -> Result<bool, BuildError> {
+) -> changelog::Topics {
     let stateful: Vec<String> = spec
         .stages
         .iter()
@@ -327,7 +325,23 @@ fn changelogs(
         .filter(|s| s.spec.window.is_some())
         .map(|s| s.spec.name.clone())
         .collect();
-    let topics = changelog::topics(&cx.spec.name, &stateful, &windowed);
+    changelog::topics(&cx.spec.name, &stateful, &windowed)
+}
+
+/// Restores the task's stateful stages from their changelogs (making the
+/// topics first, once per process) and has `store` write to them from now
+/// on; false when no stage keeps state.
+fn changelogs(
+    cx: &TaskContext,
+    spec: &PipelineSpec,
+    plugins: &[Arc<crate::plugin::Plugin>],
+    store: &Arc<StateStore>,
+    part: usize,
+    partition: i32,
+    cancel: &AtomicBool,
+    transaction: Option<Arc<TaskTransaction>>,
+) -> Result<bool, BuildError> {
+    let topics = changelog_topics(cx, spec, plugins);
     if topics.is_empty() {
         return Ok(false);
     }
@@ -353,27 +367,65 @@ fn changelogs(
         })
         .clone()
         .map_err(failed)?;
+    let task = &spec.name;
     for (table, topic) in &topics {
         if cancel.load(Ordering::Acquire) {
             return Err(cancelled(spec));
         }
+        cx.board
+            .update(input, partition, |t| t.phase = Phase::Restoring);
         let started = std::time::Instant::now();
-        let restored = changelog::restore(&setup.config, store, table, topic, partition)
-            .map_err(|m| failed(format!("restoring from {topic}[{partition}]: {m}")))?;
-        if restored.records > 0 || restored.incremental {
+        let mut log = changelog::every_report(|p| {
             tracing::info!(
-                "task {}: restored {} record(s) of `{table}` from {topic}[{partition}], offsets \
-                 {}..{} ({}), in {:.2} s",
-                spec.name,
+                "task {task}: restoring `{table}` from {}: offset {}{}, {} record(s), {} so far",
+                p.changelog,
+                p.at,
+                p.end.map_or(String::new(), |end| format!(" of ~{end}")),
+                p.records,
+                megabytes(p.bytes)
+            );
+        });
+        let mut progress = |p: &RestoreProgress| {
+            cx.board
+                .update(input, partition, |t| t.restore = Some(p.clone()));
+            log(p);
+        };
+        let outcome = changelog::restore(
+            &setup.config,
+            store,
+            table,
+            topic,
+            partition,
+            cancel,
+            &mut progress,
+        );
+        cx.board.update(input, partition, |t| {
+            t.phase = Phase::Starting;
+            t.restore = None;
+        });
+        let (restored, incremental) = match outcome {
+            Ok(done) => done,
+            Err(RestoreError::Cancelled) => return Err(cancelled(spec)),
+            Err(RestoreError::Failed(m)) => {
+                return Err(failed(format!("restoring from {topic}[{partition}]: {m}")));
+            }
+        };
+        if restored.records > 0 || incremental {
+            let seconds = started.elapsed().as_secs_f64();
+            tracing::info!(
+                "task {task}: restored {} record(s) ({}) of `{table}` from {topic}[{partition}], \
+                 offsets {}..{} ({}), in {seconds:.2} s ({:.0} records/s, {}/s)",
                 restored.records,
+                megabytes(restored.bytes),
                 restored.from,
-                restored.to,
-                if restored.incremental {
+                restored.at,
+                if incremental {
                     "the tail after the local state"
                 } else {
                     "from its start: no local state"
                 },
-                started.elapsed().as_secs_f64()
+                restored.records as f64 / seconds.max(1e-3),
+                megabytes((restored.bytes as f64 / seconds.max(1e-3)) as u64)
             );
         }
     }
@@ -381,6 +433,11 @@ fn changelogs(
         .map_err(failed)?;
     store.set_changelog(Arc::new(writer));
     Ok(true)
+}
+
+/// `bytes` as megabytes, one decimal: `12.3 MB`.
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
 /// The transactional id of task `task`: `sluice-<group>-<task>`, the same

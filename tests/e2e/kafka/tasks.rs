@@ -360,6 +360,184 @@ fn state_moves_with_its_partition_through_the_changelog() {
     assert!(!log.contains("its state lacks offsets"), "{log}");
 }
 
+/// Every word's count summed over all the windows that files in `dir`
+/// hold (word-count's output, one record per word and window).
+fn window_sums(dir: &Path) -> BTreeMap<String, u64> {
+    let mut sums = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        for line in read(&entry.path()).lines() {
+            let r: Value = serde_json::from_str(line).unwrap();
+            let n: u64 = r["value"].as_str().unwrap().parse().unwrap();
+            *sums
+                .entry(r["key"].as_str().unwrap().to_string())
+                .or_insert(0) += n;
+        }
+    }
+    sums
+}
+
+#[test]
+fn a_windows_records_move_with_its_partition_in_a_rebalance() {
+    let brokers = shared_broker();
+    let lines = unique("lines");
+    create_topic(&brokers, &lines, 2);
+    let s = Scratch::new();
+    let (name, group) = (unique("win"), unique("group"));
+    // word-count called once per 40 s window with all of its records: a
+    // window's count is the sum of its records, so windows that lose or
+    // repeat records across the handover show in the sums.
+    let count = format!("plugin = '{}'\n", plugin("word_count").display());
+    for (file, state) in [("a.toml", "state-a"), ("b.toml", "state-b")] {
+        let pipeline = per_partition(
+            &name,
+            state,
+            &kafka_source(&brokers, &lines, &group, ""),
+            "word_count",
+            "[[sinks]]\ntype = \"directory\"\npath = \"out\"\n",
+        )
+        .replace(
+            &count,
+            &format!("{count}window = {{ length = \"40s\", slide = \"40s\" }}\n"),
+        );
+        assert!(pipeline.contains("window ="), "{pipeline}");
+        s.write(file, &pipeline);
+    }
+    let (log_a, log_b) = (s.path("log-a"), s.path("log-b"));
+    let logs = [log_a.clone(), log_b.clone()];
+    let text = sample_text(400, 301);
+    produce(&brokers, &lines, &line_messages(&text, 2));
+
+    // A reads everything; its windows hold it (none has ended yet).
+    let mut a = spawn_logged(&s, "a.toml", "log-a");
+    waiting(
+        Duration::from_secs(60),
+        "A to read both partitions",
+        &logs,
+        || {
+            read(&log_a)
+                .lines()
+                .rev()
+                .find(|l| l.contains(": tasks: "))
+                .is_some_and(|l| l.matches(") running lag 0").count() == 2)
+        },
+    );
+    assert!(
+        window_sums(&s.path("out")).is_empty(),
+        "a window ended before the handover: the test shows nothing\n{}",
+        read(&log_a)
+    );
+
+    // B joins: one partition moves to it, and that task's window records
+    // come from the changelog (B has no local state).
+    let mut b = spawn_logged(&s, "b.toml", "log-b");
+    waiting(
+        Duration::from_secs(90),
+        "the partitions to spread",
+        &logs,
+        || running_tasks(&log_a) == 1 && running_tasks(&log_b) == 1,
+    );
+    let log = read(&log_b);
+    assert!(
+        log.lines()
+            .any(|l| l.contains(": restored ") && l.contains("of `window:count` from")),
+        "B restored no window records:\n{log}"
+    );
+
+    // Both windows end: together they hold every word exactly once.
+    let expected = count_words(&text);
+    waiting(
+        Duration::from_secs(120),
+        "both windows to end",
+        &logs,
+        || window_sums(&s.path("out")) == expected,
+    );
+    stop(&mut a, &log_a);
+    stop(&mut b, &log_b);
+    assert_eq!(
+        window_sums(&s.path("out")),
+        expected,
+        "records lost or repeated"
+    );
+}
+
+#[test]
+fn a_standby_keeps_a_warm_copy_so_a_failover_restores_only_the_tail() {
+    let brokers = shared_broker();
+    let lines = unique("lines");
+    create_topic(&brokers, &lines, 2);
+    let s = Scratch::new();
+    let (name, group) = (unique("wc"), unique("group"));
+    for (file, state) in [("a.toml", "state-a"), ("b.toml", "state-b")] {
+        let pipeline = per_partition(
+            &name,
+            state,
+            &kafka_source(&brokers, &lines, &group, ""),
+            "running_count",
+            "[[sinks]]\ntype = \"directory\"\npath = \"out\"\n",
+        )
+        .replacen("tasks = ", "standby_replicas = 1\ntasks = ", 1);
+        s.write(file, &pipeline);
+    }
+    let (log_a, log_b) = (s.path("log-a"), s.path("log-b"));
+    let logs = [log_a.clone(), log_b.clone()];
+    let out = s.path("out");
+    let texts: Vec<String> = (0..2).map(|i| sample_text(300, 400 + i)).collect();
+
+    // A and B share the two partitions; each follows the other's.
+    let mut a = spawn_logged(&s, "a.toml", "log-a");
+    waiting(
+        Duration::from_secs(60),
+        "A to run both tasks",
+        &logs,
+        || running_tasks(&log_a) == 2,
+    );
+    let mut b = spawn_logged(&s, "b.toml", "log-b");
+    waiting(
+        Duration::from_secs(90),
+        "the partitions to spread",
+        &logs,
+        || running_tasks(&log_a) == 1 && running_tasks(&log_b) == 1,
+    );
+    produce(&brokers, &lines, &line_messages(&texts[0], 2));
+    wait_totals(&out, &name, &[&texts[0]], 2, &logs);
+    let standby_of = |log: &Path| -> Option<u32> {
+        let line = read(log)
+            .lines()
+            .rev()
+            .find(|l| l.contains(": tasks: "))?
+            .to_string();
+        (0..2).find(|p| line.contains(&format!("{name}.p{p} ({lines}[{p}]) standby")))
+    };
+    waiting(
+        Duration::from_secs(30),
+        "a standby in each process",
+        &logs,
+        || standby_of(&log_a).is_some() && standby_of(&log_b).is_some(),
+    );
+    // A's task, which B follows; a moment for B's standby to apply it.
+    let moved = standby_of(&log_b).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+
+    // A dies; B takes its partition over from the warm copy.
+    a.kill().unwrap();
+    a.wait().unwrap();
+    waiting(Duration::from_secs(90), "B to take over", &logs, || {
+        running_tasks(&log_b) == 2
+    });
+    let log = read(&log_b);
+    let restored: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&format!("task {name}.p{moved}: restored ")))
+        .collect();
+    assert!(
+        restored.len() == 1 && restored[0].contains("(the tail after the local state)"),
+        "B restored {name}.p{moved} from scratch, not from its standby:\n{log}"
+    );
+    produce(&brokers, &lines, &line_messages(&texts[1], 2));
+    wait_totals(&out, &name, &[&texts[0], &texts[1]], 2, &logs);
+    stop(&mut b, &log_b);
+}
+
 #[test]
 fn a_changelog_topic_with_another_partition_count_is_refused_by_name() {
     let brokers = shared_broker();
