@@ -34,12 +34,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::board::{Phase, RestoreProgress};
+use super::changelog;
 use super::task::{TaskContext, changelog_topics, task_spec};
 use super::transaction;
 use crate::pipeline::load_plugins;
@@ -188,20 +189,12 @@ fn follow(cx: &TaskContext, part: usize, partition: i32, stop: &AtomicBool) {
 fn tail(
     cx: &TaskContext,
     spec: &crate::config::PipelineSpec,
-    topics: &super::changelog::Topics,
+    topics: &changelog::Topics,
     part: usize,
     partition: i32,
     stop: &AtomicBool,
 ) -> Result<(), String> {
-    let consumer: BaseConsumer = cx
-        .changelog
-        .config
-        .clone()
-        .set("group.id", "sluice-changelog-standby")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .create()
+    let consumer = changelog::reader(&cx.changelog.config, "sluice-changelog-standby")
         .map_err(|e| format!("cannot create its consumer: {e}"))?;
     let metadata = consumer
         .fetch_metadata(None, Duration::from_secs(10))
@@ -232,8 +225,7 @@ fn tail(
         .map(|(table, topic)| (topic.as_str(), table.as_str()))
         .collect();
     let input = &cx.topology.parts[part].topic;
-    // Per table: records not yet applied and the offset after them.
-    let mut pending: BTreeMap<&str, (Vec<(Vec<u8>, Option<Vec<u8>>)>, i64)> = BTreeMap::new();
+    let mut pending: BTreeMap<&str, Pending> = BTreeMap::new();
     let mut progress = RestoreProgress {
         changelog: topics
             .values()
@@ -247,19 +239,22 @@ fn tail(
         bytes: 0,
     };
     let mut applied_at = Instant::now();
-    let apply = |pending: &mut BTreeMap<&str, (Vec<(Vec<u8>, Option<Vec<u8>>)>, i64)>,
-                 progress: &mut RestoreProgress|
+    // Full chunks (catching up) are applied unsynced; the next timed apply
+    // syncs them.
+    let apply = |pending: &mut BTreeMap<&str, Pending>,
+                 progress: &mut RestoreProgress,
+                 durable: bool|
      -> Result<(), String> {
-        for (table, (chunk, next)) in pending.iter_mut() {
-            if *next < 0 {
+        for (table, p) in pending.iter_mut() {
+            if p.chunk.is_empty() && !(durable && p.unsynced) {
                 continue;
             }
             store
-                .restore(table, chunk, *next)
+                .restore(table, &p.chunk, p.next, durable)
                 .map_err(|e| e.to_string())?;
-            progress.records += chunk.len() as u64;
-            chunk.clear();
-            *next = -1;
+            progress.records += p.chunk.len() as u64;
+            p.chunk.clear();
+            p.unsynced = !durable;
         }
         cx.board
             .update(input, partition, |t| t.restore = Some(progress.clone()));
@@ -271,30 +266,40 @@ fn tail(
                 let Some(table) = table_of.get(message.topic()).copied() else {
                     continue;
                 };
-                let (chunk, next) = pending.entry(table).or_insert_with(|| (Vec::new(), -1));
-                *next = message.offset() + 1;
+                let p = pending.entry(table).or_default();
+                p.next = message.offset() + 1;
+                // A record with no key (a transaction marker is not
+                // handed over) only moves the position.
                 if let Some(key) = message.key() {
                     let value = message.payload().map(<[u8]>::to_vec);
                     progress.bytes += (key.len() + value.as_ref().map_or(0, Vec::len)) as u64;
-                    chunk.push((key.to_vec(), value));
+                    p.chunk.push((key.to_vec(), value));
                 }
-                if chunk.len() >= APPLY_CHUNK {
-                    apply(&mut pending, &mut progress)?;
-                    applied_at = Instant::now();
+                if p.chunk.len() >= APPLY_CHUNK {
+                    apply(&mut pending, &mut progress, false)?;
                 }
             }
             Some(Err(KafkaError::PartitionEOF(_))) | None => {}
             Some(Err(e)) => {
-                apply(&mut pending, &mut progress)?;
+                apply(&mut pending, &mut progress, true)?;
                 return Err(format!("reading its changelog: {e}"));
             }
         }
         if applied_at.elapsed() >= APPLY_EVERY {
-            apply(&mut pending, &mut progress)?;
+            apply(&mut pending, &mut progress, true)?;
             applied_at = Instant::now();
         }
     }
-    apply(&mut pending, &mut progress)
+    apply(&mut pending, &mut progress, true)
+}
+
+/// A table's records read and not yet applied, the offset after them, and
+/// whether an unsynced apply awaits a durable one.
+#[derive(Default)]
+struct Pending {
+    chunk: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    next: i64,
+    unsynced: bool,
 }
 
 /// The task's state file, as a standby may use it: under exactly-once, a
