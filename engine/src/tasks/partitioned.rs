@@ -69,6 +69,9 @@ impl Partitioned {
             source.group,
             topology.topics().join(", ")
         );
+        let board = Arc::new(TaskBoard::default());
+        let metrics = PipelineMetrics::new(crate::pipeline::shape_of(spec));
+        let _ = metrics.tasks.set(board.clone());
         Ok(Partitioned {
             spec: spec.clone(),
             topology,
@@ -77,8 +80,8 @@ impl Partitioned {
             changelog_config: client_config(&source.brokers, &[], &source.options),
             who,
             group: source.group.clone(),
-            board: Arc::new(TaskBoard::default()),
-            metrics: PipelineMetrics::new(crate::pipeline::shape_of(spec)),
+            board,
+            metrics,
         })
     }
 

@@ -75,6 +75,22 @@ fn sample(
     let _ = writeln!(out, " {value}");
 }
 
+/// The tasks of a pipeline with `tasks = "per-partition"`, each with its
+/// partition as a label value.
+fn tasks(p: &Exposed<'_>) -> Vec<(crate::tasks::TaskStatus, String)> {
+    p.metrics
+        .tasks
+        .get()
+        .map(|board| board.snapshot())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| {
+            let partition = t.partition.to_string();
+            (t, partition)
+        })
+        .collect()
+}
+
 /// A number as the format writes it (`f64`'s shortest form; never NaN
 /// here).
 fn num(v: f64) -> String {
@@ -199,6 +215,73 @@ const FAMILIES: &[(&str, &str, &str, PerPipeline)] = &[
                             ("partition", &partition),
                         ],
                         lag,
+                    );
+                }
+            }
+        },
+    ),
+    (
+        "sluice_task_phase",
+        "gauge",
+        "1 for each task of this process (tasks = per-partition) in its phase: starting, restoring, running, stopping, or standby (a warm copy of a task run elsewhere).",
+        |o, n, p| {
+            for (t, partition) in tasks(p) {
+                let phase = serde_json::to_value(t.phase).ok();
+                let phase = phase.as_ref().and_then(|v| v.as_str()).unwrap_or("?");
+                sample(
+                    o,
+                    n,
+                    &p.metrics.labels,
+                    &[
+                        ("task", &t.task),
+                        ("topic", &t.topic),
+                        ("partition", &partition),
+                        ("phase", phase),
+                    ],
+                    1,
+                );
+            }
+        },
+    ),
+    (
+        "sluice_task_lag",
+        "gauge",
+        "Messages of a running task's partition not yet processed, from the consumer's statistics every second.",
+        |o, n, p| {
+            for (t, partition) in tasks(p) {
+                if let Some(lag) = t.lag {
+                    sample(
+                        o,
+                        n,
+                        &p.metrics.labels,
+                        &[
+                            ("task", &t.task),
+                            ("topic", &t.topic),
+                            ("partition", &partition),
+                        ],
+                        lag,
+                    );
+                }
+            }
+        },
+    ),
+    (
+        "sluice_task_restored_records",
+        "gauge",
+        "Records a restoring task has applied from its changelog so far, or a standby since it started.",
+        |o, n, p| {
+            for (t, partition) in tasks(p) {
+                if let Some(restore) = &t.restore {
+                    sample(
+                        o,
+                        n,
+                        &p.metrics.labels,
+                        &[
+                            ("task", &t.task),
+                            ("topic", &t.topic),
+                            ("partition", &partition),
+                        ],
+                        restore.records,
                     );
                 }
             }

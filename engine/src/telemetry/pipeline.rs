@@ -101,6 +101,8 @@ pub struct PipelineMetrics {
     pub started_ms: u64,
     /// Versions and problems, for the dashboard.
     pub journal: Arc<Journal>,
+    /// With `tasks = "per-partition"`: this process's tasks.
+    pub tasks: OnceLock<Arc<crate::tasks::TaskBoard>>,
     last_checkpoint: Mutex<Option<CheckpointInfo>>,
     view: Mutex<View>,
 }
@@ -142,6 +144,7 @@ impl PipelineMetrics {
             state_file: OnceLock::new(),
             started_ms: crate::batch::now_ms(),
             journal,
+            tasks: OnceLock::new(),
             last_checkpoint: Mutex::new(None),
             view: Mutex::new(View {
                 totals: Totals::default(),

@@ -1,7 +1,8 @@
 //! The Kafka source's consumer lag per partition on `/metrics`
 //! (`sluice_kafka_consumer_lag`): messages are behind while a slow stage
 //! holds the pipeline back, and none once every message is processed and
-//! its offset committed.
+//! its offset committed. With `tasks = "per-partition"`, each task's phase
+//! and lag (`sluice_task_phase`, `sluice_task_lag`).
 
 use std::time::Duration;
 
@@ -69,5 +70,79 @@ type = "null"
     );
     let (text, _) = run.metrics();
     assert!(text.contains(&format!("topic=\"{topic}\"")), "{text}");
+    assert!(run.process.stop(Duration::from_secs(30)).success());
+}
+
+/// The task samples of `name`: partition → (phase or lag) value, by label.
+fn task_samples(run: &Run, name: &str, label: &str) -> BTreeMap<String, String> {
+    run.metrics()
+        .1
+        .into_iter()
+        .filter(|s| s.name == name)
+        .map(|s| {
+            let value = match label {
+                "" => s.value.to_string(),
+                label => s.labels[label].clone(),
+            };
+            (s.labels["partition"].clone(), value)
+        })
+        .collect()
+}
+
+#[test]
+fn each_tasks_phase_and_lag_are_exported_and_the_lag_drains_to_zero() {
+    let brokers = shared_broker();
+    let topic = unique("tasked");
+    create_topic(&brokers, &topic, 2);
+    let text = sample_text(6_000, 12);
+    produce(&brokers, &topic, &line_messages(&text, 2));
+    let s = Scratch::new();
+    let name = unique("tasks");
+    s.write(
+        "p.toml",
+        &format!(
+            r#"
+name = "{name}"
+batch_interval = "100ms"
+max_batch_records = 100
+tasks = "per-partition"
+state_dir = "state"
+
+{}
+
+[[stages]]
+name = "slow"
+plugin = '{}'
+config = {{ mode = "slow", spin = "200000" }}
+
+[[sinks]]
+type = "null"
+"#,
+            kafka_source(&brokers, &topic, &unique("group"), ""),
+            plugin("misbehave").display()
+        ),
+    );
+    let run = Run::start(&s, "p.toml", &[]);
+    eventually(Duration::from_secs(60), "both tasks running", || {
+        let phases = task_samples(&run, "sluice_task_phase", "phase");
+        phases.len() == 2 && phases.values().all(|p| p == "running")
+    });
+    let (text, _) = run.metrics();
+    for p in 0..2 {
+        assert!(
+            text.contains(&format!(
+                "task=\"{name}.p{p}\",topic=\"{topic}\",partition=\"{p}\""
+            )),
+            "{text}"
+        );
+    }
+    eventually(Duration::from_secs(60), "the tasks behind", || {
+        let lag = task_samples(&run, "sluice_task_lag", "");
+        lag.len() == 2 && lag.values().any(|l| l != "0")
+    });
+    eventually(Duration::from_secs(180), "every message processed", || {
+        let lag = task_samples(&run, "sluice_task_lag", "");
+        lag.len() == 2 && lag.values().all(|l| l == "0")
+    });
     assert!(run.process.stop(Duration::from_secs(30)).success());
 }

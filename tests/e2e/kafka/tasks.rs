@@ -491,7 +491,14 @@ fn a_standby_keeps_a_warm_copy_so_a_failover_restores_only_the_tail() {
         &logs,
         || running_tasks(&log_a) == 2,
     );
-    let mut b = spawn_logged(&s, "b.toml", "log-b");
+    // B with its metrics on.
+    let mut b = s
+        .sluice(&["run", "b.toml", "--metrics", "127.0.0.1:0"])
+        .env("SLUICE_RUNTIME_DIR", s.path("runtime"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_b).unwrap())
+        .spawn()
+        .unwrap();
     waiting(
         Duration::from_secs(90),
         "the partitions to spread",
@@ -517,6 +524,25 @@ fn a_standby_keeps_a_warm_copy_so_a_failover_restores_only_the_tail() {
     // A's task, which B follows; a moment for B's standby to apply it.
     let moved = standby_of(&log_b).unwrap();
     std::thread::sleep(Duration::from_secs(3));
+    // B's metrics show the standby and what it applied.
+    let address = read(&log_b)
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("B's log names its metrics address")
+        .to_string();
+    let metrics = crate::observe::http::get(&address, "/metrics", None).text();
+    let samples = crate::observe::parse_metrics(&metrics);
+    let task = format!("{name}.p{moved}");
+    let standby = [("task", task.as_str()), ("phase", "standby")];
+    assert_eq!(
+        crate::observe::value(&samples, "sluice_task_phase", &standby),
+        1.0,
+        "{metrics}"
+    );
+    let applied =
+        crate::observe::value(&samples, "sluice_task_restored_records", &[("task", &task)]);
+    assert!(applied > 0.0, "the standby applied nothing:\n{metrics}");
 
     // A dies; B takes its partition over from the warm copy.
     a.kill().unwrap();

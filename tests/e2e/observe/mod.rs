@@ -12,7 +12,7 @@
 
 mod browser;
 mod dashboard;
-mod http;
+pub mod http;
 mod metrics;
 mod prometheus;
 mod serve;
