@@ -437,6 +437,8 @@ mod list_tests {
             latency: None,
             delivery: Duration::ZERO,
             stages: vec![],
+            pipeline_input: true,
+            pipeline_output: true,
         };
         crate::telemetry::events::BatchDone {
             metrics: &metrics,

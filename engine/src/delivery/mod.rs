@@ -94,6 +94,9 @@ pub struct Delivery {
     /// Whether the sinks are the pipeline's (counted as its sinks), not
     /// the engine's own (a task's repartition topic).
     sink_figures: bool,
+    /// Whether the sources are the pipeline's, not the engine's own (a
+    /// task reading a repartition topic).
+    source_figures: bool,
 }
 
 impl Delivery {
@@ -139,6 +142,7 @@ impl Delivery {
             last_id: 0,
             metrics: None,
             sink_figures: true,
+            source_figures: true,
         })
     }
 
@@ -153,6 +157,19 @@ impl Delivery {
     pub fn without_sink_figures(mut self) -> Self {
         self.sink_figures = false;
         self
+    }
+
+    /// Leaves the sources' records out of the pipeline's input figures:
+    /// they are the engine's own (a task reading a repartition topic).
+    pub fn without_source_figures(mut self) -> Self {
+        self.source_figures = false;
+        self
+    }
+
+    /// Whether the batches' input and output are the pipeline's own (see
+    /// [`BatchMetrics::pipeline_input`](crate::telemetry::BatchMetrics)).
+    pub fn figures(&self) -> (bool, bool) {
+        (self.source_figures, self.sink_figures)
     }
 
     /// Where each source (by index) hears of its acknowledged positions.

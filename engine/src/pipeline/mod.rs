@@ -430,6 +430,13 @@ impl Pipeline {
         self
     }
 
+    /// Leaves its sources out of the figures: they are the engine's own (a
+    /// task reading a repartition topic), not the pipeline's input.
+    pub fn without_source_figures(mut self) -> Self {
+        self.delivery = self.delivery.without_source_figures();
+        self
+    }
+
     /// Its stages, for hot reload and the control endpoint.
     pub fn stage_entries(&self) -> Vec<crate::reload::StageEntry> {
         self.stages

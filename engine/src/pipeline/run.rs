@@ -99,14 +99,18 @@ impl Pipeline {
         });
         // Each source hears which of its positions the sinks acknowledged.
         let mut acks = Vec::new();
+        let (source_figures, _) = self.delivery.figures();
         let tasks = std::mem::take(&mut self.sources)
             .into_iter()
             .enumerate()
             .map(|(i, source)| {
                 let (ack_tx, ack_rx) = watch::channel(None);
                 acks.push(ack_tx);
-                let emitter = Emitter::new(i, tx.clone(), stop_rx.clone(), ack_rx)
-                    .observed(self.metrics.sources[i].clone());
+                let emitter = Emitter::new(i, tx.clone(), stop_rx.clone(), ack_rx);
+                let emitter = match source_figures {
+                    true => emitter.observed(self.metrics.sources[i].clone()),
+                    false => emitter,
+                };
                 runtime.spawn(source.run(emitter))
             })
             .collect();
@@ -357,6 +361,7 @@ pub(super) fn deliver(
     let finished = Instant::now();
     let scheduling_delay = started.saturating_duration_since(batch.ready_at);
     let processing_time = finished.duration_since(started);
+    let (pipeline_input, pipeline_output) = delivery.figures();
     let figures = BatchMetrics {
         id: batch.id,
         time_ms: batch.time_ms,
@@ -369,6 +374,8 @@ pub(super) fn deliver(
         latency: batch.oldest_received.map(|r| finished.duration_since(r)),
         delivery: finished.duration_since(delivering),
         stages: std::mem::take(&mut flight.stages),
+        pipeline_input,
+        pipeline_output,
     };
     BatchDone {
         metrics,

@@ -294,6 +294,9 @@ pub fn prepare(
     if cx.topology.parts[part].output != Output::Sinks {
         pipeline = pipeline.without_sink_figures();
     }
+    if cx.topology.parts[part].first_stage.is_some() {
+        pipeline = pipeline.without_source_figures();
+    }
     Ok(Prepared {
         name: spec.name.clone(),
         pipeline,

@@ -53,6 +53,11 @@ pub struct BatchMetrics {
     pub delivery: Duration,
     /// Per stage, in order (a stage that had nothing to do is missing).
     pub stages: Vec<StageMetrics>,
+    /// Whether its input is the pipeline's and its output the pipeline's
+    /// (not, with `partition_by`, a repartition topic the engine writes and
+    /// reads itself): the pipeline's totals count only those.
+    pub pipeline_input: bool,
+    pub pipeline_output: bool,
 }
 
 impl BatchMetrics {
@@ -81,8 +86,12 @@ impl Totals {
     pub(super) fn add(&mut self, batch: &BatchMetrics) {
         self.batches += 1;
         self.busy_batches += u64::from(batch.records_in > 0);
-        self.records_in += batch.records_in as u64;
-        self.records_out += batch.records_out as u64;
+        if batch.pipeline_input {
+            self.records_in += batch.records_in as u64;
+        }
+        if batch.pipeline_output {
+            self.records_out += batch.records_out as u64;
+        }
         self.failed += batch.failed() as u64;
     }
 }

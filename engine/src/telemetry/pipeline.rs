@@ -299,6 +299,8 @@ mod tests {
                     busy: Duration::from_micros(300),
                 })
                 .collect(),
+            pipeline_input: true,
+            pipeline_output: true,
         }
     }
 
