@@ -47,7 +47,6 @@ use tokio::sync::{mpsc, watch};
 use super::board::{Phase, summary};
 use super::standby::Standbys;
 use super::task::{Feed, Feeder, Prepared, Running, TaskContext, prepare};
-use super::transaction::{FENCED, MIGRATED};
 use crate::batch::Records;
 use crate::kafka::LogContext;
 use crate::pipeline::{BuildError, RunError};
@@ -606,17 +605,17 @@ impl Member {
         for (key, slot) in slots.iter_mut() {
             if let Slot::Running(running) = slot {
                 if let Some(outcome) = running.ended() {
-                    ended.push((key.clone(), outcome));
+                    ended.push((key.clone(), outcome, running.lost_partition()));
                 }
             }
         }
-        for ((topic, partition), outcome) in ended {
+        for ((topic, partition), outcome, lost) in ended {
             slots.remove(&(topic.clone(), partition));
             self.shared.cx.board.remove(&topic, partition);
             match outcome {
                 // A zombie's task: the group has given its partition to
                 // another process, which the next rebalance tells.
-                Err(e) if e.to_string().contains(FENCED) || e.to_string().contains(MIGRATED) => {
+                Err(e) if lost => {
                     tracing::warn!(
                         "{}: the task of {topic}[{partition}] stopped: {e}",
                         self.shared.log.who

@@ -175,6 +175,8 @@ pub struct Prepared {
     pub stateful: bool,
     /// Whether that state has changelogs (then it was restored from them).
     pub changelogged: bool,
+    /// Exactly-once: turns true once the task has lost its partition.
+    lost: Option<Arc<AtomicBool>>,
 }
 
 /// The pipeline's file for one task: its name, its part's stages, a
@@ -305,6 +307,7 @@ pub fn prepare(
         start,
         stateful,
         changelogged,
+        lost: transaction.as_ref().map(|t| t.lost()),
     })
 }
 
@@ -638,6 +641,7 @@ pub struct Running {
     _stop: watch::Sender<bool>,
     done: std::sync::mpsc::Receiver<Result<RunSummary, RunError>>,
     _pooled: Option<PooledRun>,
+    lost: Option<Arc<AtomicBool>>,
 }
 
 impl Running {
@@ -657,6 +661,7 @@ impl Running {
             feed,
             acked,
             start,
+            lost,
             ..
         } = prepared;
         let pooled = match &cx.executor {
@@ -706,7 +711,17 @@ impl Running {
             _stop: stop,
             done,
             _pooled: pooled,
+            lost,
         }
+    }
+
+    /// Whether it ended because its partition belongs elsewhere now
+    /// (exactly-once: fenced by its new owner, or its commit met a
+    /// rebalance), rather than by failing.
+    pub fn lost_partition(&self) -> bool {
+        self.lost
+            .as_ref()
+            .is_some_and(|l| l.load(Ordering::Acquire))
     }
 
     /// The offset after the last message read for the task (its start

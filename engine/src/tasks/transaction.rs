@@ -18,7 +18,8 @@
 //! partitions per process. The offsets still carry the group's current
 //! metadata, read at each commit, so a broker that checks the generation
 //! refuses a commit from a member the group has moved past: that task
-//! stops ([`MIGRATED`]) and the process goes on.
+//! stops, marked as having lost its partition ([`TaskTransaction::lost`]),
+//! and the process goes on.
 //!
 //! Kafka holds the truth: the group's committed offset, the committed
 //! output and the committed changelog always agree. A task's local state
@@ -48,13 +49,11 @@ use crate::batch::Records;
 use crate::sink::kafka::{message, topic_of};
 use crate::sink::{BatchMeta, Partitioner, Sink, SinkError};
 
-/// How a fenced task's error begins (the member goes on without it).
-pub const FENCED: &str = "fenced: another process has started this task";
+/// How a fenced task's error begins.
+const FENCED: &str = "fenced: another process has started this task";
 
-/// How the error of a task whose commit met a rebalance begins (the member
-/// goes on without it; the partition's next owner starts from the last
-/// committed transaction).
-pub const MIGRATED: &str = "the consumer group moved on during the commit";
+/// How the error of a task whose commit met a rebalance begins.
+const MIGRATED: &str = "the consumer group moved on during the commit";
 
 /// Longest wait for one transaction step (a retriable timeout is tried
 /// again, up to [`RETRIES`] times).
@@ -75,6 +74,11 @@ pub struct TaskTransaction {
     open: AtomicBool,
     group: Arc<GroupMetadata>,
     id: String,
+    /// Set once the task is fenced or its commit met a rebalance: its
+    /// partition belongs elsewhere now, so the member goes on without it
+    /// (the partition's next owner starts from the last committed
+    /// transaction) instead of failing the pipeline.
+    lost: Arc<AtomicBool>,
 }
 
 impl TaskTransaction {
@@ -104,7 +108,14 @@ impl TaskTransaction {
             open: AtomicBool::new(false),
             group,
             id,
+            lost: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Turns true once the task has lost its partition (fenced, or its
+    /// commit met a rebalance).
+    pub fn lost(&self) -> Arc<AtomicBool> {
+        self.lost.clone()
     }
 
     /// Opens a transaction unless one is open.
@@ -205,6 +216,9 @@ impl TaskTransaction {
             KafkaError::Transaction(e) => is_migration(e.code()),
             other => other.rdkafka_error_code().is_some_and(is_migration),
         };
+        if fenced || migrated {
+            self.lost.store(true, Ordering::Release);
+        }
         if fenced {
             format!(
                 "{FENCED} (transactional id `{}`), so this one lost its partition; it stops \
