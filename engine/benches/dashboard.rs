@@ -81,6 +81,8 @@ fn batch(id: u64, time_ms: u64) -> BatchMetrics {
                 busy: Duration::from_micros(500),
             })
             .collect(),
+        pipeline_input: true,
+        pipeline_output: true,
     }
 }
 

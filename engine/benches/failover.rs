@@ -462,24 +462,9 @@ fn wait_committed(
         .set("group.id", group)
         .create()
         .expect("consumer");
-    let mut list = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        list.add_partition(topic, p);
-    }
     let start = Instant::now();
     loop {
-        let committed: i64 = watcher
-            .committed_offsets(list.clone(), Duration::from_secs(5))
-            .map(|l| {
-                l.elements()
-                    .iter()
-                    .filter_map(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    })
-                    .sum()
-            })
-            .unwrap_or(0);
+        let committed = support::kafka::committed_total(&watcher, topic, PARTITIONS);
         if committed as u64 >= lines {
             return Instant::now();
         }

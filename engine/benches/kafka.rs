@@ -289,23 +289,8 @@ topic = "{output}"
         .set("group.id", &group)
         .create()
         .expect("consumer");
-    let mut partitions = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        partitions.add_partition(input, p);
-    }
     let finished = loop {
-        let committed: i64 = watcher
-            .committed_offsets(partitions.clone(), Duration::from_secs(5))
-            .map(|list| {
-                list.elements()
-                    .iter()
-                    .filter_map(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    })
-                    .sum()
-            })
-            .unwrap_or(0);
+        let committed = support::kafka::committed_total(&watcher, input, PARTITIONS);
         if committed as u64 >= lines {
             break Instant::now();
         }

@@ -270,23 +270,8 @@ type = "null"
         .set("group.id", &group)
         .create()
         .expect("consumer");
-    let mut list = TopicPartitionList::new();
-    for p in 0..partitions {
-        list.add_partition(topic, p);
-    }
     let finished = loop {
-        let committed: i64 = watcher
-            .committed_offsets(list.clone(), Duration::from_secs(5))
-            .map(|l| {
-                l.elements()
-                    .iter()
-                    .filter_map(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    })
-                    .sum()
-            })
-            .unwrap_or(0);
+        let committed = support::kafka::committed_total(&watcher, topic, partitions);
         if committed as u64 >= lines {
             break Instant::now();
         }

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sluice::source::LineMaker;
 
 /// Creates `topic` with `partitions` (one replica).
@@ -70,4 +71,26 @@ pub fn load(brokers: &str, topic: &str, partitions: i32, lines: u64, words: u32)
         );
     }
     producer.flush(Duration::from_secs(120)).expect("loading");
+}
+
+/// The sum of the offsets `consumer`'s group has committed on partitions
+/// `0..partitions` of `topic` (0 for none, or when the broker does not
+/// answer within 5 s).
+pub fn committed_total(consumer: &BaseConsumer, topic: &str, partitions: i32) -> i64 {
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition(topic, p);
+    }
+    consumer
+        .committed_offsets(list, Duration::from_secs(5))
+        .map(|l| {
+            l.elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }

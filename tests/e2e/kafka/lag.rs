@@ -9,6 +9,18 @@ use std::time::Duration;
 use super::*;
 use crate::observe::Run;
 
+/// Pipeline `name`: `source` (a `[[sources]]` table) → a stage spinning
+/// 200,000 iterations per record → null, in batches of at most 100
+/// records, with top-level keys `top`.
+fn slow_pipeline(name: &str, top: &str, source: &str) -> String {
+    format!(
+        "name = \"{name}\"\nbatch_interval = \"100ms\"\nmax_batch_records = 100\n{top}\n\n\
+         {source}\n[[stages]]\nname = \"slow\"\nplugin = '{}'\n\
+         config = {{ mode = \"slow\", spin = \"200000\" }}\n\n[[sinks]]\ntype = \"null\"\n",
+        plugin("misbehave").display()
+    )
+}
+
 /// The lag samples: partition → messages behind.
 fn lag(run: &Run) -> BTreeMap<String, f64> {
     run.metrics()
@@ -29,27 +41,11 @@ fn consumer_lag_is_exported_per_partition_and_drains_to_zero() {
     let s = Scratch::new();
     s.write(
         "p.toml",
-        &format!(
-            r#"
-name = "lagging"
-batch_interval = "100ms"
-max_batch_records = 100
-# One chunk of queue: the source must wait for the slow stage, so the
-# partitions stay behind while it works.
-queue_capacity = 1
-
-{}
-
-[[stages]]
-name = "slow"
-plugin = '{}'
-config = {{ mode = "slow", spin = "200000" }}
-
-[[sinks]]
-type = "null"
-"#,
-            kafka_source(&brokers, &topic, &unique("group"), ""),
-            plugin("misbehave").display()
+        &slow_pipeline(
+            "lagging",
+            "# One chunk of queue: the source must wait for the slow stage, so the\n\
+             # partitions stay behind while it works.\nqueue_capacity = 1",
+            &kafka_source(&brokers, &topic, &unique("group"), ""),
         ),
     );
     let run = Run::start(&s, "p.toml", &[]);
@@ -100,26 +96,10 @@ fn each_tasks_phase_and_lag_are_exported_and_the_lag_drains_to_zero() {
     let name = unique("tasks");
     s.write(
         "p.toml",
-        &format!(
-            r#"
-name = "{name}"
-batch_interval = "100ms"
-max_batch_records = 100
-tasks = "per-partition"
-state_dir = "state"
-
-{}
-
-[[stages]]
-name = "slow"
-plugin = '{}'
-config = {{ mode = "slow", spin = "200000" }}
-
-[[sinks]]
-type = "null"
-"#,
-            kafka_source(&brokers, &topic, &unique("group"), ""),
-            plugin("misbehave").display()
+        &slow_pipeline(
+            &name,
+            "tasks = \"per-partition\"\nstate_dir = \"state\"",
+            &kafka_source(&brokers, &topic, &unique("group"), ""),
         ),
     );
     let run = Run::start(&s, "p.toml", &[]);

@@ -298,6 +298,30 @@ fn wait_totals(out: &Path, name: &str, texts: &[&str], partitions: u32, logs: &[
     }
 }
 
+/// Writes `a.toml` and `b.toml` into `s`: the [`per_partition`] pipeline
+/// `name` reading `lines` in `group`, counting with `counter`, writing to
+/// the folder `out`, its state in `state-a` or `state-b` (each process on
+/// a machine of its own), each file changed by `edit`.
+fn two_files(
+    s: &Scratch,
+    brokers: &str,
+    (lines, group): (&str, &str),
+    name: &str,
+    counter: &str,
+    edit: impl Fn(String) -> String,
+) {
+    for (file, state) in [("a.toml", "state-a"), ("b.toml", "state-b")] {
+        let pipeline = per_partition(
+            name,
+            state,
+            &kafka_source(brokers, lines, group, ""),
+            counter,
+            "[[sinks]]\ntype = \"directory\"\npath = \"out\"\n",
+        );
+        s.write(file, &edit(pipeline));
+    }
+}
+
 #[test]
 fn state_moves_with_its_partition_through_the_changelog() {
     let brokers = shared_broker();
@@ -305,18 +329,14 @@ fn state_moves_with_its_partition_through_the_changelog() {
     create_topic(&brokers, &lines, 2);
     let s = Scratch::new();
     let (name, group) = (unique("wc"), unique("group"));
-    for (file, state) in [("a.toml", "state-a"), ("b.toml", "state-b")] {
-        s.write(
-            file,
-            &per_partition(
-                &name,
-                state,
-                &kafka_source(&brokers, &lines, &group, ""),
-                "running_count",
-                "[[sinks]]\ntype = \"directory\"\npath = \"out\"\n",
-            ),
-        );
-    }
+    two_files(
+        &s,
+        &brokers,
+        (&lines, &group),
+        &name,
+        "running_count",
+        |p| p,
+    );
     let out = s.path("out");
     let texts: Vec<String> = (0..3).map(|i| sample_text(300, 150 + i)).collect();
 
@@ -387,21 +407,14 @@ fn a_windows_records_move_with_its_partition_in_a_rebalance() {
     // window's count is the sum of its records, so windows that lose or
     // repeat records across the handover show in the sums.
     let count = format!("plugin = '{}'\n", plugin("word_count").display());
-    for (file, state) in [("a.toml", "state-a"), ("b.toml", "state-b")] {
-        let pipeline = per_partition(
-            &name,
-            state,
-            &kafka_source(&brokers, &lines, &group, ""),
-            "word_count",
-            "[[sinks]]\ntype = \"directory\"\npath = \"out\"\n",
-        )
-        .replace(
+    two_files(&s, &brokers, (&lines, &group), &name, "word_count", |p| {
+        let windowed = p.replace(
             &count,
             &format!("{count}window = {{ length = \"40s\", slide = \"40s\" }}\n"),
         );
-        assert!(pipeline.contains("window ="), "{pipeline}");
-        s.write(file, &pipeline);
-    }
+        assert!(windowed.contains("window ="), "{windowed}");
+        windowed
+    });
     let (log_a, log_b) = (s.path("log-a"), s.path("log-b"));
     let logs = [log_a.clone(), log_b.clone()];
     let text = sample_text(400, 301);
@@ -467,17 +480,14 @@ fn a_standby_keeps_a_warm_copy_so_a_failover_restores_only_the_tail() {
     create_topic(&brokers, &lines, 2);
     let s = Scratch::new();
     let (name, group) = (unique("wc"), unique("group"));
-    for (file, state) in [("a.toml", "state-a"), ("b.toml", "state-b")] {
-        let pipeline = per_partition(
-            &name,
-            state,
-            &kafka_source(&brokers, &lines, &group, ""),
-            "running_count",
-            "[[sinks]]\ntype = \"directory\"\npath = \"out\"\n",
-        )
-        .replacen("tasks = ", "standby_replicas = 1\ntasks = ", 1);
-        s.write(file, &pipeline);
-    }
+    two_files(
+        &s,
+        &brokers,
+        (&lines, &group),
+        &name,
+        "running_count",
+        |p| p.replacen("tasks = ", "standby_replicas = 1\ntasks = ", 1),
+    );
     let (log_a, log_b) = (s.path("log-a"), s.path("log-b"));
     let logs = [log_a.clone(), log_b.clone()];
     let out = s.path("out");
