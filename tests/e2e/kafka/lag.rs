@@ -10,13 +10,13 @@ use super::*;
 use crate::observe::Run;
 
 /// Pipeline `name`: `source` (a `[[sources]]` table) → a stage spinning
-/// 200,000 iterations per record → null, in batches of at most 100
+/// `spin` iterations per record → null, in batches of at most 100
 /// records, with top-level keys `top`.
-fn slow_pipeline(name: &str, top: &str, source: &str) -> String {
+fn slow_pipeline(name: &str, top: &str, source: &str, spin: u64) -> String {
     format!(
         "name = \"{name}\"\nbatch_interval = \"100ms\"\nmax_batch_records = 100\n{top}\n\n\
          {source}\n[[stages]]\nname = \"slow\"\nplugin = '{}'\n\
-         config = {{ mode = \"slow\", spin = \"200000\" }}\n\n[[sinks]]\ntype = \"null\"\n",
+         config = {{ mode = \"slow\", spin = \"{spin}\" }}\n\n[[sinks]]\ntype = \"null\"\n",
         plugin("misbehave").display()
     )
 }
@@ -46,6 +46,7 @@ fn consumer_lag_is_exported_per_partition_and_drains_to_zero() {
             "# One chunk of queue: the source must wait for the slow stage, so the\n\
              # partitions stay behind while it works.\nqueue_capacity = 1",
             &kafka_source(&brokers, &topic, &unique("group"), ""),
+            200_000,
         ),
     );
     let run = Run::start(&s, "p.toml", &[]);
@@ -90,7 +91,7 @@ fn each_tasks_phase_and_lag_are_exported_and_the_lag_drains_to_zero() {
     let brokers = shared_broker();
     let topic = unique("tasked");
     create_topic(&brokers, &topic, 2);
-    let text = sample_text(6_000, 12);
+    let text = sample_text(20_000, 12);
     produce(&brokers, &topic, &line_messages(&text, 2));
     let s = Scratch::new();
     let name = unique("tasks");
@@ -100,6 +101,9 @@ fn each_tasks_phase_and_lag_are_exported_and_the_lag_drains_to_zero() {
             &name,
             "tasks = \"per-partition\"\nstate_dir = \"state\"",
             &kafka_source(&brokers, &topic, &unique("group"), ""),
+            // About 2 ms a record, so each task is 10-20 s behind: the
+            // consumer's statistics (every second) see it.
+            1_000_000,
         ),
     );
     let run = Run::start(&s, "p.toml", &[]);
