@@ -149,24 +149,17 @@ impl StateStore {
 
     /// Applies records read from `table`'s changelog (a `None` value is a
     /// deletion) and records that the file is now at `next` in it, in one
-    /// transaction; `durable`: synced to disk before this returns (else by
-    /// the next durable commit: a crash meanwhile loses both this and
-    /// its position, so a restore reads those records again).
+    /// transaction.
     pub fn restore(
         &self,
         table: &str,
         entries: &[(Vec<u8>, Option<Vec<u8>>)],
         next: i64,
-        durable: bool,
     ) -> Result<(), StateError> {
-        let mut txn = self
+        let txn = self
             .db
             .begin_write()
             .map_err(|e| self.error("restoring", e))?;
-        if !durable {
-            txn.set_durability(redb::Durability::None)
-                .map_err(|e| self.error("restoring", e))?;
-        }
         {
             let definition: TableDefinition<&[u8], &[u8]> = TableDefinition::new(table);
             let mut rows = txn
@@ -620,7 +613,7 @@ mod tests {
             (b"b".to_vec(), Some(b"5".to_vec())),
             (b"b".to_vec(), None),
         ];
-        fresh.restore("stage:count", &records, 3, true).unwrap();
+        fresh.restore("stage:count", &records, 3).unwrap();
         let restored = StageState::new(fresh.clone(), "count");
         assert_eq!(restored.get(b"a").unwrap(), Some(b"1".to_vec()));
         assert_eq!(restored.get(b"b").unwrap(), None);

@@ -29,6 +29,19 @@ pub enum Phase {
     Standby,
 }
 
+impl Phase {
+    /// Its name, as status, the JSON and the metrics write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Restoring => "restoring",
+            Phase::Running => "running",
+            Phase::Stopping => "stopping",
+            Phase::Standby => "standby",
+        }
+    }
+}
+
 /// One task, as status shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskStatus {
@@ -138,23 +151,15 @@ pub fn summary(tasks: &[TaskStatus]) -> String {
         .iter()
         .map(|t| {
             let mut line = format!("{} ({}[{}]) ", t.task, t.topic, t.partition);
-            match t.phase {
-                Phase::Starting => line.push_str("starting"),
-                Phase::Restoring => {
-                    line.push_str("restoring");
-                    if let Some(r) = &t.restore {
-                        line.push_str(&format!(" {}", r.changelog));
-                        if let Some(percent) = r.percent() {
-                            line.push_str(&format!(" {percent}%"));
-                        }
-                        line.push_str(&format!(" ({} records)", r.records));
-                    }
+            line.push_str(t.phase.name());
+            // A standby's progress changes every second: in the JSON, not
+            // in the log's line.
+            if let (Phase::Restoring, Some(r)) = (t.phase, &t.restore) {
+                line.push_str(&format!(" {}", r.changelog));
+                if let Some(percent) = r.percent() {
+                    line.push_str(&format!(" {percent}%"));
                 }
-                Phase::Running => line.push_str("running"),
-                Phase::Stopping => line.push_str("stopping"),
-                // What it has applied changes every second: in the JSON,
-                // not in the log's line.
-                Phase::Standby => line.push_str("standby"),
+                line.push_str(&format!(" ({} records)", r.records));
             }
             if let Some(lag) = t.lag {
                 line.push_str(&format!(" lag {lag}"));
@@ -198,6 +203,16 @@ mod tests {
             "wc.p0 (lines[0]) running lag 7, wc.p1 (lines[1]) restoring wc-count-changelog[1] \
              25% (240 records)"
         );
+        // The JSON spells each phase as status and the metrics do.
+        for phase in [
+            Phase::Starting,
+            Phase::Restoring,
+            Phase::Running,
+            Phase::Stopping,
+            Phase::Standby,
+        ] {
+            assert_eq!(serde_json::to_value(phase).unwrap(), phase.name());
+        }
         // What status readers get back from the JSON.
         let json = serde_json::to_string(&board.snapshot()).unwrap();
         let back: Vec<TaskStatus> = serde_json::from_str(&json).unwrap();

@@ -246,7 +246,7 @@ pub fn committed_offset(
 }
 
 /// How long a restore goes between progress reports in the log.
-const RESTORE_REPORT: Duration = Duration::from_secs(5);
+pub const RESTORE_REPORT: Duration = Duration::from_secs(5);
 
 /// Why a restore ended early.
 pub enum RestoreError {
@@ -304,95 +304,72 @@ pub fn restore(
         records: 0,
         bytes: 0,
     };
-    // Reading and writing overlap: a thread applies each chunk to the file
-    // while the next is read (one thread did both at 60% of the read
-    // rate). Chunks are applied unsynced, and the last one synced with
-    // them.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(Chunk, i64)>(2);
-    std::thread::scope(|scope| {
-        let writer = scope.spawn(move || -> Result<(), String> {
-            for (chunk, at) in rx {
-                store
-                    .restore(table, &chunk, at, false)
-                    .map_err(|e| e.to_string())?;
-            }
-            Ok(())
-        });
-        let mut chunk: Chunk = Vec::with_capacity(RESTORE_CHUNK);
-        let mut quiet_since = Instant::now();
-        let read = loop {
-            if cancel.load(Ordering::Acquire) {
-                break Err(RestoreError::Cancelled);
-            }
-            match consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(message)) => {
-                    quiet_since = Instant::now();
-                    if restored.from < 0 {
-                        restored.from = message.offset();
-                        if local.is_some_and(|l| message.offset() < l) {
-                            // Reset to the start: the local position was
-                            // past the end.
-                            tracing::warn!(
-                                "{topic}[{partition}] ends before the local state's position {} \
-                                 (was the topic deleted and made again?): restoring from its \
-                                 start over the local state",
-                                local.unwrap_or(0)
-                            );
-                            incremental = false;
-                        }
-                    }
-                    restored.at = message.offset() + 1;
-                    let Some(key) = message.key() else { continue };
-                    let value = message.payload().map(<[u8]>::to_vec);
-                    restored.bytes += (key.len() + value.as_ref().map_or(0, Vec::len)) as u64;
-                    chunk.push((key.to_vec(), value));
-                    if chunk.len() >= RESTORE_CHUNK {
-                        restored.records += chunk.len() as u64;
-                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(RESTORE_CHUNK));
-                        if tx.send((full, restored.at)).is_err() {
-                            break Ok(chunk); // the writer failed: its error below
-                        }
-                        progress(&restored);
+    let mut chunk: Chunk = Vec::with_capacity(RESTORE_CHUNK);
+    let mut quiet_since = Instant::now();
+    loop {
+        if cancel.load(Ordering::Acquire) {
+            return Err(RestoreError::Cancelled);
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                quiet_since = Instant::now();
+                if restored.from < 0 {
+                    restored.from = message.offset();
+                    if local.is_some_and(|l| message.offset() < l) {
+                        // Reset to the start: the local position was past
+                        // the end.
+                        tracing::warn!(
+                            "{topic}[{partition}] ends before the local state's position {} (was \
+                             the topic deleted and made again?): restoring from its start over \
+                             the local state",
+                            local.unwrap_or(0)
+                        );
+                        incremental = false;
                     }
                 }
-                Some(Err(KafkaError::PartitionEOF(_))) => break Ok(chunk),
-                Some(Err(e)) => {
-                    break Err(format!("reading {topic}[{partition}]: {e}").into());
+                restored.at = message.offset() + 1;
+                let Some(key) = message.key() else { continue };
+                let value = message.payload().map(<[u8]>::to_vec);
+                restored.bytes += (key.len() + value.as_ref().map_or(0, Vec::len)) as u64;
+                chunk.push((key.to_vec(), value));
+                if chunk.len() >= RESTORE_CHUNK {
+                    store
+                        .restore(table, &chunk, restored.at)
+                        .map_err(|e| e.to_string())?;
+                    restored.records += chunk.len() as u64;
+                    chunk.clear();
+                    progress(&restored);
                 }
-                None if quiet_since.elapsed() > WAIT => {
-                    break Err(format!(
-                        "{topic}[{partition}] gave nothing for {} s after offset {}",
-                        WAIT.as_secs(),
-                        restored.at
-                    )
-                    .into());
-                }
-                None => {}
             }
-        };
-        drop(tx);
-        let written = writer
-            .join()
-            .unwrap_or_else(|_| Err("the restore's writer panicked".into()));
-        let last = read?;
-        written?;
-        if restored.from < 0 {
-            restored.from = restored.at;
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => return Err(format!("reading {topic}[{partition}]: {e}").into()),
+            None if quiet_since.elapsed() > WAIT => {
+                return Err(format!(
+                    "{topic}[{partition}] gave nothing for {} s after offset {}",
+                    WAIT.as_secs(),
+                    restored.at
+                )
+                .into());
+            }
+            None => {}
         }
-        if !last.is_empty() || restored.records > 0 || local.is_none() {
-            restored.records += last.len() as u64;
-            store
-                .restore(table, &last, restored.at, true)
-                .map_err(|e| e.to_string())?;
-        }
-        restored.end = Some(restored.at);
-        Ok((restored, incremental))
-    })
+    }
+    if restored.from < 0 {
+        restored.from = restored.at;
+    }
+    if !chunk.is_empty() || local.is_none() {
+        restored.records += chunk.len() as u64;
+        store
+            .restore(table, &chunk, restored.at)
+            .map_err(|e| e.to_string())?;
+    }
+    restored.end = Some(restored.at);
+    Ok((restored, incremental))
 }
 
 /// Records read from a changelog, to apply: keys and values (`None`: a
 /// deletion).
-type Chunk = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+pub type Chunk = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
 /// A consumer of changelog partitions it is assigned (restores and
 /// standbys; never a group member, so `group` only names it).
@@ -413,15 +390,10 @@ pub fn reader(config: &ClientConfig, group: &str) -> Result<BaseConsumer, KafkaE
         .create()
 }
 
-/// Calls `report` at most every [`RESTORE_REPORT`] (the log's progress
-/// lines during a long restore).
-pub fn every_report(report: impl FnMut(&RestoreProgress)) -> impl FnMut(&RestoreProgress) {
-    every(RESTORE_REPORT, report)
-}
-
 /// Calls `report` when `interval` has passed since the start or the last
-/// call.
-fn every(
+/// call (the log's progress lines during a long restore, every
+/// [`RESTORE_REPORT`]).
+pub fn every(
     interval: Duration,
     mut report: impl FnMut(&RestoreProgress),
 ) -> impl FnMut(&RestoreProgress) {

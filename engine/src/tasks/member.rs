@@ -322,8 +322,6 @@ pub struct Member {
     shared: Arc<Shared>,
     config: rdkafka::ClientConfig,
     topics: Vec<String>,
-    /// Each part's topic's partition count, once known (for standbys).
-    partition_counts: Mutex<Option<Vec<i32>>>,
 }
 
 impl Member {
@@ -351,7 +349,6 @@ impl Member {
             }),
             config,
             topics,
-            partition_counts: Mutex::new(None),
         }
     }
 
@@ -401,7 +398,7 @@ impl Member {
                 last_housekeeping = Instant::now();
 
                 self.commit_acked(&consumer);
-                self.refresh_standbys(&consumer);
+                self.refresh_standbys();
                 self.refresh_board();
                 let now = summary(&self.shared.cx.board.snapshot());
                 if now != last_summary {
@@ -679,35 +676,17 @@ impl Member {
 
     /// Standbys: follows the partitions with no task here, once the group
     /// has assigned this member some (see `standby`).
-    fn refresh_standbys(&self, consumer: &BaseConsumer<MemberContext>) {
-        let Some(standbys) = &self.shared.standbys else {
+    fn refresh_standbys(&self) {
+        let (Some(standbys), Some(partitions)) = (&self.shared.standbys, self.shared.cx.partitions)
+        else {
             return;
         };
         if !self.shared.assigned.load(Ordering::Acquire) {
             return;
         }
-        let mut counts = lock(&self.partition_counts);
-        if counts.is_none() {
-            let parts = &self.shared.cx.topology.parts;
-            let known: Option<Vec<i32>> = parts
-                .iter()
-                .map(|part| {
-                    let metadata = consumer
-                        .fetch_metadata(Some(&part.topic), Duration::from_secs(5))
-                        .ok()?;
-                    let topic = metadata.topics().first()?;
-                    (topic.error().is_none() && !topic.partitions().is_empty())
-                        .then(|| topic.partitions().len() as i32)
-                })
-                .collect();
-            *counts = known;
-        }
-        let Some(counts) = counts.as_ref() else {
-            return;
-        };
         let slots = lock(&self.shared.slots);
         let parts = &self.shared.cx.topology.parts;
-        standbys.refresh(counts, |part, partition| {
+        standbys.refresh(partitions, |part, partition| {
             slots.contains_key(&(parts[part].topic.clone(), partition))
         });
     }

@@ -159,8 +159,9 @@ impl Partitioned {
     }
 
     /// Makes (or checks) the repartition topics, before the consumer
-    /// subscribes to them; returns their partition count, the input's
-    /// (`None` for a pipeline without `partition_by`).
+    /// subscribes to them; returns their partition count, the input's. A
+    /// pipeline without `partition_by` has none: the input's count is
+    /// looked up only when standbys need it (`None` otherwise).
     fn repartition_topics(&self, runtime: &Handle) -> Result<Option<i32>, RunError> {
         let topics: Vec<String> = self
             .topology
@@ -171,19 +172,20 @@ impl Partitioned {
                 Output::Sinks => None,
             })
             .collect();
-        if topics.is_empty() {
-            return Ok(None);
-        }
         let input = &self.topology.parts[0].topic;
-        topics::ensure(
-            &self.changelog_config,
-            runtime,
-            input,
-            Kind::Repartition,
-            &topics,
-        )
-        .map(Some)
-        .map_err(|message| RunError::Source {
+        let count = match (topics.is_empty(), self.spec.standby) {
+            (true, false) => return Ok(None),
+            (true, true) => topics::lookup(&self.changelog_config)
+                .and_then(|lookup| topics::input_partitions(&lookup, input)),
+            (false, _) => topics::ensure(
+                &self.changelog_config,
+                runtime,
+                input,
+                Kind::Repartition,
+                &topics,
+            ),
+        };
+        count.map(Some).map_err(|message| RunError::Source {
             pipeline: self.spec.name.clone(),
             source: SourceError {
                 source_name: self.who.clone(),

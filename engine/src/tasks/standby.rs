@@ -42,6 +42,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::board::{Phase, RestoreProgress};
 use super::changelog;
 use super::task::{TaskContext, changelog_topics, task_spec};
+use super::topics::partition_count;
 use super::transaction;
 use crate::pipeline::load_plugins;
 use crate::state::StateStore;
@@ -77,13 +78,12 @@ impl Standbys {
         }
     }
 
-    /// Follows every partition of `partitions` (part → its topic's
-    /// partition count) that `owned` does not hold; stops the rest.
-    pub fn refresh(&self, partitions: &[i32], owned: impl Fn(usize, i32) -> bool) {
-        let wanted: Vec<(usize, i32)> = partitions
-            .iter()
-            .enumerate()
-            .flat_map(|(part, count)| (0..*count).map(move |p| (part, p)))
+    /// Follows every one of the `partitions` of each part's topic (they all
+    /// have the input's count) that `owned` does not hold; stops the rest.
+    pub fn refresh(&self, partitions: i32, owned: impl Fn(usize, i32) -> bool) {
+        let parts = self.cx.topology.parts.len();
+        let wanted: Vec<(usize, i32)> = (0..parts)
+            .flat_map(|part| (0..partitions).map(move |p| (part, p)))
             .filter(|(part, p)| !owned(*part, *p))
             .collect();
         let gone: Vec<(usize, i32)> = self
@@ -196,15 +196,8 @@ fn tail(
 ) -> Result<(), String> {
     let consumer = changelog::reader(&cx.changelog.config, "sluice-changelog-standby")
         .map_err(|e| format!("cannot create its consumer: {e}"))?;
-    let metadata = consumer
-        .fetch_metadata(None, Duration::from_secs(10))
-        .map_err(|e| format!("cannot read the cluster's topics: {e}"))?;
     for topic in topics.values() {
-        let exists = metadata
-            .topics()
-            .iter()
-            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-        if !exists {
+        if partition_count(consumer.client(), topic)?.is_none() {
             return Err(format!("changelog topic {topic} does not exist yet"));
         }
     }
@@ -225,7 +218,9 @@ fn tail(
         .map(|(table, topic)| (topic.as_str(), table.as_str()))
         .collect();
     let input = &cx.topology.parts[part].topic;
-    let mut pending: BTreeMap<&str, Pending> = BTreeMap::new();
+    // Per table: records read and not yet applied, and the offset after
+    // them.
+    let mut pending: BTreeMap<&str, (changelog::Chunk, i64)> = BTreeMap::new();
     let mut progress = RestoreProgress {
         changelog: topics
             .values()
@@ -239,22 +234,18 @@ fn tail(
         bytes: 0,
     };
     let mut applied_at = Instant::now();
-    // Full chunks (catching up) are applied unsynced; the next timed apply
-    // syncs them.
-    let apply = |pending: &mut BTreeMap<&str, Pending>,
-                 progress: &mut RestoreProgress,
-                 durable: bool|
+    let apply = |pending: &mut BTreeMap<&str, (changelog::Chunk, i64)>,
+                 progress: &mut RestoreProgress|
      -> Result<(), String> {
-        for (table, p) in pending.iter_mut() {
-            if p.chunk.is_empty() && !(durable && p.unsynced) {
+        for (table, (chunk, next)) in pending.iter_mut() {
+            if chunk.is_empty() {
                 continue;
             }
             store
-                .restore(table, &p.chunk, p.next, durable)
+                .restore(table, chunk, *next)
                 .map_err(|e| e.to_string())?;
-            progress.records += p.chunk.len() as u64;
-            p.chunk.clear();
-            p.unsynced = !durable;
+            progress.records += chunk.len() as u64;
+            chunk.clear();
         }
         cx.board
             .update(input, partition, |t| t.restore = Some(progress.clone()));
@@ -266,40 +257,30 @@ fn tail(
                 let Some(table) = table_of.get(message.topic()).copied() else {
                     continue;
                 };
-                let p = pending.entry(table).or_default();
-                p.next = message.offset() + 1;
-                // A record with no key (a transaction marker is not
-                // handed over) only moves the position.
+                let (chunk, next) = pending.entry(table).or_default();
+                *next = message.offset() + 1;
+                // A record without a key only moves the position.
                 if let Some(key) = message.key() {
                     let value = message.payload().map(<[u8]>::to_vec);
                     progress.bytes += (key.len() + value.as_ref().map_or(0, Vec::len)) as u64;
-                    p.chunk.push((key.to_vec(), value));
+                    chunk.push((key.to_vec(), value));
                 }
-                if p.chunk.len() >= APPLY_CHUNK {
-                    apply(&mut pending, &mut progress, false)?;
+                if chunk.len() >= APPLY_CHUNK {
+                    apply(&mut pending, &mut progress)?;
                 }
             }
             Some(Err(KafkaError::PartitionEOF(_))) | None => {}
             Some(Err(e)) => {
-                apply(&mut pending, &mut progress, true)?;
+                apply(&mut pending, &mut progress)?;
                 return Err(format!("reading its changelog: {e}"));
             }
         }
         if applied_at.elapsed() >= APPLY_EVERY {
-            apply(&mut pending, &mut progress, true)?;
+            apply(&mut pending, &mut progress)?;
             applied_at = Instant::now();
         }
     }
-    apply(&mut pending, &mut progress, true)
-}
-
-/// A table's records read and not yet applied, the offset after them, and
-/// whether an unsynced apply awaits a durable one.
-#[derive(Default)]
-struct Pending {
-    chunk: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    next: i64,
-    unsynced: bool,
+    apply(&mut pending, &mut progress)
 }
 
 /// The task's state file, as a standby may use it: under exactly-once, a

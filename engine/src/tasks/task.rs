@@ -70,7 +70,8 @@ pub struct TaskContext {
     /// the member).
     pub group: Arc<GroupMetadata>,
     /// The input's partition count, which every repartition topic has
-    /// (known when the pipeline has any: they are made before it starts).
+    /// (known when the pipeline has any, as they are made before it starts,
+    /// or standbys, which follow every partition).
     pub partitions: Option<i32>,
     /// What status shows of this process's tasks (a task's preparation
     /// reports its restore there).
@@ -381,7 +382,7 @@ fn changelogs(
         cx.board
             .update(input, partition, |t| t.phase = Phase::Restoring);
         let started = std::time::Instant::now();
-        let mut log = changelog::every_report(|p| {
+        let mut log = changelog::every(changelog::RESTORE_REPORT, |p| {
             tracing::info!(
                 "task {task}: restoring `{table}` from {}: offset {}{}, {} record(s), {} so far",
                 p.changelog,

@@ -66,16 +66,8 @@ pub fn ensure<'t>(
     topics: impl IntoIterator<Item = &'t String>,
 ) -> Result<i32, String> {
     let word = kind.word();
-    // A consumer's client, which never asks the broker to create a topic
-    // it looks up (a producer's does, with the broker's default partition
-    // count, where the broker allows it).
-    let lookup: BaseConsumer = config
-        .clone()
-        .set("allow.auto.create.topics", "false")
-        .create()
-        .map_err(|e| format!("cannot create a client for the {word} topics: {e}"))?;
-    let partitions = partition_count(lookup.client(), input)?
-        .ok_or_else(|| format!("the input topic `{input}` does not exist"))?;
+    let lookup = lookup(config)?;
+    let partitions = input_partitions(&lookup, input)?;
     let admin: AdminClient<DefaultClientContext> = config
         .create()
         .map_err(|e| format!("cannot create an admin client for the {word} topics: {e}"))?;
@@ -129,8 +121,26 @@ pub fn ensure<'t>(
     Ok(partitions)
 }
 
+/// A consumer's client, which never asks the broker to create a topic it
+/// looks up (a producer's does, with the broker's default partition count,
+/// where the broker allows it).
+pub fn lookup(config: &ClientConfig) -> Result<BaseConsumer, String> {
+    config
+        .clone()
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .map_err(|e| format!("cannot create a client to look up topics: {e}"))
+}
+
+/// The partition count of the input topic `input`; its absence is an
+/// error.
+pub fn input_partitions(lookup: &BaseConsumer, input: &str) -> Result<i32, String> {
+    partition_count(lookup.client(), input)?
+        .ok_or_else(|| format!("the input topic `{input}` does not exist"))
+}
+
 /// The partition count of `topic`, `None` when it does not exist.
-fn partition_count<C: ClientContext>(
+pub(super) fn partition_count<C: ClientContext>(
     client: &Client<C>,
     topic: &str,
 ) -> Result<Option<i32>, String> {

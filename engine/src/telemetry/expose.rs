@@ -75,20 +75,31 @@ fn sample(
     let _ = writeln!(out, " {value}");
 }
 
-/// The tasks of a pipeline with `tasks = "per-partition"`, each with its
-/// partition as a label value.
-fn tasks(p: &Exposed<'_>) -> Vec<(crate::tasks::TaskStatus, String)> {
-    p.metrics
-        .tasks
-        .get()
-        .map(|board| board.snapshot())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|t| {
-            let partition = t.partition.to_string();
-            (t, partition)
-        })
-        .collect()
+/// One sample per task of a pipeline with `tasks = "per-partition"` for
+/// which `value` gives one, labelled with the task, its topic and partition
+/// and `extra`'s label.
+fn per_task<V: std::fmt::Display>(
+    out: &mut String,
+    name: &str,
+    p: &Exposed<'_>,
+    value: impl Fn(&crate::tasks::TaskStatus) -> Option<(Option<(&'static str, &'static str)>, V)>,
+) {
+    let Some(board) = p.metrics.tasks.get() else {
+        return;
+    };
+    for t in board.snapshot() {
+        let Some((extra, v)) = value(&t) else {
+            continue;
+        };
+        let partition = t.partition.to_string();
+        let mut labels = vec![
+            ("task", t.task.as_str()),
+            ("topic", t.topic.as_str()),
+            ("partition", partition.as_str()),
+        ];
+        labels.extend(extra);
+        sample(out, name, &p.metrics.labels, &labels, v);
+    }
 }
 
 /// A number as the format writes it (`f64`'s shortest form; never NaN
@@ -224,68 +235,19 @@ const FAMILIES: &[(&str, &str, &str, PerPipeline)] = &[
         "sluice_task_phase",
         "gauge",
         "1 for each task of this process (tasks = per-partition) in its phase: starting, restoring, running, stopping, or standby (a warm copy of a task run elsewhere).",
-        |o, n, p| {
-            for (t, partition) in tasks(p) {
-                let phase = serde_json::to_value(t.phase).ok();
-                let phase = phase.as_ref().and_then(|v| v.as_str()).unwrap_or("?");
-                sample(
-                    o,
-                    n,
-                    &p.metrics.labels,
-                    &[
-                        ("task", &t.task),
-                        ("topic", &t.topic),
-                        ("partition", &partition),
-                        ("phase", phase),
-                    ],
-                    1,
-                );
-            }
-        },
+        |o, n, p| per_task(o, n, p, |t| Some((Some(("phase", t.phase.name())), 1))),
     ),
     (
         "sluice_task_lag",
         "gauge",
         "Messages of a running task's partition not yet processed, from the consumer's statistics every second.",
-        |o, n, p| {
-            for (t, partition) in tasks(p) {
-                if let Some(lag) = t.lag {
-                    sample(
-                        o,
-                        n,
-                        &p.metrics.labels,
-                        &[
-                            ("task", &t.task),
-                            ("topic", &t.topic),
-                            ("partition", &partition),
-                        ],
-                        lag,
-                    );
-                }
-            }
-        },
+        |o, n, p| per_task(o, n, p, |t| t.lag.map(|lag| (None, lag))),
     ),
     (
         "sluice_task_restored_records",
         "gauge",
         "Records a restoring task has applied from its changelog so far, or a standby since it started.",
-        |o, n, p| {
-            for (t, partition) in tasks(p) {
-                if let Some(restore) = &t.restore {
-                    sample(
-                        o,
-                        n,
-                        &p.metrics.labels,
-                        &[
-                            ("task", &t.task),
-                            ("topic", &t.topic),
-                            ("partition", &partition),
-                        ],
-                        restore.records,
-                    );
-                }
-            }
-        },
+        |o, n, p| per_task(o, n, p, |t| t.restore.as_ref().map(|r| (None, r.records))),
     ),
     (
         "sluice_queue_depth",
