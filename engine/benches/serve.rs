@@ -1,9 +1,10 @@
 //! `sluice serve` under load, over its real HTTP API:
 //!
 //! - `noisy`: tenant B's word count fed at a fixed rate through ingest,
-//!   alone, then beside tenant A running plugins that loop, grow without
-//!   bound, trap and flood the log on six pipelines plus an API flood; B's
-//!   total delay (p50, p99) and losses in both phases of the same run.
+//!   alone and beside tenant A running plugins that loop, grow without
+//!   bound, trap and flood the log on six pipelines plus an API flood, in
+//!   alternating rounds; B's total delay (p50, p99) and losses under each
+//!   condition over all rounds of the same run.
 //! - `density`: 100 tenants × 10 pipelines of two stages, with a trickle of
 //!   data each: the time to create each pipeline (p50, p99), the first
 //!   batch of a newly made pipeline, and the server's RSS and CPU once all
@@ -14,7 +15,10 @@
 //!
 //! Run: `cargo bench -p sluice --bench serve` (all three), or with
 //! `SLUICE_BENCH_SERVE=noisy|density|api` for one; `SLUICE_BENCH_TENANTS`
-//! (100) and `SLUICE_BENCH_PER_TENANT` (10) size `density`.
+//! (100) and `SLUICE_BENCH_PER_TENANT` (10) size `density`;
+//! `SLUICE_BENCH_ROUNDS` (1) and `SLUICE_BENCH_SECONDS` (60 per condition
+//! and round) size `noisy` (between rounds the hostile tenant is deleted,
+//! which waits for its pipelines to finish what they hold: minutes).
 
 mod support;
 
@@ -22,6 +26,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -95,7 +101,7 @@ fn request(
 ) -> Option<(u16, Value)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
+        .set_read_timeout(Some(Duration::from_secs(600)))
         .ok()?;
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -247,107 +253,142 @@ fn delays(status: &Value) -> (f64, f64) {
     )
 }
 
+/// Tenant A's six hostile pipelines (a loop to its time limit, growth to
+/// its memory limit, a trap, a log flood, a second loop, 20 M spins per
+/// record) and its flood of ingest and API calls, until `stop`.
+fn hostile(server: &Server, guests: &Path, tenant: &str, stop: Arc<AtomicBool>) {
+    let a = server.tenant(tenant, json!({}));
+    server.push(&a, "misbehave", &guests.join("misbehave.wasm"));
+    for (i, (config, limits)) in [
+        ("{ mode = \"loop\", when = \"*\" }", "time_limit = \"1s\""),
+        (
+            "{ mode = \"grow\", when = \"*\" }",
+            "memory_limit = \"32MiB\"",
+        ),
+        ("{ mode = \"trap\", when = \"*\" }", ""),
+        ("{ mode = \"chatty\", when = \"*\" }", ""),
+        ("{ mode = \"loop\", when = \"*\" }", "time_limit = \"1s\""),
+        (
+            "{ mode = \"slow\", spin = 20000000 }",
+            "time_limit = \"2s\"",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let text = format!(
+            "name = \"bad{i}\"\nbatch_interval = \"100ms\"\n[[sources]]\ntype = \"http\"\n\
+             [[stages]]\nname = \"m\"\nplugin = \"misbehave\"\nconfig = {config}\non_error = \"dead-letter\"\nretries = 0\n{limits}\n\
+             [[sinks]]\ntype = \"null\"\n"
+        );
+        server.apply(&a, &format!("bad{i}"), &text);
+    }
+    let port = server.port;
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            for i in 0..6 {
+                let _ = request(
+                    port,
+                    "POST",
+                    &format!("/v1/pipelines/bad{i}/ingest"),
+                    Some(&a),
+                    Some("text/plain"),
+                    b"boom\nboom\n",
+                );
+            }
+            for _ in 0..20 {
+                let _ = request(port, "GET", "/v1/pipelines", Some(&a), None, b"");
+            }
+        }
+    });
+}
+
+/// B's word count alone and beside a hostile tenant A, in alternating
+/// rounds (each round's A is a new tenant, so every round meets a hostile
+/// tenant the service has not seen yet); B's delays are kept per condition
+/// over all rounds.
 fn noisy(guests: &Path) {
+    let rounds: u64 = env_or("SLUICE_BENCH_ROUNDS", 1);
+    let secs: u64 = env_or("SLUICE_BENCH_SECONDS", 60);
+    let rate = 5_000;
     let server = start();
     let b = server.tenant("b", json!({}));
-    let a = server.tenant("a", json!({}));
     server.push(&b, "split", &guests.join("word_split.wasm"));
     server.push(&b, "count", &guests.join("word_count.wasm"));
-    server.push(&a, "misbehave", &guests.join("misbehave.wasm"));
-    let (rate, secs) = (5_000, 20);
-    let mut rows = Vec::new();
-    for phase in ["alone", "beside the hostile tenant"] {
-        let name = if phase == "alone" {
-            "wc-alone"
-        } else {
-            "wc-noisy"
-        };
-        if phase != "alone" {
-            for (i, (config, limits)) in [
-                ("{ mode = \"loop\", when = \"*\" }", "time_limit = \"1s\""),
-                (
-                    "{ mode = \"grow\", when = \"*\" }",
-                    "memory_limit = \"32MiB\"",
-                ),
-                ("{ mode = \"trap\", when = \"*\" }", ""),
-                ("{ mode = \"chatty\", when = \"*\" }", ""),
-                ("{ mode = \"loop\", when = \"*\" }", "time_limit = \"1s\""),
-                (
-                    "{ mode = \"slow\", spin = 20000000 }",
-                    "time_limit = \"2s\"",
-                ),
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                let text = format!(
-                    "name = \"bad{i}\"\nbatch_interval = \"100ms\"\n[[sources]]\ntype = \"http\"\n\
-                     [[stages]]\nname = \"m\"\nplugin = \"misbehave\"\nconfig = {config}\non_error = \"dead-letter\"\nretries = 0\n{limits}\n\
-                     [[sinks]]\ntype = \"null\"\n"
-                );
-                server.apply(&a, &format!("bad{i}"), &text);
-            }
-            let port = server.port;
-            let token = a.clone();
-            std::thread::spawn(move || {
-                loop {
-                    for i in 0..6 {
-                        if request(
-                            port,
-                            "POST",
-                            &format!("/v1/pipelines/bad{i}/ingest"),
-                            Some(&token),
-                            Some("text/plain"),
-                            b"boom\nboom\n",
-                        )
-                        .is_none()
-                        {
-                            return;
-                        }
-                    }
-                    for _ in 0..20 {
-                        if request(port, "GET", "/v1/pipelines", Some(&token), None, b"").is_none()
-                        {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
+    let conditions = ["alone", "beside the hostile tenant"];
+    let names = ["wc-alone", "wc-noisy"];
+    for name in names {
         server.apply(&b, name, &wordcount(name, "100ms", "64MiB"));
-        let sent = feed(&server, &b, name, rate, secs);
-        std::thread::sleep(Duration::from_secs(2));
+    }
+    let mut sent = [0usize; 2];
+    for round in 0..rounds {
+        for (c, name) in names.iter().enumerate() {
+            let stop = Arc::new(AtomicBool::new(false));
+            let a = format!("a{round}");
+            if c == 1 {
+                hostile(&server, guests, &a, stop.clone());
+            }
+            sent[c] += feed(&server, &b, name, rate, secs);
+            stop.store(true, Ordering::Relaxed);
+            if c == 1 && round + 1 < rounds {
+                // Its pipelines finish the batches they hold first (each
+                // up to its time limit), so the next round starts quiet;
+                // this takes minutes.
+                let deleting = Instant::now();
+                let (status, body) = server.call(
+                    &server.admin.clone(),
+                    "DELETE",
+                    &format!("/v1/tenants/{a}"),
+                    None,
+                    b"",
+                );
+                assert_eq!(status, 204, "{body}");
+                eprintln!(
+                    "  round {}: hostile tenant deleted in {:.1} s",
+                    round + 1,
+                    deleting.elapsed().as_secs_f64()
+                );
+            }
+            eprintln!("  round {}: {name} fed", round + 1);
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    println!(
+        "noisy neighbour: tenant B's word count at {rate} lines/s, 100 ms batches, {rounds} rounds of {secs} s per condition (2 stage workers, cpu_share 1 each):"
+    );
+    println!(
+        "  {:<28} {:>8} {:>10} {:>8} {:>14} {:>14}",
+        "B", "sent", "received", "batches", "total p50", "total p99"
+    );
+    let mut p99s = Vec::new();
+    for (c, name) in names.iter().enumerate() {
         let status = server.status(&b, name);
-        let words_in = status["metrics"]["records_in"].as_u64().unwrap_or(0);
+        let got = status["metrics"]["records_in"].as_u64().unwrap_or(0);
+        let batches = status["metrics"]["batches"].as_u64().unwrap_or(0);
         let (p50, p99) = delays(&status);
-        rows.push((phase, sent, words_in, p50, p99));
+        println!(
+            "  {:<28} {:>8} {got:>10} {batches:>8} {p50:>11.1} ms {p99:>11.1} ms",
+            conditions[c], sent[c]
+        );
+        p99s.push((p99, sent[c] as i64 - got as i64));
     }
     println!(
-        "noisy neighbour: tenant B's word count at {rate} lines/s for {secs} s, 100 ms batches (2 stage workers, cpu_share 1 each):"
-    );
-    println!(
-        "  {:<28} {:>8} {:>10} {:>14} {:>14}",
-        "B", "sent", "received", "total p50", "total p99"
-    );
-    for (phase, sent, got, p50, p99) in &rows {
-        println!("  {phase:<28} {sent:>8} {got:>10} {p50:>11.1} ms {p99:>11.1} ms");
-    }
-    let ratio = rows[1].4 / rows[0].4;
-    println!(
-        "  p99 beside / alone: {ratio:.2}×; lines lost: {}",
-        rows.iter().map(|r| r.1 as i64 - r.2 as i64).sum::<i64>()
+        "  p99 beside / alone: {:.2}×; lines lost: {}",
+        p99s[1].0 / p99s[0].0,
+        p99s[0].1 + p99s[1].1
     );
 }
 
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 fn density(guests: &Path) {
-    let tenants: usize = std::env::var("SLUICE_BENCH_TENANTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
-    let per: usize = std::env::var("SLUICE_BENCH_PER_TENANT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
+    let tenants: usize = env_or("SLUICE_BENCH_TENANTS", 100);
+    let per: usize = env_or("SLUICE_BENCH_PER_TENANT", 10);
     let server = start();
     let rss_empty = server.rss_mib();
     let mut creates = Vec::new();

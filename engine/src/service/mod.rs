@@ -114,8 +114,10 @@ pub struct Service {
     /// Errors of pipelines that could not start, by tenant/name.
     start_errors: Mutex<HashMap<(String, String), String>>,
     /// One change of a tenant's catalogue entries at a time, so quota
-    /// checks see every earlier change.
-    changes: Mutex<()>,
+    /// checks see every earlier change; a lock per tenant, so that one
+    /// tenant's slow change (a pipeline of its own that takes long to
+    /// stop) never holds up another's.
+    changes: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     allow_network: bool,
     release_idle: Duration,
 }
@@ -167,7 +169,7 @@ impl Service {
             tokens: RwLock::new(HashMap::new()),
             meters: Mutex::new(HashMap::new()),
             start_errors: Mutex::new(HashMap::new()),
-            changes: Mutex::new(()),
+            changes: Mutex::new(HashMap::new()),
             allow_network: options.allow_network,
             release_idle: options.release_idle,
         });
@@ -238,6 +240,16 @@ impl Service {
         &self.supervisor
     }
 
+    /// The lock for changes of `tenant`'s entries (see `changes`).
+    pub(crate) fn changing(&self, tenant: &str) -> Arc<Mutex<()>> {
+        self.changes
+            .lock()
+            .unwrap()
+            .entry(tenant.to_string())
+            .or_default()
+            .clone()
+    }
+
     /// A tenant's meters.
     pub fn meters(&self, tenant: &str) -> Arc<Meters> {
         self.meters
@@ -298,7 +310,8 @@ impl Service {
             )));
         }
         quotas.validate().map_err(ServiceError::BadRequest)?;
-        let _change = self.changes.lock().unwrap();
+        let lock = self.changing(name);
+        let _change = lock.lock().unwrap_or_else(|p| p.into_inner());
         if self.catalog.tenant(name)?.is_some() {
             return Err(ServiceError::Conflict(format!(
                 "tenant `{name}` exists already"
@@ -358,7 +371,12 @@ impl Service {
             .flat_map(|(_, p)| p.versions.iter().map(|v| v.size))
             .sum();
         let dir = self.tenant_dir(tenant);
+        let (cores, low) = self.pools.stages.cpu(Some(tenant));
         Ok(serde_json::json!({
+            "cpu": {
+                "cores": (cores * 100.0).round() / 100.0,
+                "priority": if low { "low" } else { "normal" },
+            },
             "pipelines": pipelines.len(),
             "plugin_bytes": ByteSize(plugin_bytes),
             "state_bytes": ByteSize(folder_bytes(&dir.join("state"))),
@@ -369,7 +387,8 @@ impl Service {
     /// Changes a tenant's quotas (what it already has stays; new requests
     /// meet the new limits).
     pub fn set_quotas(&self, name: &str, patch: serde_json::Value) -> Result<Quotas, ServiceError> {
-        let _change = self.changes.lock().unwrap();
+        let lock = self.changing(name);
+        let _change = lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut record = self
             .catalog
             .tenant(name)?
@@ -399,14 +418,28 @@ impl Service {
 
     /// Removes a tenant: stops and forgets its pipelines, deletes its data.
     pub fn delete_tenant(&self, name: &str) -> Result<(), ServiceError> {
-        let _change = self.changes.lock().unwrap();
+        let lock = self.changing(name);
+        let _change = lock.lock().unwrap_or_else(|p| p.into_inner());
         let record = self
             .catalog
             .tenant(name)?
             .ok_or_else(|| ServiceError::NotFound(format!("no tenant `{name}`")))?;
-        for (pipeline, _) in self.catalog.pipelines(name)? {
-            self.supervisor.remove(&pipelines::key(name, &pipeline));
-            self.catalog.set_pipeline(name, &pipeline, None)?;
+        let names: Vec<String> = self
+            .catalog
+            .pipelines(name)?
+            .into_iter()
+            .map(|(pipeline, _)| pipeline)
+            .collect();
+        let keys: Vec<_> = names.iter().map(|p| pipelines::key(name, p)).collect();
+        for pool in [&self.pools.stages, &self.pools.sinks] {
+            pool.set_leaving(Some(name), true);
+        }
+        self.supervisor.remove_all(&keys);
+        for pool in [&self.pools.stages, &self.pools.sinks] {
+            pool.set_leaving(Some(name), false);
+        }
+        for pipeline in &names {
+            self.catalog.set_pipeline(name, pipeline, None)?;
         }
         for (plugin, _) in self.catalog.plugins(name)? {
             self.catalog.set_plugin(name, &plugin, None)?;
@@ -421,7 +454,8 @@ impl Service {
 
     /// Gives a tenant a new token; the old one stops working at once.
     pub fn rotate_token(&self, name: &str) -> Result<String, ServiceError> {
-        let _change = self.changes.lock().unwrap();
+        let lock = self.changing(name);
+        let _change = lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut record = self
             .catalog
             .tenant(name)?
@@ -452,7 +486,8 @@ impl Service {
         self.host
             .load_bytes(&shown, bytes)
             .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
-        let _change = self.changes.lock().unwrap();
+        let lock = self.changing(tenant);
+        let _change = lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut record = self.catalog.plugin(tenant, name)?.unwrap_or_default();
         if let Some(existing) = record.versions.iter().find(|v| v.digest == digest) {
             return Ok((existing.clone(), false));

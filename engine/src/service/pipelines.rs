@@ -143,7 +143,8 @@ impl Service {
     /// and starts it. Returns whether it was new.
     pub fn apply(&self, tenant: &str, name: &str, text: &str) -> Result<bool, ServiceError> {
         let (spec, pins) = self.resolve(tenant, name, text, &BTreeMap::new())?;
-        let _change = self.changes.lock().unwrap();
+        let lock = self.changing(tenant);
+        let _change = lock.lock().unwrap_or_else(|p| p.into_inner());
         self.check_quotas(tenant, &spec)?;
         let uses_state = crate::pipeline::check_stages(&spec, &self.host)
             .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
@@ -232,7 +233,8 @@ impl Service {
 
     /// Stops and forgets a pipeline, with its state and dead letters.
     pub fn delete(&self, tenant: &str, name: &str) -> Result<(), ServiceError> {
-        let _change = self.changes.lock().unwrap();
+        let lock = self.changing(tenant);
+        let _change = lock.lock().unwrap_or_else(|p| p.into_inner());
         self.record(tenant, name)?;
         self.supervisor.remove(&key(tenant, name));
         self.catalog.set_pipeline(tenant, name, None)?;

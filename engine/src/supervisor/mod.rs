@@ -372,18 +372,20 @@ impl Supervisor {
     /// run ended, or `None` if there is no such pipeline. It stays listed
     /// (stopped) until removed.
     pub fn stop(&self, key: &PipelineKey) -> Option<Outcome> {
-        let slot = {
-            let running = self.running.lock().unwrap();
-            let entry = running.get(key)?;
-            let _ = entry.stop.send(true);
-            let mut state = entry.state.lock().unwrap();
-            if *state == RunState::Running {
-                *state = RunState::Stopping;
-            }
-            drop(state);
-            entry.outcome.clone()
-        };
-        Some(slot.wait())
+        Some(self.ask_to_stop(key)?.wait())
+    }
+
+    /// Tells `key` to stop; the slot says when it has.
+    fn ask_to_stop(&self, key: &PipelineKey) -> Option<Arc<OutcomeSlot>> {
+        let running = self.running.lock().unwrap();
+        let entry = running.get(key)?;
+        let _ = entry.stop.send(true);
+        let mut state = entry.state.lock().unwrap();
+        if *state == RunState::Running {
+            *state = RunState::Stopping;
+        }
+        drop(state);
+        Some(entry.outcome.clone())
     }
 
     /// Stops `key` and marks it failed with `reason` (a quota it went past,
@@ -401,6 +403,22 @@ impl Supervisor {
         let outcome = self.stop(key);
         self.running.lock().unwrap().remove(key);
         outcome
+    }
+
+    /// Stops every pipeline of `keys` at once (not one after another, so
+    /// the slowest sets the time, not their sum) and forgets them.
+    pub fn remove_all(&self, keys: &[PipelineKey]) {
+        let slots: Vec<_> = keys
+            .iter()
+            .filter_map(|key| self.ask_to_stop(key))
+            .collect();
+        for slot in slots {
+            let _ = slot.wait();
+        }
+        let mut running = self.running.lock().unwrap();
+        for key in keys {
+            running.remove(key);
+        }
     }
 
     /// Asks every pipeline to stop, without waiting.

@@ -22,6 +22,25 @@ fn hostile_pipeline(name: &str, config: &str, limits: &str) -> String {
     )
 }
 
+/// A process's threads: name, nice value and CPU time in clock ticks.
+fn os_threads(pid: u32) -> Vec<(String, i64, u64)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(task.join("stat")).unwrap_or_default();
+        // After the name in parentheses: state is field 3, utime 14,
+        // stime 15, nice 19.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        out.push((name.trim().to_string(), fields[16].parse().unwrap(), ticks));
+    }
+    out
+}
+
 #[test]
 fn a_hostile_tenant_neither_slows_nor_breaks_another() {
     let server = Server::start(&[]);
@@ -116,6 +135,39 @@ fn a_hostile_tenant_neither_slows_nor_breaks_another() {
     }
     drop(silent);
     assert_eq!(counted(&out), count_words(&sent));
+    // The hostile tenant's steps went to the workers at the lowest OS
+    // priority, and the good tenant's never did: the admin's view, the log
+    // and the threads themselves say so.
+    let tenants = server.call(Some(&server.admin), "GET", "/v1/tenants", None, &[]);
+    let cpu = |name: &str| {
+        tenants
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap()["usage"]["cpu"]
+            .clone()
+    };
+    assert_eq!(cpu("evil")["priority"], "low", "{tenants:?}");
+    assert_eq!(cpu("good")["priority"], "normal", "{tenants:?}");
+    let log = server.log();
+    assert!(
+        log.contains("tenant `evil`: a step on sluice-stage ran out of time; its steps run at low priority (nice 19)"),
+        "{log}"
+    );
+    assert!(!log.contains("tenant `good`: its steps"), "{log}");
+    let pid = server.child.as_ref().unwrap().id();
+    let low: Vec<(String, i64, u64)> = os_threads(pid)
+        .into_iter()
+        .filter(|(name, _, _)| name.starts_with("sluice-stage-lo"))
+        .collect();
+    assert!(!low.is_empty(), "no low-priority stage workers");
+    assert!(low.iter().all(|(_, nice, _)| *nice == 19), "{low:?}");
+    assert!(
+        low.iter().map(|(_, _, ticks)| ticks).sum::<u64>() > 0,
+        "the low-priority workers never ran: {low:?}"
+    );
     // Bounded: never the hostile plugins' time limits stacked up.
     assert!(
         slowest < Duration::from_secs(20),
@@ -173,4 +225,56 @@ fn a_hostile_tenant_neither_slows_nor_breaks_another() {
     );
     assert_eq!(dead.body, json!([]));
     let _ = std::io::stdout().flush();
+}
+
+#[test]
+fn a_tenants_slow_pipeline_stop_holds_up_no_other_tenants_changes() {
+    let server = Server::start(&[]);
+    let good = server.tenant("good", json!({}));
+    let evil = server.tenant("evil", json!({}));
+    assert_eq!(server.push(&good, "split", "word_split").status, 201);
+    assert_eq!(server.push(&good, "count", "word_count").status, 201);
+    assert_eq!(server.push(&evil, "misbehave", "misbehave").status, 201);
+    std::fs::create_dir_all(server.files("good").join("in")).unwrap();
+    let looping = hostile_pipeline(
+        "loop",
+        "{ mode = \"loop\", when = \"*\" }",
+        "time_limit = \"1s\"",
+    );
+    assert_eq!(server.apply(&evil, "loop", &looping).status, 201);
+    // Several batches that each run into the time limit: deleting the
+    // pipeline finishes them first, which takes seconds.
+    for _ in 0..4 {
+        server.ingest(&evil, "loop", "boom\n");
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let (port, token) = (server.port, evil.clone());
+    let deleting = std::thread::spawn(move || {
+        let started = Instant::now();
+        let answer = raw(
+            port,
+            "DELETE",
+            "/v1/pipelines/loop",
+            Some(&token),
+            None,
+            b"",
+        );
+        (answer.map(|a| a.status), started, Instant::now())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // Meanwhile the other tenant's changes go through.
+    assert_eq!(server.apply(&good, "wc", &wordcount("wc", "")).status, 201);
+    let applied = Instant::now();
+    assert_eq!(server.push(&good, "split", "word_split").status, 200);
+    let (status, started, deleted) = deleting.join().unwrap();
+    assert_eq!(status, Some(204), "{}", server.log());
+    assert!(
+        deleted - started > Duration::from_secs(2),
+        "the delete was quick ({:?}): nothing shows here",
+        deleted - started
+    );
+    assert!(
+        applied < deleted,
+        "the good tenant's change waited for the other tenant's delete"
+    );
 }
