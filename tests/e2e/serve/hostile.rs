@@ -41,8 +41,9 @@ fn os_threads(pid: u32) -> Vec<(String, i64, u64)> {
     out
 }
 
-#[test]
-fn a_hostile_tenant_neither_slows_nor_breaks_another() {
+/// A service with tenant `good` (word count's plugins, an `in` folder) and
+/// tenant `evil` (the misbehaving plugin); their tokens.
+fn good_and_evil() -> (Server, String, String) {
     let server = Server::start(&[]);
     let good = server.tenant("good", json!({}));
     let evil = server.tenant("evil", json!({}));
@@ -50,6 +51,12 @@ fn a_hostile_tenant_neither_slows_nor_breaks_another() {
     assert_eq!(server.push(&good, "count", "word_count").status, 201);
     assert_eq!(server.push(&evil, "misbehave", "misbehave").status, 201);
     std::fs::create_dir_all(server.files("good").join("in")).unwrap();
+    (server, good, evil)
+}
+
+#[test]
+fn a_hostile_tenant_neither_slows_nor_breaks_another() {
+    let (server, good, evil) = good_and_evil();
     assert_eq!(server.apply(&good, "wc", &wordcount("wc", "")).status, 201);
 
     let pipelines = [
@@ -229,13 +236,7 @@ fn a_hostile_tenant_neither_slows_nor_breaks_another() {
 
 #[test]
 fn a_tenants_slow_pipeline_stop_holds_up_no_other_tenants_changes() {
-    let server = Server::start(&[]);
-    let good = server.tenant("good", json!({}));
-    let evil = server.tenant("evil", json!({}));
-    assert_eq!(server.push(&good, "split", "word_split").status, 201);
-    assert_eq!(server.push(&good, "count", "word_count").status, 201);
-    assert_eq!(server.push(&evil, "misbehave", "misbehave").status, 201);
-    std::fs::create_dir_all(server.files("good").join("in")).unwrap();
+    let (server, good, evil) = good_and_evil();
     let looping = hostile_pipeline(
         "loop",
         "{ mode = \"loop\", when = \"*\" }",
