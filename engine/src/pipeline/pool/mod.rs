@@ -160,6 +160,23 @@ struct Sched {
     low_workers: usize,
 }
 
+impl Sched {
+    /// Puts `job` at the back of its tenant's queue (a tenant that had
+    /// nothing waiting takes a turn again); whether the tenant runs low as
+    /// of `now`, and what changed.
+    fn push(&mut self, job: Arc<Job>, now: Instant) -> (bool, Option<Change>) {
+        let tenant = job.tenant.clone();
+        let queue = self.tenants.entry(tenant.clone()).or_default();
+        let was_empty = queue.jobs.is_empty();
+        queue.jobs.push_back(job);
+        let low = queue.busy.is_low(now);
+        if was_empty && !self.turn.contains(&tenant) {
+            self.turn.push_back(tenant);
+        }
+        low
+    }
+}
+
 struct Shared {
     name: String,
     sched: Mutex<Sched>,
@@ -383,14 +400,8 @@ impl Shared {
     fn enqueue(self: &Arc<Self>, job: Arc<Job>) {
         let mut sched = self.lock();
         let tenant = job.tenant.clone();
-        let queue = sched.tenants.entry(tenant.clone()).or_default();
-        let was_empty = queue.jobs.is_empty();
-        queue.jobs.push_back(job);
         let now = Instant::now();
-        let (low, change) = queue.busy.is_low(now);
-        if was_empty && !sched.turn.contains(&tenant) {
-            sched.turn.push_back(tenant.clone());
-        }
+        let (low, change) = sched.push(job, now);
         // Work arrived: a long step must not hold it up at equal priority.
         self.lower_long_steps(&mut sched, now);
         drop(sched);
@@ -584,18 +595,17 @@ impl Shared {
                     }),
             };
             let tenant = job.tenant.clone();
-            let queue = sched.tenants.entry(tenant.clone()).or_default();
-            if requeue {
-                queue.jobs.push_back(job);
-            }
+            let now = Instant::now();
+            let waiting = if requeue {
+                Some(sched.push(job, now))
+            } else {
+                let queue = sched.tenants.entry(tenant.clone()).or_default();
+                (!queue.jobs.is_empty()).then(|| queue.busy.is_low(now))
+            };
             // This worker picks again itself; another is needed only for
             // this tenant's waiting jobs (its share freed up), on the
             // workers of its class.
-            if !queue.jobs.is_empty() {
-                let (low, change) = queue.busy.is_low(Instant::now());
-                if !sched.turn.contains(&tenant) {
-                    sched.turn.push_back(tenant.clone());
-                }
+            if let Some((low, change)) = waiting {
                 self.ready[Class::of(low) as usize].notify_all();
                 self.tell(&tenant, change);
             }

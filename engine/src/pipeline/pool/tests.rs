@@ -3,6 +3,15 @@
 use super::*;
 use std::sync::atomic::AtomicUsize;
 
+/// Keeps this thread busy for `time`.
+fn spin(time: Duration) {
+    let started = Instant::now();
+    let mut x = 0u64;
+    while started.elapsed() < time {
+        x = std::hint::black_box(x.wrapping_add(1));
+    }
+}
+
 /// A job that counts its steps and does `work` steps in all.
 fn counting(pool: &WorkerPool, tenant: &str, work: usize, ran: Arc<AtomicUsize>) -> Arc<Job> {
     let mut left = work;
@@ -178,11 +187,7 @@ fn a_tenant_that_keeps_its_worker_spinning_moves_to_the_low_workers() {
         Some("spinner"),
         Box::new(move || {
             record.lock().unwrap().push(priority::this_thread_nice());
-            let step = Instant::now();
-            let mut x = 0u64;
-            while step.elapsed() < Duration::from_millis(20) {
-                x = std::hint::black_box(x.wrapping_add(1));
-            }
+            spin(Duration::from_millis(20));
             if started.elapsed() < Duration::from_secs(3) {
                 Step::More
             } else {
@@ -216,11 +221,7 @@ fn a_long_step_finishes_at_low_priority_and_frees_its_worker_for_others() {
                 .lock()
                 .unwrap()
                 .push(("long starts", priority::this_thread_nice()));
-            let step = Instant::now();
-            let mut x = 0u64;
-            while step.elapsed() < Duration::from_millis(400) {
-                x = std::hint::black_box(x.wrapping_add(1));
-            }
+            spin(Duration::from_millis(400));
             long_events
                 .lock()
                 .unwrap()
