@@ -97,7 +97,8 @@ pub enum TenantCommand {
         /// The tenant.
         name: String,
     },
-    /// Delete a tenant with its pipelines, plugins and files.
+    /// Delete a tenant with its pipelines, plugins and files (what its
+    /// pipelines hold is dropped unprocessed).
     Delete {
         /// The tenant.
         name: String,
@@ -129,7 +130,8 @@ pub enum PipelineCommand {
         /// The pipeline.
         name: String,
     },
-    /// Delete a pipeline with its state and dead letters.
+    /// Delete a pipeline with its state and dead letters; the batches it
+    /// holds are dropped unprocessed (`stop` first to have them finished).
     Delete {
         /// The pipeline.
         name: String,

@@ -6,6 +6,7 @@
 //! consecutive batches at once (`run`). How each part works inside belongs
 //! to its own module; which pipelines run is the supervisor's business.
 
+mod cancel;
 mod link;
 mod pool;
 mod pooled;
@@ -25,6 +26,7 @@ use crate::state::{StageState, StateError, StateStore};
 use crate::telemetry::series::kind_name;
 use crate::telemetry::{Labels, PipelineMetrics, Shape, StageSeries, Totals};
 
+pub use cancel::Cancel;
 pub use pool::{Job, MAX_BACKOFF, Step, WorkerPool};
 pub use pooled::{OnDone, PooledRun, Pools};
 
@@ -335,6 +337,7 @@ pub struct Pipeline {
     delivery: Delivery,
     metrics: Arc<PipelineMetrics>,
     exactly_once: bool,
+    cancel: Cancel,
 }
 
 impl Pipeline {
@@ -420,6 +423,7 @@ impl Pipeline {
             delivery,
             metrics,
             exactly_once: spec.exactly_once(),
+            cancel: Cancel::default(),
         })
     }
 
@@ -435,6 +439,18 @@ impl Pipeline {
     pub fn without_source_figures(mut self) -> Self {
         self.delivery = self.delivery.without_source_figures();
         self
+    }
+
+    /// Shares `cancel` with its owner (a task takes its partitioned
+    /// pipeline's, so one signal cancels every task).
+    pub fn cancelled_by(mut self, cancel: Cancel) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    /// What cancels its run (see [`Cancel`]).
+    pub fn canceller(&self) -> Cancel {
+        self.cancel.clone()
     }
 
     /// Its stages, for hot reload and the control endpoint.

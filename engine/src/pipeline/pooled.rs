@@ -18,7 +18,7 @@ use tokio::sync::{Notify, oneshot, watch};
 use super::link::{Receiver, Sender, TryRecv, TrySend, Wake, link};
 use super::pool::{Job, Step, WorkerPool};
 use super::run::{InFlight, Started, deliver, run_stage, summary};
-use super::{Pipeline, RunError, RunSummary};
+use super::{Cancel, Pipeline, RunError, RunSummary};
 use crate::batch::{Batcher, Cut};
 use crate::delivery::Delivery;
 use crate::source::SourceError;
@@ -116,6 +116,7 @@ impl Pipeline {
                 sink_rx,
                 failure.clone(),
                 finished_tx,
+                self.cancel.clone(),
             ),
         );
         slot.fill(&job);
@@ -126,9 +127,8 @@ impl Pipeline {
             let slot = JobSlot::default();
             rx.on_item(slot.waker());
             next.on_room(slot.waker());
-            let job = pools
-                .stages
-                .job(tenant, stage_work(stage, rx, next, failure.clone()));
+            let work = stage_work(stage, rx, next, failure.clone(), self.cancel.clone());
+            let job = pools.stages.job(tenant, work);
             slot.fill(&job);
             jobs.push(job);
             next = tx;
@@ -150,6 +150,7 @@ impl Pipeline {
             room,
             stop_tx.clone(),
             self.metrics.clone(),
+            self.cancel.clone(),
         ));
 
         // When delivery is done, the sources' outcomes and the summary.
@@ -190,10 +191,16 @@ async fn cut_batches(
     room: Arc<Notify>,
     stop: Arc<watch::Sender<bool>>,
     metrics: Arc<PipelineMetrics>,
+    cancel: Cancel,
 ) {
     'batches: loop {
         let mut flight = match batcher.next().await {
             Cut::Finished => break,
+            Cut::Batch(batch) if cancel.is_cancelled() => {
+                // The sources are stopping: what they read is dropped.
+                cancel.dropped(batch.records.len());
+                continue;
+            }
             Cut::Batch(batch) => InFlight::new(batch),
         };
         metrics.queue_depth.set(batcher.queued() as i64);
@@ -219,12 +226,13 @@ async fn cut_batches(
 }
 
 /// A stage's job: one batch per step, when one waits and the next link has
-/// room for it.
+/// room for it; once the run is cancelled, every waiting batch dropped.
 fn stage_work(
     stage: Stage,
     input: Receiver<InFlight>,
     output: Sender<InFlight>,
     failure: Failure,
+    cancel: Cancel,
 ) -> Box<dyn FnMut() -> Step + Send> {
     let mut parts = Some((stage, input, output));
     // Since when a batch has waited for room downstream.
@@ -233,6 +241,15 @@ fn stage_work(
         let Some((stage, input, output)) = parts.as_mut() else {
             return Step::Done;
         };
+        if cancel.is_cancelled() {
+            return match drop_waiting(input, &cancel) {
+                TryRecv::Closed => {
+                    parts = None;
+                    Step::Done
+                }
+                _ => Step::Idle,
+            };
+        }
         if !output.has_room() {
             if !input.is_empty() {
                 blocked.get_or_insert_with(std::time::Instant::now);
@@ -286,6 +303,7 @@ fn delivery_work(
     input: Receiver<InFlight>,
     failure: Failure,
     finished: oneshot::Sender<()>,
+    cancel: Cancel,
 ) -> Box<dyn FnMut() -> Step + Send> {
     let mut reporter = Reporter::new(metrics.labels.clone(), interval);
     let name = metrics.labels.pipeline.clone();
@@ -299,7 +317,11 @@ fn delivery_work(
             pipeline: name.clone(),
             source,
         };
-        match input.try_recv() {
+        let next = match cancel.is_cancelled() {
+            true => drop_waiting(input, &cancel),
+            false => input.try_recv(),
+        };
+        match next {
             TryRecv::Empty => Step::Idle,
             TryRecv::Item(mut flight) => {
                 last_id = flight.batch.id;
@@ -329,4 +351,15 @@ fn delivery_work(
             }
         }
     })
+}
+
+/// Drops every batch waiting in `input` (the run is cancelled); says what
+/// ended the wait: `Empty`, or `Closed` once upstream is done too.
+fn drop_waiting(input: &Receiver<InFlight>, cancel: &Cancel) -> TryRecv<InFlight> {
+    loop {
+        match input.try_recv() {
+            TryRecv::Item(flight) => cancel.dropped(flight.batch.records.len()),
+            ended => return ended,
+        }
+    }
 }

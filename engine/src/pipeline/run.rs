@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::link::{LIGHT_BYTES, Receiver, Sender, Weighed, link};
-use super::{Pipeline, RunError, RunSummary};
+use super::{Cancel, Pipeline, RunError, RunSummary};
 use crate::batch::{Batch, Batcher, Cut};
 use crate::delivery::Delivery;
 use crate::source::{Emitter, SourceError};
@@ -143,12 +143,18 @@ impl Pipeline {
         let (sink_tx, sink_rx) = link::<InFlight>();
         let mut delivery = self.delivery;
         delivery.acknowledge_to(acks);
-        let sink_thread = spawn_sinks(self.interval, self.metrics.clone(), delivery, sink_rx);
+        let sink_thread = spawn_sinks(
+            self.interval,
+            self.metrics.clone(),
+            delivery,
+            sink_rx,
+            self.cancel.clone(),
+        );
         let mut next = sink_tx;
         let mut stage_threads = Vec::new();
         for stage in std::mem::take(&mut self.stages).into_iter().rev() {
             let (tx, rx) = link::<InFlight>();
-            stage_threads.push(spawn_stage(stage, rx, next));
+            stage_threads.push(spawn_stage(stage, rx, next, self.cancel.clone()));
             next = tx;
         }
         stage_threads.reverse();
@@ -162,6 +168,9 @@ impl Pipeline {
         loop {
             match runtime.block_on(batcher.next()) {
                 Cut::Finished => break,
+                Cut::Batch(batch) if self.cancel.is_cancelled() => {
+                    self.cancel.dropped(batch.records.len());
+                }
                 Cut::Batch(batch) => {
                     self.metrics.queue_depth.set(batcher.queued() as i64);
                     let flight = InFlight::new(batch);
@@ -248,16 +257,22 @@ pub(super) fn summary(name: String, metrics: &PipelineMetrics) -> RunSummary {
     }
 }
 
-/// A stage's thread: takes batches in order, processes them, passes them on.
+/// A stage's thread: takes batches in order, processes them, passes them on
+/// (once the run is cancelled, drops them).
 fn spawn_stage(
     mut stage: Stage,
     rx: Receiver<InFlight>,
     tx: Sender<InFlight>,
+    cancel: Cancel,
 ) -> JoinHandle<Result<(), RunError>> {
     std::thread::Builder::new()
         .name(format!("sluice-stage-{}", stage.name()))
         .spawn(move || {
             for mut flight in rx {
+                if cancel.is_cancelled() {
+                    cancel.dropped(flight.batch.records.len());
+                    continue;
+                }
                 run_stage(&mut stage, &mut flight)?;
                 let handing = Instant::now();
                 if tx.send(flight).is_err() {
@@ -312,6 +327,7 @@ fn spawn_sinks(
     metrics: Arc<PipelineMetrics>,
     mut delivery: Delivery,
     rx: Receiver<InFlight>,
+    cancel: Cancel,
 ) -> JoinHandle<Result<(), RunError>> {
     std::thread::Builder::new()
         .name("sluice-sinks".into())
@@ -323,6 +339,10 @@ fn spawn_sinks(
                 source,
             };
             for mut flight in rx {
+                if cancel.is_cancelled() {
+                    cancel.dropped(flight.batch.records.len());
+                    continue;
+                }
                 last_id = flight.batch.id;
                 deliver(
                     &mut delivery,

@@ -434,7 +434,8 @@ impl Service {
         for pool in [&self.pools.stages, &self.pools.sinks] {
             pool.set_leaving(Some(name), true);
         }
-        self.supervisor.remove_all(&keys);
+        // Its data goes: what its pipelines hold is dropped, not finished.
+        self.supervisor.discard(&keys);
         for pool in [&self.pools.stages, &self.pools.sinks] {
             pool.set_leaving(Some(name), false);
         }

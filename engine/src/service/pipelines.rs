@@ -231,12 +231,14 @@ impl Service {
         self.start_record(tenant, name, &record)
     }
 
-    /// Stops and forgets a pipeline, with its state and dead letters.
+    /// Ends and forgets a pipeline, with its state and dead letters. The
+    /// batches it holds are dropped, not processed (stop it first to have
+    /// them finished).
     pub fn delete(&self, tenant: &str, name: &str) -> Result<(), ServiceError> {
         let lock = self.changing(tenant);
         let _change = lock.lock().unwrap_or_else(|p| p.into_inner());
         self.record(tenant, name)?;
-        self.supervisor.remove(&key(tenant, name));
+        self.supervisor.discard(&[key(tenant, name)]);
         self.catalog.set_pipeline(tenant, name, None)?;
         self.start_errors
             .lock()

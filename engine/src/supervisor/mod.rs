@@ -13,7 +13,7 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 
 use crate::config::PipelineSpec;
-use crate::pipeline::{BuildError, Pipeline, PooledRun, Pools, RunSummary};
+use crate::pipeline::{BuildError, Cancel, Pipeline, PooledRun, Pools, RunSummary};
 use crate::plugin::PluginHost;
 use crate::reload::StageEntry;
 #[cfg(feature = "kafka")]
@@ -148,6 +148,14 @@ impl Runnable {
         }
     }
 
+    fn canceller(&self) -> Cancel {
+        match self {
+            Runnable::Chain(pipeline) => pipeline.canceller(),
+            #[cfg(feature = "kafka")]
+            Runnable::Tasks(tasks) => tasks.canceller(),
+        }
+    }
+
     fn metrics(&self) -> Arc<PipelineMetrics> {
         match self {
             Runnable::Chain(pipeline) => pipeline.metrics(),
@@ -169,6 +177,7 @@ struct Running {
     tasks: Option<Arc<TaskBoard>>,
     metrics: Arc<PipelineMetrics>,
     stop: watch::Sender<bool>,
+    cancel: Cancel,
     state: Arc<Mutex<RunState>>,
     outcome: Arc<OutcomeSlot>,
     /// A pooled run's jobs, alive while it runs.
@@ -266,6 +275,7 @@ impl Supervisor {
         let slot = Arc::new(OutcomeSlot::default());
         let stages = pipeline.stage_entries();
         let metrics = pipeline.metrics();
+        let cancel = pipeline.canceller();
         let tasks = match &pipeline {
             #[cfg(feature = "kafka")]
             Runnable::Tasks(tasks) => Some(tasks.board()),
@@ -359,6 +369,7 @@ impl Supervisor {
                 tasks,
                 metrics,
                 stop,
+                cancel,
                 state,
                 outcome: slot,
                 _pooled: pooled,
@@ -405,15 +416,28 @@ impl Supervisor {
         outcome
     }
 
-    /// Stops every pipeline of `keys` at once (not one after another, so
-    /// the slowest sets the time, not their sum) and forgets them.
-    pub fn remove_all(&self, keys: &[PipelineKey]) {
+    /// Ends every pipeline of `keys` at once, dropping what they hold
+    /// unprocessed (they are being deleted with their state: see
+    /// [`Cancel`]), and forgets them. A plugin call under way ends within
+    /// its time limit; nothing else waits for a plugin.
+    pub fn discard(&self, keys: &[PipelineKey]) {
         let slots: Vec<_> = keys
             .iter()
-            .filter_map(|key| self.ask_to_stop(key))
+            .filter_map(|key| {
+                let cancel = self.running.lock().unwrap().get(key)?.cancel.clone();
+                cancel.cancel();
+                Some((key, cancel, self.ask_to_stop(key)?))
+            })
             .collect();
-        for slot in slots {
+        for (key, cancel, slot) in slots {
             let _ = slot.wait();
+            let (batches, records) = cancel.dropped_so_far();
+            if batches > 0 {
+                tracing::info!(
+                    pipeline = %key,
+                    "discarded: {batches} batches ({records} records) it held were dropped unprocessed"
+                );
+            }
         }
         let mut running = self.running.lock().unwrap();
         for key in keys {

@@ -14,7 +14,7 @@ use super::topics::{self, Kind};
 use super::topology::{Output, Topology};
 use crate::config::PipelineSpec;
 use crate::kafka::client_config;
-use crate::pipeline::{BuildError, RunError, RunSummary, check_stages};
+use crate::pipeline::{BuildError, Cancel, RunError, RunSummary, check_stages};
 use crate::plugin::PluginHost;
 use crate::source::{SourceConfig, SourceError};
 use crate::supervisor::Executor;
@@ -33,6 +33,7 @@ pub struct Partitioned {
     group: String,
     board: Arc<TaskBoard>,
     metrics: Arc<PipelineMetrics>,
+    cancel: Cancel,
 }
 
 impl Partitioned {
@@ -82,6 +83,7 @@ impl Partitioned {
             group: source.group.clone(),
             board,
             metrics,
+            cancel: Cancel::default(),
         })
     }
 
@@ -93,6 +95,11 @@ impl Partitioned {
     /// Its tasks, live.
     pub fn board(&self) -> Arc<TaskBoard> {
         self.board.clone()
+    }
+
+    /// What cancels every task's run (see [`Cancel`]).
+    pub fn canceller(&self) -> Cancel {
+        self.cancel.clone()
     }
 
     /// Its figures (every task's added up), live.
@@ -143,6 +150,7 @@ impl Partitioned {
             group_id: self.group.clone(),
             group: Arc::new(std::sync::OnceLock::new()),
             board: self.board,
+            cancel: self.cancel,
         });
         let member = Member::new(cx, self.config, self.who, tenant, exactly_once);
         member.run(shutdown)?;

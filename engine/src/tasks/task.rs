@@ -23,7 +23,7 @@ use super::transaction::{self, GroupMetadata, TaskOutput, TaskTransaction};
 use crate::batch::Records;
 use crate::config::PipelineSpec;
 use crate::pipeline::{
-    BuildError, Pipeline, PooledRun, RunError, RunSummary, build_stages_in, load_plugins,
+    BuildError, Cancel, Pipeline, PooledRun, RunError, RunSummary, build_stages_in, load_plugins,
 };
 use crate::plugin::PluginHost;
 use crate::sink::KafkaSinkConfig;
@@ -76,6 +76,8 @@ pub struct TaskContext {
     /// What status shows of this process's tasks (a task's preparation
     /// reports its restore there).
     pub board: Arc<TaskBoard>,
+    /// Cancels every task's run (the pipeline is being deleted).
+    pub cancel: Cancel,
 }
 
 /// The changelogs of a pipeline's stateful tasks (see `changelog`).
@@ -293,7 +295,8 @@ pub fn prepare(
         sinks,
         store,
         cx.metrics.clone(),
-    )?;
+    )?
+    .cancelled_by(cx.cancel.clone());
     if cx.topology.parts[part].output != Output::Sinks {
         pipeline = pipeline.without_sink_figures();
     }

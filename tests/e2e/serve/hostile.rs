@@ -220,31 +220,40 @@ fn a_hostile_tenant_neither_slows_nor_breaks_another() {
     let _ = std::io::stdout().flush();
 }
 
-#[test]
-fn a_tenants_slow_pipeline_stop_holds_up_no_other_tenants_changes() {
-    let (server, good, evil) = good_and_evil();
+/// Tenant `evil`'s pipeline `loop`, whose plugin loops until its 1 s time
+/// limit on every batch, given `batches` batches (each ingest in a batch
+/// interval of its own); returns its text.
+fn looping_with_batches(server: &Server, evil: &str, batches: usize) -> String {
     let looping = hostile_pipeline(
         "loop",
         "{ mode = \"loop\", when = \"*\" }",
         "time_limit = \"1s\"",
     );
-    assert_eq!(server.apply(&evil, "loop", &looping).status, 201);
-    // Several batches that each run into the time limit: deleting the
-    // pipeline finishes them first, which takes seconds.
-    for _ in 0..4 {
-        server.ingest(&evil, "loop", "boom\n");
+    assert_eq!(server.apply(evil, "loop", &looping).status, 201);
+    for _ in 0..batches {
+        server.ingest(evil, "loop", "boom\n");
         std::thread::sleep(Duration::from_millis(150));
     }
+    looping
+}
+
+#[test]
+fn a_tenants_slow_pipeline_stop_holds_up_no_other_tenants_changes() {
+    let (server, good, evil) = good_and_evil();
+    // Several batches that each run into the time limit: replacing the
+    // pipeline finishes them first (the new version goes on from their
+    // checkpoint), which takes seconds.
+    let looping = looping_with_batches(&server, &evil, 4);
     let (port, token) = (server.port, evil.clone());
-    let deleting = std::thread::spawn(move || {
+    let replacing = std::thread::spawn(move || {
         let started = Instant::now();
         let answer = raw(
             port,
-            "DELETE",
+            "PUT",
             "/v1/pipelines/loop",
             Some(&token),
-            None,
-            b"",
+            Some("application/toml"),
+            looping.as_bytes(),
         );
         (answer.map(|a| a.status), started, Instant::now())
     });
@@ -253,15 +262,48 @@ fn a_tenants_slow_pipeline_stop_holds_up_no_other_tenants_changes() {
     assert_eq!(server.apply(&good, "wc", &wordcount("wc", "")).status, 201);
     let applied = Instant::now();
     assert_eq!(server.push(&good, "split", "word_split").status, 200);
-    let (status, started, deleted) = deleting.join().unwrap();
-    assert_eq!(status, Some(204), "{}", server.log());
+    let (status, started, replaced) = replacing.join().unwrap();
+    assert_eq!(status, Some(200), "{}", server.log());
     assert!(
-        deleted - started > Duration::from_secs(2),
-        "the delete was quick ({:?}): nothing shows here",
-        deleted - started
+        replaced - started > Duration::from_secs(2),
+        "the replacement was quick ({:?}): nothing shows here",
+        replaced - started
     );
     assert!(
-        applied < deleted,
-        "the good tenant's change waited for the other tenant's delete"
+        applied < replaced,
+        "the good tenant's change waited for the other tenant's replacement"
     );
+}
+
+#[test]
+fn deleting_a_pipeline_drops_the_batches_it_holds_instead_of_running_them() {
+    let (server, _good, evil) = good_and_evil();
+    // 30 batches, each running into the 1 s time limit, so finishing them
+    // would take 30 s.
+    looping_with_batches(&server, &evil, 30);
+    let started = Instant::now();
+    let deleted = server.call(Some(&evil), "DELETE", "/v1/pipelines/loop", None, b"");
+    let took = started.elapsed();
+    assert_eq!(deleted.status, 204, "{}", server.log());
+    // The call under way ends within its 1 s limit; the tenant's steps may
+    // be held back up to 10 s after repeated timeouts. Finishing the rest
+    // would take 20 s or more.
+    assert!(took < Duration::from_secs(15), "the delete took {took:?}");
+    let log = server.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("evil/loop") && l.contains("discarded: "))
+        .unwrap_or_else(|| panic!("no discard line in the log:\n{log}"));
+    let batches: u64 = line
+        .split("discarded: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no batch count in {line}"));
+    assert!(batches >= 10, "only {batches} batches were dropped: {line}");
+    let gone = server.call(Some(&evil), "GET", "/v1/pipelines/loop", None, b"");
+    assert_eq!(gone.status, 404);
+    // A new pipeline of the same name starts afresh.
+    let calm = hostile_pipeline("loop", "{ mode = \"trap\", when = \"never\" }", "");
+    assert_eq!(server.apply(&evil, "loop", &calm).status, 201);
 }
