@@ -209,6 +209,10 @@ impl Service {
     /// Stops a pipeline (its batches in flight finish and are
     /// checkpointed); it stays stopped across restarts.
     pub fn stop(&self, tenant: &str, name: &str) -> Result<(), ServiceError> {
+        // Under the tenant's change lock, so a concurrent apply's record is
+        // not overwritten with the old text.
+        let lock = self.changing(tenant);
+        let _change = lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut record = self.record(tenant, name)?;
         record.desired = Desired::Stopped;
         self.catalog.set_pipeline(tenant, name, Some(&record))?;
@@ -218,6 +222,8 @@ impl Service {
 
     /// Starts a stopped pipeline from its checkpoint.
     pub fn start(&self, tenant: &str, name: &str) -> Result<(), ServiceError> {
+        let lock = self.changing(tenant);
+        let _change = lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut record = self.record(tenant, name)?;
         record.desired = Desired::Running;
         self.catalog.set_pipeline(tenant, name, Some(&record))?;
