@@ -315,19 +315,8 @@ fn exactly_once_through_injected_crashes_and_sigkills() {
             &es_sink(&url, &index, ""),
         ),
     );
-    let input = s.path("input");
-    let writer = std::thread::spawn(move || {
-        let mut all = String::new();
-        for i in 0..50u64 {
-            let text = sample_text(60, 3000 + i);
-            let tmp = input.join(format!(".f{i:03}.tmp"));
-            std::fs::write(&tmp, &text).unwrap();
-            std::fs::rename(&tmp, input.join(format!("f{i:03}.txt"))).unwrap();
-            all.push_str(&text);
-            std::thread::sleep(Duration::from_millis(80));
-        }
-        all
-    });
+    // At least 50 files, and on through every crash and kill.
+    let writer = Trickle::start(s.path("input"), 50, |i| sample_text(60, 3000 + i));
     let mut run = 0;
     for point in ["written:2", "checkpointed:2", "acknowledged:2"] {
         let mut child = spawn_logged(&s, &format!("log-{run}"), Some(point));
@@ -350,8 +339,9 @@ fn exactly_once_through_injected_crashes_and_sigkills() {
         child.wait().unwrap();
         run += 1;
     }
-    let expected = count_words(&writer.join().unwrap());
+    let expected = count_words(&writer.finish());
     let mut child = spawn_logged(&s, &format!("log-{run}"), None);
+    wait_until_resumed(&s.path(&format!("log-{run}")));
     let settled = (0..600).any(|_| {
         std::thread::sleep(Duration::from_millis(100));
         word_totals(&docs(&url, &index)) == expected

@@ -214,19 +214,8 @@ fn exactly_once_through_injected_crashes_and_sigkills() {
             &s3_sink(&endpoint, &bucket, ""),
         ),
     );
-    let input = s.path("input");
-    let writer = std::thread::spawn(move || {
-        let mut all = String::new();
-        for i in 0..40u64 {
-            let text = sample_text(60, 5000 + i);
-            let tmp = input.join(format!(".f{i:03}.tmp"));
-            std::fs::write(&tmp, &text).unwrap();
-            std::fs::rename(&tmp, input.join(format!("f{i:03}.txt"))).unwrap();
-            all.push_str(&text);
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        all
-    });
+    // At least 40 files, and on through every crash and kill.
+    let writer = Trickle::start(s.path("input"), 40, |i| sample_text(60, 5000 + i));
     let mut run = 0;
     for point in [
         "written:2",
@@ -254,8 +243,9 @@ fn exactly_once_through_injected_crashes_and_sigkills() {
         child.wait().unwrap();
         run += 1;
     }
-    let expected = count_words(&writer.join().unwrap());
+    let expected = count_words(&writer.finish());
     let mut child = spawn_logged(&s, &format!("log-{run}"), None);
+    wait_until_resumed(&s.path(&format!("log-{run}")));
     let settled = (0..400).any(|_| {
         std::thread::sleep(Duration::from_millis(150));
         published_totals(&objects(&endpoint, &bucket, "")) == expected

@@ -220,20 +220,8 @@ fn sigkill_test(delivery: &str, counter: &str, crashes: &[&str]) -> (Scratch, Ve
         )
         .replace("running_count.wasm", &format!("{counter}.wasm"));
     s.write("p.toml", &pipeline);
-    // The writer: 60 files, one every 80 ms, each moved in by rename.
-    let input = s.path("input");
-    let writer = std::thread::spawn(move || {
-        let mut all = String::new();
-        for i in 0..60u64 {
-            let text = sample_text(80, 1000 + i);
-            let tmp = input.join(format!(".f{i:03}.tmp"));
-            std::fs::write(&tmp, &text).unwrap();
-            std::fs::rename(&tmp, input.join(format!("f{i:03}.txt"))).unwrap();
-            all.push_str(&text);
-            std::thread::sleep(Duration::from_millis(80));
-        }
-        all
-    });
+    // The writer: at least 60 files, and on through every crash and kill.
+    let writer = Trickle::start(s.path("input"), 60, |i| sample_text(80, 1000 + i));
 
     let spawn = |n: usize, crash: Option<&str>| {
         let log = std::fs::File::create(s.path(&format!("log-{n}"))).unwrap();
@@ -268,7 +256,7 @@ fn sigkill_test(delivery: &str, counter: &str, crashes: &[&str]) -> (Scratch, Ve
         child.wait().unwrap();
         run += 1;
     }
-    let all = writer.join().unwrap();
+    let all = writer.finish();
     let expected = count_words(&all);
     let settled = |records: &[serde_json::Value]| {
         if counter == "running_count" {
@@ -279,6 +267,7 @@ fn sigkill_test(delivery: &str, counter: &str, crashes: &[&str]) -> (Scratch, Ve
     };
 
     let mut child = spawn(run, None);
+    wait_until_resumed(&s.path(&format!("log-{run}")));
     let out = s.path("out");
     let finished = std::time::Instant::now();
     while finished.elapsed() < Duration::from_secs(60) {

@@ -311,3 +311,57 @@ pub fn peak_rss(pid: u32) -> Option<u64> {
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
+
+/// Text files landing in a folder, each moved in by rename, one every
+/// 80 ms: at least a given number, and on until [`Trickle::finish`], so a
+/// run started meanwhile, however late, always has input arriving (a run
+/// waiting for its second batch to crash at would otherwise wait forever).
+pub struct Trickle {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<String>,
+}
+
+impl Trickle {
+    /// Starts writing into `dir`: file `i` holds `text(i)`.
+    pub fn start(
+        dir: PathBuf,
+        at_least: u64,
+        text: impl Fn(u64) -> String + Send + 'static,
+    ) -> Trickle {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writing = done.clone();
+        let thread = std::thread::spawn(move || {
+            let mut all = String::new();
+            let mut i = 0u64;
+            while i < at_least || !writing.load(std::sync::atomic::Ordering::Relaxed) {
+                let text = text(i);
+                let tmp = dir.join(format!(".f{i:04}.tmp"));
+                std::fs::write(&tmp, &text).unwrap();
+                std::fs::rename(&tmp, dir.join(format!("f{i:04}.txt"))).unwrap();
+                all.push_str(&text);
+                i += 1;
+                std::thread::sleep(Duration::from_millis(80));
+            }
+            all
+        });
+        Trickle { done, thread }
+    }
+
+    /// Stops once at least the promised files are written; returns all the
+    /// text written.
+    pub fn finish(self) -> String {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+/// Waits until `log` (a run's log file) says the run resumed from its
+/// checkpoint: by then its signal handlers are installed, so a `SIGTERM`
+/// stops it cleanly instead of killing it mid-start.
+pub fn wait_until_resumed(log: &Path) {
+    eventually(Duration::from_secs(60), "the run to resume", || {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains("resuming from the checkpoint")
+    });
+}
