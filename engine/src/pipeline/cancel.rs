@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::batch::Batch;
+
 /// Tells a running pipeline to drop the batches it holds instead of
 /// processing them: a plugin call under way ends as usual (within its time
 /// limit), but no later batch reaches a plugin or a sink, and the batcher
@@ -31,16 +33,19 @@ impl Cancel {
         self.0.cancelled.load(Ordering::Acquire)
     }
 
-    /// Counts a batch of `records` dropped unprocessed (an empty one is
-    /// not counted).
-    pub(super) fn dropped(&self, records: usize) {
-        if records == 0 {
-            return;
+    /// Whether `batch` is to be dropped (the run is cancelled); counts it
+    /// if so (an empty one is not counted).
+    pub(super) fn drops(&self, batch: &Batch) -> bool {
+        if !self.is_cancelled() {
+            return false;
         }
-        self.0.dropped_batches.fetch_add(1, Ordering::Relaxed);
-        self.0
-            .dropped_records
-            .fetch_add(records as u64, Ordering::Relaxed);
+        if !batch.records.is_empty() {
+            self.0.dropped_batches.fetch_add(1, Ordering::Relaxed);
+            self.0
+                .dropped_records
+                .fetch_add(batch.records.len() as u64, Ordering::Relaxed);
+        }
+        true
     }
 
     /// The batches and records dropped so far.

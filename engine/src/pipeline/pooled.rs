@@ -196,11 +196,8 @@ async fn cut_batches(
     'batches: loop {
         let mut flight = match batcher.next().await {
             Cut::Finished => break,
-            Cut::Batch(batch) if cancel.is_cancelled() => {
-                // The sources are stopping: what they read is dropped.
-                cancel.dropped(batch.records.len());
-                continue;
-            }
+            // The sources are stopping: what they read is dropped.
+            Cut::Batch(batch) if cancel.drops(&batch) => continue,
             Cut::Batch(batch) => InFlight::new(batch),
         };
         metrics.queue_depth.set(batcher.queued() as i64);
@@ -358,7 +355,9 @@ fn delivery_work(
 fn drop_waiting(input: &Receiver<InFlight>, cancel: &Cancel) -> TryRecv<InFlight> {
     loop {
         match input.try_recv() {
-            TryRecv::Item(flight) => cancel.dropped(flight.batch.records.len()),
+            TryRecv::Item(flight) => {
+                cancel.drops(&flight.batch);
+            }
             ended => return ended,
         }
     }

@@ -168,9 +168,7 @@ impl Pipeline {
         loop {
             match runtime.block_on(batcher.next()) {
                 Cut::Finished => break,
-                Cut::Batch(batch) if self.cancel.is_cancelled() => {
-                    self.cancel.dropped(batch.records.len());
-                }
+                Cut::Batch(batch) if self.cancel.drops(&batch) => {}
                 Cut::Batch(batch) => {
                     self.metrics.queue_depth.set(batcher.queued() as i64);
                     let flight = InFlight::new(batch);
@@ -269,8 +267,7 @@ fn spawn_stage(
         .name(format!("sluice-stage-{}", stage.name()))
         .spawn(move || {
             for mut flight in rx {
-                if cancel.is_cancelled() {
-                    cancel.dropped(flight.batch.records.len());
+                if cancel.drops(&flight.batch) {
                     continue;
                 }
                 run_stage(&mut stage, &mut flight)?;
@@ -339,8 +336,7 @@ fn spawn_sinks(
                 source,
             };
             for mut flight in rx {
-                if cancel.is_cancelled() {
-                    cancel.dropped(flight.batch.records.len());
+                if cancel.drops(&flight.batch) {
                     continue;
                 }
                 last_id = flight.batch.id;

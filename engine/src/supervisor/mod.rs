@@ -383,20 +383,24 @@ impl Supervisor {
     /// run ended, or `None` if there is no such pipeline. It stays listed
     /// (stopped) until removed.
     pub fn stop(&self, key: &PipelineKey) -> Option<Outcome> {
-        Some(self.ask_to_stop(key)?.wait())
+        Some(self.ask_to_stop(key, false)?.0.wait())
     }
 
-    /// Tells `key` to stop; the slot says when it has.
-    fn ask_to_stop(&self, key: &PipelineKey) -> Option<Arc<OutcomeSlot>> {
+    /// Tells `key` to stop, first cancelling its run if `cancel`; the slot
+    /// says when it has.
+    fn ask_to_stop(&self, key: &PipelineKey, cancel: bool) -> Option<(Arc<OutcomeSlot>, Cancel)> {
         let running = self.running.lock().unwrap();
         let entry = running.get(key)?;
+        if cancel {
+            entry.cancel.cancel();
+        }
         let _ = entry.stop.send(true);
         let mut state = entry.state.lock().unwrap();
         if *state == RunState::Running {
             *state = RunState::Stopping;
         }
         drop(state);
-        Some(entry.outcome.clone())
+        Some((entry.outcome.clone(), entry.cancel.clone()))
     }
 
     /// Stops `key` and marks it failed with `reason` (a quota it went past,
@@ -423,13 +427,9 @@ impl Supervisor {
     pub fn discard(&self, keys: &[PipelineKey]) {
         let slots: Vec<_> = keys
             .iter()
-            .filter_map(|key| {
-                let cancel = self.running.lock().unwrap().get(key)?.cancel.clone();
-                cancel.cancel();
-                Some((key, cancel, self.ask_to_stop(key)?))
-            })
+            .filter_map(|key| Some((key, self.ask_to_stop(key, true)?)))
             .collect();
-        for (key, cancel, slot) in slots {
+        for (key, (slot, cancel)) in slots {
             let _ = slot.wait();
             let (batches, records) = cancel.dropped_so_far();
             if batches > 0 {
